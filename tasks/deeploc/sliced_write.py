@@ -1,0 +1,64 @@
+"""Write a stage's labelled rows as output + rejects for one slice, with a verified ledger.
+
+A stage labels every row it read with ``reject_reason`` (null = keep). This writes both tables to
+hidden staging folders, counts what was actually written, records the ledger (which fails the run if
+rows were lost or duplicated) and only then swaps the slice's partitions in.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pyarrow.parquet as pq
+
+from deeploc.lake import PARTITION, Lake, LedgerError, Slice, record_ledger
+
+REASON = "reject_reason"
+
+
+def _written_rows(path: str) -> dict[str, int]:
+    """Rows per reason (or per partition for outputs) read back from the Parquet footers."""
+    counts: dict[str, int] = {}
+    for f in glob.glob(os.path.join(path, f"{PARTITION}=*", "*.parquet")):
+        counts[f] = pq.ParquetFile(f).metadata.num_rows
+    return counts
+
+
+def write_slice(lake: Lake, stage: str, labelled, rows_in: int, out_table: str, out_cols: list[str],
+                reject_cols: list[str], sl: Slice, with_unknown: bool = False, extra: dict | None = None) -> dict:
+    """Persist ``labelled`` (a DataFrame with ``reject_reason`` and ``upload_month``) for slice ``sl``."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    labelled = labelled.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        out_dir, rej_dir = lake.staging(out_table), lake.staging(f"rejects/{stage}")
+        (labelled.filter(F.col(REASON).isNull()).select(*out_cols, PARTITION)
+         .write.mode("overwrite").partitionBy(PARTITION).parquet(out_dir))
+        (labelled.filter(F.col(REASON).isNotNull()).select(*reject_cols, REASON, PARTITION)
+         .write.mode("overwrite").partitionBy(PARTITION).parquet(rej_dir))
+        by_reason = {r[REASON]: r["n"] for r in
+                     labelled.filter(F.col(REASON).isNotNull()).groupBy(REASON).agg(F.count("*").alias("n")).collect()}
+    finally:
+        labelled.unpersist()
+    rows_out = sum(_written_rows(out_dir).values())
+    rejected_written = sum(_written_rows(rej_dir).values())
+    if rejected_written != sum(by_reason.values()):
+        raise LedgerError(f"{stage} [{sl.label}]: counted {sum(by_reason.values())} rejects, wrote {rejected_written}")
+    ledger = record_ledger(lake, stage, sl.label, rows_in, rows_out, by_reason, **(extra or {}))
+    lake.replace_slice(out_table, out_dir, sl.months(), with_unknown)
+    lake.replace_slice(f"rejects/{stage}", rej_dir, sl.months(), with_unknown)
+    return ledger
+
+
+def read_table(spark, lake: Lake, table: str, sl: Slice | None = None):
+    """A partitioned lake table, optionally only the months of ``sl`` (None when it has no rows)."""
+    parts = lake.partitions(table)
+    if sl is not None:
+        wanted = {f"{PARTITION}={m}" for m in sl.months()}
+        parts = [p for p in parts if p in wanted]
+    if not parts:
+        return None
+    base = lake.path(table)
+    return spark.read.option("basePath", base).parquet(*[os.path.join(base, p) for p in parts])

@@ -1,0 +1,1 @@
+"""The pipeline's stages. Each module has a ``run(...)`` function and is wired to ``deeploc <stage>``."""
