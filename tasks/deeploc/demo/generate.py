@@ -263,6 +263,10 @@ def generate(out: str, rows: int = 3000, seed: int = 7, files: int = 4, rates: D
             _write_object(os.path.join(bucket, r.extra["key"]), data)
         progress.step()
     progress.done()
+    for r in photos:
+        # A missing object alone in its prefix leaves no folder: indistinguishable from a missing prefix.
+        if r.bucket_defect == "missing_object" and not os.path.isdir(os.path.join(bucket, *r.extra["key"].split("/")[:3])):
+            r.reason = "missing_prefix"
 
     manifest = _manifest(plan, rows, seed, files, rates, missing_prefix)
     with open(os.path.join(tmp, "manifest.json"), "w") as f:

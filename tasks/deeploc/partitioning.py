@@ -1,0 +1,107 @@
+"""Adaptive S2 partitionings (GeoEstimation's algorithm) and the hierarchy between them.
+
+A partitioning is a plain table: class, S2 token, level, image count, mean latitude/longitude of its
+member images. Cells are quadtree leaves: start every image at ``min_level``, drop cells with
+``tau_min`` or fewer images, push the images of cells holding more than ``tau_max`` one level deeper
+until none does (or ``max_level`` is reached), drop small cells again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from deeploc import geo, s2
+
+DEFAULT_SPEC = (("coarse", 5, 500), ("medium", 5, 200), ("fine", 5, 100))
+MIN_LEVEL = 2
+MAX_LEVEL = 18  # ~35 m cells: finer than street scale, so splitting further has no use
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    tau_min: int
+    tau_max: int
+
+    @classmethod
+    def parse(cls, text: str) -> list["Spec"]:
+        """``coarse:5:500,medium:5:200,fine:5:100`` (coarse to fine)."""
+        specs = []
+        for part in text.split(","):
+            name, lo, hi = part.strip().split(":")
+            specs.append(cls(name, int(lo), int(hi)))
+        if len({s.name for s in specs}) != len(specs):
+            raise ValueError(f"partitioning names must be unique: {text}")
+        for s in specs:
+            if not 0 <= s.tau_min < s.tau_max:
+                raise ValueError(f"{s.name}: need 0 <= tau_min < tau_max, got {s.tau_min}, {s.tau_max}")
+        return specs
+
+
+def _drop_small(cells: np.ndarray, keep: np.ndarray, tau_min: int) -> np.ndarray:
+    uniq, inv, counts = np.unique(cells[keep], return_inverse=True, return_counts=True)
+    out = keep.copy()
+    out[np.flatnonzero(keep)[counts[inv] <= tau_min]] = False
+    return out
+
+
+def assign_cells(leaf: np.ndarray, tau_min: int, tau_max: int, min_level: int = MIN_LEVEL,
+                 max_level: int = MAX_LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """Per image: its cell id in the partitioning and whether it kept a cell."""
+    level = np.full(leaf.shape, min_level, dtype=np.int64)
+    cells = s2.parent(leaf, min_level)
+    keep = _drop_small(cells, np.ones(leaf.shape, bool), tau_min)
+    while True:
+        idx = np.flatnonzero(keep)
+        uniq, inv, counts = np.unique(cells[idx], return_inverse=True, return_counts=True)
+        split = idx[(counts[inv] > tau_max) & (level[idx] < max_level)]
+        if split.size == 0:
+            break
+        level[split] += 1
+        cells[split] = s2.parent(leaf[split], level[split])
+    keep = _drop_small(cells, keep, tau_min)
+    return cells, keep
+
+
+def build(lat: np.ndarray, lon: np.ndarray, spec: Spec) -> tuple[pd.DataFrame, np.ndarray]:
+    """(cell table, class per image with -1 for images in no cell)."""
+    leaf = s2.leaf_ids(lat, lon)
+    cells, keep = assign_cells(leaf, spec.tau_min, spec.tau_max)
+    uniq, inv = np.unique(cells[keep], return_inverse=True)
+    mean_lat, mean_lon = geo.group_mean_latlon(inv, lat[keep], lon[keep], len(uniq))
+    table = pd.DataFrame({
+        "partitioning": spec.name, "class": np.arange(len(uniq), dtype=np.int32),
+        "token": [s2.token(c) for c in uniq], "cell_id": uniq.astype(np.uint64),
+        "level": s2.level_of(uniq).astype(np.int32),
+        "count": np.bincount(inv, minlength=len(uniq)).astype(np.int64),
+        "mean_lat": mean_lat, "mean_lon": mean_lon})
+    labels = np.full(len(lat), -1, dtype=np.int32)
+    labels[keep] = inv
+    return table, labels
+
+
+def locate(table: pd.DataFrame, lat, lon) -> np.ndarray:
+    """Class of the cell of ``table`` containing each point, or -1."""
+    leaf = s2.leaf_ids(lat, lon)
+    out = np.full(leaf.shape, -1, dtype=np.int32)
+    for level, group in table.groupby("level"):
+        ids = group["cell_id"].to_numpy(np.uint64)
+        order = np.argsort(ids)
+        ids, classes = ids[order], group["class"].to_numpy()[order]
+        anc = s2.parent(leaf, int(level))
+        pos = np.clip(np.searchsorted(ids, anc), 0, len(ids) - 1)
+        hit = ids[pos] == anc
+        out[hit] = classes[pos[hit]]
+    return out
+
+
+def hierarchy(tables: dict[str, pd.DataFrame], order: list[str]) -> pd.DataFrame:
+    """For each class of the finest partitioning, the class of every coarser one containing its mean."""
+    fine = tables[order[-1]]
+    out = pd.DataFrame({order[-1]: fine["class"].to_numpy()})
+    for name in order[:-1]:
+        out[name] = locate(tables[name], fine["mean_lat"].to_numpy(), fine["mean_lon"].to_numpy())
+    return out[order]

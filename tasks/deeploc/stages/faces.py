@@ -1,0 +1,79 @@
+"""Faces stage: ``images/`` + image bytes -> ``faces/`` (face ratio per usable image) + rejects.
+
+The OpenCV Haar cascade runs in ``mapInPandas`` batches (the cascade is loaded once per Python
+worker). Images that do not decode are rejected as ``undecodable`` (or ``too_many_pixels``) with the
+decoder's message, never a crashed task. The report's ``removal`` data set is a filter on
+``face_ratio`` (see ``removal_filter``); both data sets stay available downstream.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from deeploc.lake import Lake, Slice
+from deeploc.sliced_write import REASON, read_table, write_slice
+from deeploc.stages.availability import OUT_COLS as IMAGE_COLS
+
+log = logging.getLogger(__name__)
+
+OUT_COLS = IMAGE_COLS + ["width", "height", "face_count", "face_ratio"]
+REJECT_COLS = ["photo_id", "object_key", "detail"]
+REMOVAL_THRESHOLD = 0.035
+
+
+def removal_filter(threshold: float = REMOVAL_THRESHOLD) -> str:
+    """SQL predicate keeping the images of the report's ``removal`` data set."""
+    return f"face_ratio <= {float(threshold)!r}"
+
+
+def _detect(batches, location: str, unsigned: bool):
+    """mapInPandas body: for each row, read the object, decode, measure faces."""
+    import pandas as pd
+
+    from deeploc import bucket as bucket_mod
+    from deeploc import facedetect, images
+
+    for pdf in batches:
+        width, height, count, ratio, reason, detail = [], [], [], [], [], []
+        for key in pdf["object_key"]:
+            try:
+                rgb = images.decode(bucket_mod.read_object(location, key, unsigned))
+                r, n = facedetect.face_ratio(rgb)
+                vals = (rgb.shape[1], rgb.shape[0], n, r, None, None)
+            except images.Unreadable as exc:
+                vals = (None, None, None, None, exc.reason, exc.detail)
+            except OSError as exc:  # vanished since the listing: a reject, with the reason
+                vals = (None, None, None, None, "unreadable_object", f"{type(exc).__name__}: {exc}"[:300])
+            for col, v in zip((width, height, count, ratio, reason, detail), vals):
+                col.append(v)
+        yield pdf.assign(width=pd.array(width, dtype="Int32"), height=pd.array(height, dtype="Int32"),
+                         face_count=pd.array(count, dtype="Int32"), face_ratio=pd.array(ratio, dtype="Float64"),
+                         **{REASON: reason}, detail=detail)
+
+
+def label(images_df, location: str, unsigned: bool = False):
+    from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
+
+    schema = StructType(images_df.schema.fields + [
+        StructField("width", IntegerType()), StructField("height", IntegerType()),
+        StructField("face_count", IntegerType()), StructField("face_ratio", DoubleType()),
+        StructField(REASON, StringType()), StructField("detail", StringType())])
+    return images_df.mapInPandas(lambda it: _detect(it, location, unsigned), schema)
+
+
+def run(lake_root: str, bucket: str, start: str | None = None, end: str | None = None, unsigned: bool = False) -> dict:
+    from deeploc.spark import session
+
+    spark = session("deeploc-faces")
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "256")
+    lake, sl = Lake(lake_root), Slice.of(start, end)
+    imgs = read_table(spark, lake, "images", sl)
+    if imgs is None:
+        if not lake.partitions("images"):
+            raise FileNotFoundError(f"faces: no images table under {lake.path('images')}; run availability first")
+        imgs = spark.createDataFrame([], read_table(spark, lake, "images").schema)
+    rows_in = imgs.count()
+    # Spread the decoding over every core even when the slice is a single small file.
+    imgs = imgs.repartition(max(2, spark.sparkContext.defaultParallelism * 2))
+    log.info("faces: %d usable images in slice %s", rows_in, sl.label)
+    return write_slice(lake, "faces", label(imgs, bucket, unsigned), rows_in, "faces", OUT_COLS, REJECT_COLS, sl)
