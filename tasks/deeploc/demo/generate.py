@@ -225,9 +225,22 @@ def _image_bytes(rng: np.random.Generator, r: Row) -> bytes | None:
             return encode_jpeg(img)
 
 
-def generate(out: str, rows: int = 3000, seed: int = 7, files: int = 4, rates: DefectRates | None = None) -> dict:
-    """Write the demo set under ``out`` (replacing what is there) and return the manifest."""
+def generate(out: str, rows: int = 3000, seed: int = 7, files: int = 4, rates: DefectRates | None = None,
+             reuse: bool = False) -> dict:
+    """Write the demo set under ``out`` (replacing what is there) and return the manifest.
+
+    With ``reuse``, a complete set already made with the same parameters is kept as it is (the
+    generator is deterministic, so it would come out identical).
+    """
     rates = rates or DefectRates()
+    params = {"rows": rows, "seed": seed, "files": files, "rates": asdict(rates)}
+    manifest_path = os.path.join(out, "manifest.json")
+    if reuse and os.path.exists(manifest_path):
+        with open(manifest_path) as f:
+            existing = json.load(f)
+        if existing.get("params") == params:
+            log.info("demo set with these parameters already at %s: kept", out)
+            return existing
     rng = np.random.default_rng(seed)
     names = places_mod.load_places().city
     plan = _plan(rng, rows, rates)
@@ -295,7 +308,7 @@ def _manifest(plan: list[Row], rows: int, seed: int, files: int, rates: DefectRa
     faces_out = avail_out - sum(by_stage["faces"].values())
     with_face = sum(1 for r in plan if r.face and not r.stage)
     return {
-        "params": {"rows": rows, "seed": seed, "files": files, "rates": asdict(rates)},
+        "params": {"rows": rows, "seed": seed, "files": files, "rates": asdict(rates)},  # as generate() compares
         "layout": "yfcc100m_dataset 25 columns, bz2",
         "missing_prefix": missing_prefix,
         "years": [YEARS[0], YEARS[-1]],

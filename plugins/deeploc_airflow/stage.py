@@ -1,0 +1,71 @@
+"""``StageOperator``: run one DeepLocations stage with the same argument list on every target.
+
+On the ``local`` target the stage's command line runs in the task's own process (a local Spark
+session, TensorFlow on the CPU). The argument list is exactly what ``deeploc <stage>`` takes, so an
+EMR step or a training instance can run the same thing. Retries and timeouts are the DAG's business.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+from airflow.sdk import BaseOperator
+
+# Which locations each stage needs; filled in at run time from ``settings.resolve``.
+NEEDS = {
+    "metadata": ("lake", "metadata"),
+    "availability": ("lake", "bucket"),
+    "faces": ("lake", "bucket"),
+    "partition": ("lake",),
+    "train": ("lake", "bucket"),
+    "infer": ("lake", "bucket"),
+    "evaluate": ("lake",),
+    "publish": ("lake", "bucket"),
+}
+TARGETS = ("local",)
+
+
+def safe_run_name(text: str) -> str:
+    """Model run names become folder names: keep letters, digits, dot, dash, underscore."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "run"
+
+
+class StageOperator(BaseOperator):
+    """Run ``deeploc <stage> [options]``; ``options`` maps flag names to (templated) values."""
+
+    template_fields: Sequence[str] = ("options",)
+    ui_color = "#d8ecf3"
+
+    def __init__(self, *, stage: str, options: dict[str, Any] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if stage not in NEEDS:
+            raise ValueError(f"unknown stage {stage!r}; known: {sorted(NEEDS)}")
+        self.stage, self.options = stage, dict(options or {})
+
+    def argv(self, params: dict) -> list[str]:
+        from deeploc_airflow.settings import resolve
+
+        argv = [self.stage]
+        for name in NEEDS[self.stage]:
+            value = resolve(name, params)
+            argv += ["--input", value] if name == "metadata" else [f"--{name}", value]
+        for key, value in self.options.items():
+            if value is None or value == "" or value is False:
+                continue
+            flag = "--" + key.replace("_", "-")
+            if key == "run":
+                value = safe_run_name(str(value))
+            argv += [flag] if value is True else [flag, str(value)]
+        return argv
+
+    def execute(self, context):
+        params = context.get("params") or {}
+        target = params.get("target", "local")
+        if target not in TARGETS:
+            raise ValueError(f"target {target!r} is not available; this build runs: {TARGETS}")
+        argv = self.argv(params)
+        self.log.info("deeploc %s", " ".join(argv))
+        from deeploc.cli import run
+
+        return run(argv)

@@ -1,0 +1,38 @@
+"""Shared fixtures. Tests make their own data; the few that read ../shared skip when it is absent."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_SAMPLE = REPO.parent / "shared" / "data" / "yfcc100m_dataset_sample.tsv"
+sys.path.insert(0, str(REPO / "plugins"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from deeploc.spark import session
+
+    return session("deeploc-tests")
+
+
+@pytest.fixture(scope="session")
+def demo_set(tmp_path_factory):
+    """A small generated demo set (metadata, bucket, manifest), shared by the stage tests."""
+    from deeploc.demo.generate import generate
+
+    out = tmp_path_factory.mktemp("demo") / "set"
+    manifest = generate(str(out), rows=900, seed=11, files=3)
+    return out, manifest
+
+
+@pytest.fixture
+def shared_sample() -> Path:
+    if not SHARED_SAMPLE.exists():
+        pytest.skip(f"real YFCC100M rows not available ({SHARED_SAMPLE} is absent outside the project workspace)")
+    return SHARED_SAMPLE
