@@ -27,8 +27,8 @@ TARGETS = ("local",)
 
 
 def safe_run_name(text: str) -> str:
-    """Model run names become folder names: keep letters, digits, dot, dash, underscore."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "run"
+    """Model run names become folder names: letters, digits, dot, dash, underscore; no leading dot."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "run"
 
 
 class StageOperator(BaseOperator):
