@@ -6,7 +6,6 @@ import sys
 from datetime import timedelta
 
 import pytest
-
 from conftest import REPO
 
 DAGS = REPO / "dags"
@@ -89,7 +88,6 @@ def test_operator_arguments_are_what_the_cli_takes(dagbag):
     from datetime import datetime, timezone
 
     import jinja2
-
     from deeploc.cli import parser
 
     locations = {"lake": "/l", "bucket": "/b", "metadata": "/m/*.bz2"}

@@ -6,7 +6,6 @@ import subprocess
 
 import pandas as pd
 import pytest
-
 from conftest import REPO
 
 pytestmark = pytest.mark.e2e

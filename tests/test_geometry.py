@@ -4,7 +4,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import s2sphere
-
 from deeploc import geo, partitioning, s2, splits
 
 

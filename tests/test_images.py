@@ -4,9 +4,8 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from deeploc import images
+from PIL import Image
 
 
 def _bytes(img, fmt="JPEG", **kw):

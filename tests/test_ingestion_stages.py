@@ -5,8 +5,7 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-
-from deeploc import facedetect, images
+from deeploc import facedetect
 from deeploc.demo.render import paste_face, render_scene
 from deeploc.stages import availability, faces, metadata
 

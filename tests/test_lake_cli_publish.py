@@ -7,7 +7,6 @@ import sys
 
 import pandas as pd
 import pytest
-
 from deeploc.lake import Lake, Slice
 from deeploc.stages.publish import points, safe_json
 

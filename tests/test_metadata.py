@@ -7,7 +7,6 @@ import os
 
 import pandas as pd
 import pytest
-
 from deeploc import yfcc
 from deeploc.lake import Lake, LedgerError
 from deeploc.stages import metadata
@@ -60,8 +59,8 @@ def _rejects(lake_root):
 
 @pytest.mark.parametrize("layout,compression", [(25, "bz2"), (25, "gz"), (25, "plain"), (23, "bz2")])
 def test_every_reject_reason(spark, tmp_path, layout, compression):
-    lines = [l if layout == 25 else as23(l) for l, _ in CRAFTED if not (layout == 23 and l.startswith("0\t1010"))]
-    expected = [r for l, r in CRAFTED if not (layout == 23 and l.startswith("0\t1010"))]
+    lines = [ln if layout == 25 else as23(ln) for ln, _ in CRAFTED if not (layout == 23 and ln.startswith("0\t1010"))]
+    expected = [r for ln, r in CRAFTED if not (layout == 23 and ln.startswith("0\t1010"))]
     if layout == 23:  # no hash column: a mismatch cannot be seen, the row is clean
         expected = [None if r == "hash_mismatch" else r for r in expected]
     src = tmp_path / f"in.{compression}"

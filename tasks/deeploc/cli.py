@@ -42,14 +42,19 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("metadata", help="YFCC100M metadata files -> metadata/ + rejects (Spark)")
     p.add_argument("--input", nargs="+", required=True, help="metadata files or globs (bz2, gz or plain)")
     p.add_argument("--layout", type=int, choices=(23, 25), help="force the column layout (default: detect)")
-    _lake(p); _slice_args(p)
+    _lake(p)
+    _slice_args(p)
 
     p = sub.add_parser("availability", help="metadata/ + bucket listing -> images/ + rejects (Spark)")
     p.add_argument("--min-bytes", type=int, default=1024, help="smallest usable object (default 1024)")
-    _lake(p); _bucket(p); _slice_args(p)
+    _lake(p)
+    _bucket(p)
+    _slice_args(p)
 
     p = sub.add_parser("faces", help="images/ -> faces/ with the face ratio + rejects (Spark, OpenCV)")
-    _lake(p); _bucket(p); _slice_args(p)
+    _lake(p)
+    _bucket(p)
+    _slice_args(p)
 
     p = sub.add_parser("partition", help="faces/ -> partitions/<dataset>/ (S2 cells, labels, hierarchy, split)")
     p.add_argument("--dataset", default="full", choices=("full", "removal"))
@@ -67,13 +72,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int)
     p.add_argument("--backbone", help="small_cnn or a keras.applications name (e.g. ResNet101V2)")
     p.add_argument("--weights", help="imagenet, a local weights file, or none")
-    _lake(p); _bucket(p)
+    _lake(p)
+    _bucket(p)
 
     p = sub.add_parser("infer", help="models/<run>/ + images -> predictions/<run>/ (Spark + TensorFlow)")
     p.add_argument("--run", help="model run (default: the latest)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--top-k", type=int, default=5)
-    _lake(p); _bucket(p)
+    _lake(p)
+    _bucket(p)
 
     p = sub.add_parser("evaluate", help="predictions/<run>/ -> metrics/<run>/ (accuracy at 1..2500 km)")
     p.add_argument("--run")
@@ -82,7 +89,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("publish", help="predictions + metrics -> site/ (the web map)")
     p.add_argument("--run")
     p.add_argument("--max-points", type=int, default=1000)
-    _lake(p); _bucket(p)
+    _lake(p)
+    _bucket(p)
     return ap
 
 

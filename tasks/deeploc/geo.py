@@ -42,6 +42,5 @@ def group_mean_latlon(groups: np.ndarray, lat, lon, n_groups: int) -> tuple[np.n
     """Mean location per group as the normalised mean of unit vectors: right across the antimeridian
     (a cell straddling 180 degrees gets a mean longitude near 180, not near 0)."""
     xyz = to_xyz(np.asarray(lat, float), np.asarray(lon, float))
-    sums = np.zeros((n_groups, 3))
-    np.add.at(sums, groups, xyz)
+    sums = np.stack([np.bincount(groups, weights=xyz[:, k], minlength=n_groups) for k in range(3)], axis=1)
     return from_xyz(sums)

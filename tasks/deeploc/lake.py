@@ -111,6 +111,23 @@ class Lake:
             shutil.rmtree(trash, ignore_errors=True)
         shutil.rmtree(staged, ignore_errors=True)
 
+    @staticmethod
+    def temp_beside(final: str) -> str:
+        """A fresh folder next to ``final`` to build a whole output in before ``swap_in``."""
+        tmp = f"{final.rstrip('/')}.tmp-{uuid.uuid4().hex[:12]}"
+        os.makedirs(os.path.dirname(tmp), exist_ok=True)
+        return tmp
+
+    @staticmethod
+    def swap_in(tmp: str, final: str) -> None:
+        """Replace ``final`` by the finished ``tmp``: two renames, so ``final`` is never half-written
+        and is missing only for the instant between them."""
+        old = f"{final.rstrip('/')}.old-{uuid.uuid4().hex[:12]}"
+        if os.path.exists(final):
+            os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+
     def partitions(self, table: str) -> list[str]:
         base = self.path(table)
         if not os.path.isdir(base):

@@ -41,51 +41,66 @@ class Spec:
         return specs
 
 
+def index_of(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct values, each value's position among them): ``np.unique(return_inverse=True)``
+    without its argsort, which is several times slower than a sort plus a binary search here."""
+    uniq = np.unique(values)
+    return uniq, np.searchsorted(uniq, values)
+
+
+def _counts(values: np.ndarray) -> np.ndarray:
+    """For each value, how many times it occurs."""
+    uniq, inv = index_of(values)
+    return np.bincount(inv, minlength=len(uniq))[inv]
+
+
 def _drop_small(cells: np.ndarray, keep: np.ndarray, tau_min: int) -> np.ndarray:
-    uniq, inv, counts = np.unique(cells[keep], return_inverse=True, return_counts=True)
     out = keep.copy()
-    out[np.flatnonzero(keep)[counts[inv] <= tau_min]] = False
+    out[np.flatnonzero(keep)[_counts(cells[keep]) <= tau_min]] = False
     return out
 
 
 def assign_cells(leaf: np.ndarray, tau_min: int, tau_max: int, min_level: int = MIN_LEVEL,
                  max_level: int = MAX_LEVEL) -> tuple[np.ndarray, np.ndarray]:
-    """Per image: its cell id in the partitioning and whether it kept a cell."""
-    level = np.full(leaf.shape, min_level, dtype=np.int64)
+    """Per image: its cell id in the partitioning and whether it kept a cell.
+
+    Only the images of over-full cells take another pass: a cell at or under tau_max is final, so
+    the work shrinks with every level instead of re-sorting every image each time.
+    """
     cells = s2.parent(leaf, min_level)
     keep = _drop_small(cells, np.ones(leaf.shape, bool), tau_min)
-    while True:
-        idx = np.flatnonzero(keep)
-        uniq, inv, counts = np.unique(cells[idx], return_inverse=True, return_counts=True)
-        split = idx[(counts[inv] > tau_max) & (level[idx] < max_level)]
-        if split.size == 0:
-            break
-        level[split] += 1
-        cells[split] = s2.parent(leaf[split], level[split])
+    active, level = np.flatnonzero(keep), min_level
+    while active.size and level < max_level:
+        active = active[_counts(cells[active]) > tau_max]
+        level += 1
+        cells[active] = s2.parent(leaf[active], level)
     keep = _drop_small(cells, keep, tau_min)
     return cells, keep
 
 
-def build(lat: np.ndarray, lon: np.ndarray, spec: Spec) -> tuple[pd.DataFrame, np.ndarray]:
-    """(cell table, class per image with -1 for images in no cell)."""
-    leaf = s2.leaf_ids(lat, lon)
-    cells, keep = assign_cells(leaf, spec.tau_min, spec.tau_max)
-    uniq, inv = np.unique(cells[keep], return_inverse=True)
-    mean_lat, mean_lon = geo.group_mean_latlon(inv, lat[keep], lon[keep], len(uniq))
-    table = pd.DataFrame({
-        "partitioning": spec.name, "class": np.arange(len(uniq), dtype=np.int32),
+def table_from_cells(name: str, uniq: np.ndarray, inv: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> pd.DataFrame:
+    """The partitioning's table from its sorted cell ids and each member image's index into them."""
+    mean_lat, mean_lon = geo.group_mean_latlon(inv, lat, lon, len(uniq))
+    return pd.DataFrame({
+        "partitioning": name, "class": np.arange(len(uniq), dtype=np.int32),
         "token": [s2.token(c) for c in uniq], "cell_id": uniq.astype(np.uint64),
         "level": s2.level_of(uniq).astype(np.int32),
         "count": np.bincount(inv, minlength=len(uniq)).astype(np.int64),
         "mean_lat": mean_lat, "mean_lon": mean_lon})
+
+
+def build(lat: np.ndarray, lon: np.ndarray, spec: Spec, leaf: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """(cell table, class per image with -1 for images in no cell); ``leaf`` saves recomputing ids."""
+    leaf = s2.leaf_ids(lat, lon) if leaf is None else leaf
+    cells, keep = assign_cells(leaf, spec.tau_min, spec.tau_max)
+    uniq, inv = index_of(cells[keep])
     labels = np.full(len(lat), -1, dtype=np.int32)
     labels[keep] = inv
-    return table, labels
+    return table_from_cells(spec.name, uniq, inv, lat[keep], lon[keep]), labels
 
 
-def locate(table: pd.DataFrame, lat, lon) -> np.ndarray:
-    """Class of the cell of ``table`` containing each point, or -1."""
-    leaf = s2.leaf_ids(lat, lon)
+def locate_leaves(table: pd.DataFrame, leaf: np.ndarray) -> np.ndarray:
+    """Class of the cell of ``table`` containing each leaf cell id, or -1."""
     out = np.full(leaf.shape, -1, dtype=np.int32)
     for level, group in table.groupby("level"):
         ids = group["cell_id"].to_numpy(np.uint64)
@@ -96,6 +111,11 @@ def locate(table: pd.DataFrame, lat, lon) -> np.ndarray:
         hit = ids[pos] == anc
         out[hit] = classes[pos[hit]]
     return out
+
+
+def locate(table: pd.DataFrame, lat, lon) -> np.ndarray:
+    """Class of the cell of ``table`` containing each point, or -1."""
+    return locate_leaves(table, s2.leaf_ids(lat, lon))
 
 
 def hierarchy(tables: dict[str, pd.DataFrame], order: list[str]) -> pd.DataFrame:

@@ -77,7 +77,8 @@
   }
   select.addEventListener("change", () => { output = select.value; if (selected) show(selected); else draw(); });
 
-  const scales = Object.keys(data.metrics[0] || {}).filter((k) => /^[a-z]+_\d+km$/.test(k));
+  const km = (k) => parseFloat(k.split("_")[1]);
+  const scales = Object.keys(data.metrics[0] || {}).filter((k) => /^[a-z]+_\d+km$/.test(k)).sort((a, b) => km(a) - km(b));
   const head = document.createElement("tr");
   for (const h of ["method", ...scales, "median km", "n"]) { const th = document.createElement("th"); th.textContent = h.replace("_", " ≤ "); head.appendChild(th); }
   document.querySelector("#accuracy thead").appendChild(head);

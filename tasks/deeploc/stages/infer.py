@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import uuid
 
 import numpy as np
 
@@ -25,8 +23,7 @@ REASON = "reject_reason"
 
 
 def _schema(outputs: list[str]):
-    from pyspark.sql.types import (ArrayType, DoubleType, IntegerType, LongType, StringType, StructField,
-                                   StructType)
+    from pyspark.sql.types import ArrayType, DoubleType, IntegerType, LongType, StringType, StructField, StructType
 
     fields = [StructField("photo_id", LongType()), StructField("object_key", StringType()),
               StructField("latitude", DoubleType()), StructField("longitude", DoubleType()),
@@ -97,7 +94,7 @@ def run(lake_root: str, bucket: str, run_name: str | None = None, split: str = "
     labelled = todo.mapInPandas(lambda it: _predict(it, model_dir, bucket, top_k), _schema(pred.outputs)).cache()
 
     out, rej = lake.path("predictions", run_name), lake.path("rejects", "infer", run_name)
-    tmp_out, tmp_rej = f"{out}.tmp-{uuid.uuid4().hex[:8]}", f"{rej}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp_out, tmp_rej = lake.temp_beside(out), lake.temp_beside(rej)
     labelled.filter(F.col(REASON).isNull()).drop(REASON, "detail").write.parquet(tmp_out)
     labelled.filter(F.col(REASON).isNotNull()).select("photo_id", "object_key", REASON, "detail").write.parquet(tmp_rej)
     rejects = {r[REASON]: r["n"] for r in labelled.filter(F.col(REASON).isNotNull())
@@ -105,8 +102,6 @@ def run(lake_root: str, bucket: str, run_name: str | None = None, split: str = "
     rows_out = spark.read.parquet(tmp_out).count()
     labelled.unpersist()
     ledger = record_ledger(lake, "infer", run_name, rows_in, rows_out, rejects, split=split)
-    for tmp, final in ((tmp_out, out), (tmp_rej, rej)):
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.rename(tmp, final)
+    lake.swap_in(tmp_out, out)
+    lake.swap_in(tmp_rej, rej)
     return ledger

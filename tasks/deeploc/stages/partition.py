@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import uuid
 
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
-from deeploc import partitioning, splits
+from deeploc import partitioning, s2, splits
 from deeploc.lake import PARTITION, UNKNOWN, Lake
 from deeploc.stages.faces import REMOVAL_THRESHOLD
 
@@ -50,16 +48,17 @@ def run(lake_root: str, dataset: str = "full", spec: str | None = None, face_thr
     df["split"] = splits.assign(df["photo_id"].to_numpy(), test_fraction, val_fraction)
     train = (df["split"] == "train").to_numpy()
     lat, lon = df["latitude"].to_numpy(float), df["longitude"].to_numpy(float)
+    leaf = s2.leaf_ids(lat, lon)
 
     tables, report = {}, {"dataset": dataset, "face_threshold": face_threshold, "images": len(df),
                           "removed_by_faces": len(faces) - len(df),
                           "split": {k: int((df["split"] == k).sum()) for k in splits.SPLITS},
                           "partitionings": []}
     for s in specs:
-        table, train_labels = partitioning.build(lat[train], lon[train], s)
+        table, train_labels = partitioning.build(lat[train], lon[train], s, leaf[train])
         tables[s.name] = table
         # Train images keep the class they were counted in; val and test are located in the cells.
-        labels = partitioning.locate(table, lat, lon)
+        labels = partitioning.locate_leaves(table, leaf)
         labels[train] = train_labels
         df[f"label_{s.name}"] = labels
         counts = table["count"].to_numpy()
@@ -76,7 +75,7 @@ def run(lake_root: str, dataset: str = "full", spec: str | None = None, face_thr
     report["hierarchy_unresolved"] = int((hier.to_numpy() < 0).sum())
 
     out = lake.path("partitions", dataset)
-    tmp = f"{out}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = lake.temp_beside(out)
     os.makedirs(tmp)
     pd.concat(tables.values(), ignore_index=True).to_parquet(os.path.join(tmp, "cells.parquet"), index=False)
     hier.to_parquet(os.path.join(tmp, "hierarchy.parquet"), index=False)
@@ -84,10 +83,6 @@ def run(lake_root: str, dataset: str = "full", spec: str | None = None, face_thr
     report["order"] = [s.name for s in specs]
     with open(os.path.join(tmp, "report.json"), "w") as f:
         json.dump(report, f, indent=2)
-    old = f"{out}.old-{uuid.uuid4().hex[:8]}"
-    if os.path.exists(out):
-        os.rename(out, old)
-    os.rename(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+    lake.swap_in(tmp, out)
     log.info("partition [%s]: %d images (%s), written to %s", dataset, len(df), report["split"], out)
     return report

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-import uuid
 from importlib import resources
 from urllib.parse import unquote_plus
 
@@ -85,7 +84,7 @@ def run(lake_root: str, bucket: str, run_name: str | None = None, max_points: in
     sample = pred.sample(n=min(max_points, len(pred)), random_state=seed).sort_values("photo_id")
 
     site = lake.path("site")
-    tmp = f"{site}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = lake.temp_beside(site)
     os.makedirs(os.path.join(tmp, "img"))
     pts = points(sample, outputs)
     shown = 0
@@ -102,10 +101,6 @@ def run(lake_root: str, bucket: str, run_name: str | None = None, max_points: in
         f.write(html)
     for name in ("app.js", "style.css"):
         shutil.copy(str(template / name), os.path.join(tmp, name))
-    old = f"{site}.old-{uuid.uuid4().hex[:8]}"
-    if os.path.exists(site):
-        os.rename(site, old)
-    os.rename(tmp, site)
-    shutil.rmtree(old, ignore_errors=True)
+    lake.swap_in(tmp, site)
     log.info("publish [%s]: %d points, %d thumbnails -> %s", run_name, len(pts), shown, os.path.join(site, "index.html"))
     return {"site": os.path.join(site, "index.html"), "points": len(pts), "images": shown}

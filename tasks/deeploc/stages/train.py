@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shutil
-import uuid
 
 import numpy as np
 import pandas as pd
@@ -87,7 +86,7 @@ def run(lake_root: str, bucket: str, run_name: str, dataset_name: str = "full", 
     net = model_mod.compile_model(model_mod.build(prof.backbone, prof.input_size, heads, prof.weights),
                                   list(heads), prof.learning_rate)
     out = lake.path("models", run_name)
-    tmp = f"{out}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = lake.temp_beside(out)
     os.makedirs(tmp)
     best = os.path.join(tmp, "model.keras")
     history = net.fit(
@@ -116,9 +115,7 @@ def run(lake_root: str, bucket: str, run_name: str, dataset_name: str = "full", 
         json.dump(hist, f, indent=2)
     with open(os.path.join(tmp, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    if os.path.exists(out):
-        shutil.rmtree(out)
-    os.rename(tmp, out)
+    lake.swap_in(tmp, out)
     lake.write_json("models/LATEST.json", {"run": run_name, "dataset": dataset_name})
     log.info("train: best epoch %d, val loss %.3f, fine val acc %.3f vs %.3f for the class prior -> %s",
              summary["best_epoch"], summary["best_val_loss"], summary["val_acc_fine_best"] or float("nan"),

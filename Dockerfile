@@ -1,0 +1,12 @@
+# Airflow 3 with this project's pinned dependencies, Java 17 for Spark, and the deeploc package.
+FROM apache/airflow:3.3.2-python3.11
+USER root
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
+ && rm -rf /var/lib/apt/lists/*
+USER airflow
+COPY --chown=airflow requirements.txt /opt/deeploc/requirements.txt
+RUN pip install --no-cache-dir -r /opt/deeploc/requirements.txt
+COPY --chown=airflow pyproject.toml /opt/deeploc/pyproject.toml
+COPY --chown=airflow tasks /opt/deeploc/tasks
+RUN pip install --no-cache-dir --no-deps /opt/deeploc
