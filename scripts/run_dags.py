@@ -50,6 +50,30 @@ def run(dag, **kw) -> str:
     return state
 
 
+def report(conf: dict) -> None:
+    """Where the results of the model run are, and its accuracy table."""
+    sys.path.insert(0, os.environ.get("AIRFLOW__CORE__PLUGINS_FOLDER", ""))
+    from deeploc_airflow.settings import resolve_local
+    from deeploc_airflow.stage import safe_run_name
+
+    lake = conf.get("lake") or resolve_local("lake")
+    run_name = safe_run_name(conf["run"]) if conf.get("run") else None
+    if run_name is None:
+        with open(os.path.join(lake, "models", "LATEST.json")) as f:
+            run_name = json.load(f)["run"]
+    port = os.environ.get("AIRFLOW__API__PORT", "8080")
+    rows = [("predictions", f"predictions/{run_name}/", "Parquet, one row per held-out photo"),
+            ("accuracy table", f"metrics/{run_name}/accuracy.md", "also .csv and metrics.json"),
+            ("web map", "site/index.html", "open it in a browser; works from file://"),
+            ("row ledgers", "_ledgers/", "rows in = out + rejects, per stage and slice")]
+    print("\n[deeploc] done. Results:")
+    for name, rel, note in rows:
+        print(f"  {name:<15} {os.path.join(lake, rel)}  ({note})")
+    print(f"  {'Airflow UI':<15} ./dev ui   then open http://127.0.0.1:{port} (the runs above are there)\n")
+    with open(os.path.join(lake, "metrics", run_name, "accuracy.md")) as f:
+        print(f.read())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--from", dest="start", default="2004-01-01")
@@ -70,8 +94,11 @@ def main() -> int:
         if run(ingestion, logical_date=end) != "success":
             failed.append(f"deeploc_ingestion {end:%Y-%m-%d}")
     if not a.skip_model and not failed:
-        if run(load("deeploc_model"), run_conf=json.loads(a.conf)) != "success":
+        conf = json.loads(a.conf)
+        if run(load("deeploc_model"), run_conf=conf) != "success":
             failed.append("deeploc_model")
+        else:
+            report(conf)
     if failed:
         print(f"[deeploc] FAILED: {', '.join(failed)} (task logs: $AIRFLOW_HOME/logs)", file=sys.stderr)
         return 1

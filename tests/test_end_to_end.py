@@ -57,7 +57,7 @@ def test_model_beats_the_prior_and_site_is_safe(demo_run):
     assert table.loc["hierarchy", "median_km"] < prior["median_km"]
     html = (lake / "site" / "index.html").read_text()
     assert "<script>alert" not in html and "\\u003cscript\\u003ealert" in html
-    assert "site/index.html" in res.stderr and "127.0.0.1" in res.stderr
+    assert "site/index.html" in res.stdout and "127.0.0.1" in res.stdout and "hierarchy" in res.stdout
 
 
 def test_rerunning_a_slice_duplicates_nothing(demo_run):

@@ -19,11 +19,14 @@ DEFAULTS = {
 
 
 def resolve(name: str, params: dict | None = None) -> str:
+    """Inside a running task: param, Variable, environment, default."""
     if params and params.get(name):
         return str(params[name])
     from airflow.sdk import Variable
 
-    value = Variable.get(f"deeploc_{name}", default=None)
-    if value:
-        return value
+    return Variable.get(f"deeploc_{name}", default=None) or resolve_local(name)
+
+
+def resolve_local(name: str) -> str:
+    """Outside a task (no Variables to ask): environment, then default."""
     return os.environ.get(f"DEEPLOC_{name.upper()}") or DEFAULTS[name]

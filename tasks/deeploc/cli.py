@@ -38,6 +38,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--files", type=int, default=4, help="number of bz2 metadata files")
     p.add_argument("--reuse", action="store_true", help="keep an existing set made with the same parameters")
+    p.add_argument("--no-images", action="store_true", help="metadata only (for benchmarks)")
 
     p = sub.add_parser("metadata", help="YFCC100M metadata files -> metadata/ + rejects (Spark)")
     p.add_argument("--input", nargs="+", required=True, help="metadata files or globs (bz2, gz or plain)")
@@ -98,7 +99,7 @@ def dispatch(a: argparse.Namespace):
     """Run the chosen stage; imports are lazy so ``--help`` stays fast."""
     if a.command == "demo-data":
         from deeploc.demo.generate import generate
-        return generate(a.out, rows=a.rows, seed=a.seed, files=a.files, reuse=a.reuse)["expected"]
+        return generate(a.out, rows=a.rows, seed=a.seed, files=a.files, reuse=a.reuse, images=not a.no_images)["expected"]
     if a.command == "metadata":
         import glob
 

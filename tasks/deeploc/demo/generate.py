@@ -226,14 +226,14 @@ def _image_bytes(rng: np.random.Generator, r: Row) -> bytes | None:
 
 
 def generate(out: str, rows: int = 3000, seed: int = 7, files: int = 4, rates: DefectRates | None = None,
-             reuse: bool = False) -> dict:
+             reuse: bool = False, images: bool = True) -> dict:
     """Write the demo set under ``out`` (replacing what is there) and return the manifest.
 
     With ``reuse``, a complete set already made with the same parameters is kept as it is (the
     generator is deterministic, so it would come out identical).
     """
     rates = rates or DefectRates()
-    params = {"rows": rows, "seed": seed, "files": files, "rates": asdict(rates)}
+    params = {"rows": rows, "seed": seed, "files": files, "rates": asdict(rates), "images": images}
     manifest_path = os.path.join(out, "manifest.json")
     if reuse and os.path.exists(manifest_path):
         with open(manifest_path) as f:
@@ -249,9 +249,10 @@ def generate(out: str, rows: int = 3000, seed: int = 7, files: int = 4, rates: D
     os.makedirs(os.path.join(tmp, "metadata"))
 
     urls = {r.line: _urls(rng, r.photo_id) for r in plan}
+    original = {r.photo_id: r.line for r in plan if r.reason != "duplicate_id"}
     for r in plan:  # a duplicate row is the same photo: same URLs as its original
         if r.reason == "duplicate_id":
-            urls[r.line] = next(urls[o.line] for o in plan if o.photo_id == r.photo_id and o.reason != "duplicate_id")
+            urls[r.line] = urls[original[r.photo_id]]
     lines = [_line(rng, r, urls[r.line], names) for r in plan]
     per_file = -(-len(lines) // files)
     for i in range(files):
@@ -259,6 +260,13 @@ def generate(out: str, rows: int = 3000, seed: int = 7, files: int = 4, rates: D
             for data in lines[i * per_file:(i + 1) * per_file]:
                 f.write(data + b"\n")
 
+    if not images:  # metadata only (benchmarks): the bucket-stage expectations do not apply
+        manifest = _manifest(plan, params, None)
+        with open(os.path.join(tmp, "manifest.json"), "w") as f:
+            json.dump(manifest, f, indent=2, sort_keys=True)
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+        return manifest
     bucket = os.path.join(tmp, "bucket")
     photos = [r for r in plan if r.stage not in ("metadata",)]
     for r in photos:
@@ -281,7 +289,7 @@ def generate(out: str, rows: int = 3000, seed: int = 7, files: int = 4, rates: D
         if r.bucket_defect == "missing_object" and not os.path.isdir(os.path.join(bucket, *r.extra["key"].split("/")[:3])):
             r.reason = "missing_prefix"
 
-    manifest = _manifest(plan, rows, seed, files, rates, missing_prefix)
+    manifest = _manifest(plan, params, missing_prefix)
     with open(os.path.join(tmp, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)
     _write_expected(os.path.join(tmp, "expected.csv"), plan)
@@ -298,28 +306,21 @@ def _choose_missing_prefix(photos: list[Row]) -> str:
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
 
 
-def _manifest(plan: list[Row], rows: int, seed: int, files: int, rates: DefectRates, missing_prefix: str) -> dict:
+def _manifest(plan: list[Row], params: dict, missing_prefix: str | None) -> dict:
     by_stage: dict[str, Counter] = {"metadata": Counter(), "availability": Counter(), "faces": Counter()}
     for r in plan:
         if r.stage:
             by_stage[r.stage][r.reason] += 1
     meta_out = len(plan) - sum(by_stage["metadata"].values())
-    avail_out = meta_out - sum(by_stage["availability"].values())
-    faces_out = avail_out - sum(by_stage["faces"].values())
-    with_face = sum(1 for r in plan if r.face and not r.stage)
-    return {
-        "params": {"rows": rows, "seed": seed, "files": files, "rates": asdict(rates)},  # as generate() compares
-        "layout": "yfcc100m_dataset 25 columns, bz2",
-        "missing_prefix": missing_prefix,
-        "years": [YEARS[0], YEARS[-1]],
-        "expected": {
-            "metadata_in": len(plan), "metadata_out": meta_out,
-            "metadata_rejects": dict(by_stage["metadata"]),
+    expected = {"metadata_in": len(plan), "metadata_out": meta_out, "metadata_rejects": dict(by_stage["metadata"])}
+    if params["images"]:
+        avail_out = meta_out - sum(by_stage["availability"].values())
+        expected.update({
             "availability_out": avail_out, "availability_rejects": dict(by_stage["availability"]),
-            "faces_out": faces_out, "faces_rejects": dict(by_stage["faces"]),
-            "faces_with_face": with_face,
-        },
-    }
+            "faces_out": avail_out - sum(by_stage["faces"].values()), "faces_rejects": dict(by_stage["faces"]),
+            "faces_with_face": sum(1 for r in plan if r.face and not r.stage)})
+    return {"params": params, "layout": "yfcc100m_dataset 25 columns, bz2", "missing_prefix": missing_prefix,
+            "years": [YEARS[0], YEARS[-1]], "expected": expected}
 
 
 def _write_expected(path: str, plan: list[Row]) -> None:

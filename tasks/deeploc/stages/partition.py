@@ -39,6 +39,22 @@ def choose(df: pd.DataFrame, dataset: str, threshold: float) -> pd.DataFrame:
     return df if dataset == "full" else df[df["face_ratio"] <= threshold]
 
 
+def report_markdown(report: dict) -> str:
+    """Classes per partitioning (the shape of the report's Table 3), class sizes, unassigned images."""
+    lines = [f"# Partitions of the {report['dataset']} data set", "",
+             f"{report['images']} images ({report['removed_by_faces']} removed by faces); split {report['split']}.", "",
+             "| partitioning | tau_min | tau_max | classes | S2 levels | images per class (min / median / max) "
+             "| training images in no cell |", "|---|---|---|---|---|---|---|"]
+    for p in report["partitionings"]:
+        sizes = p["images_per_class"]
+        size_text = f"{sizes['min']} / {sizes['median']:g} / {sizes['max']}" if sizes else "-"
+        levels = f"{min(p['levels'])}-{max(p['levels'])}" if p["levels"] else "-"
+        lines.append(f"| {p['name']} | {p['tau_min']} | {p['tau_max']} | {p['classes']} | {levels} | {size_text} "
+                     f"| {p['unassigned_train']} |")
+    lines += ["", f"Fine classes whose mean lies in no coarser cell: {report['hierarchy_unresolved']}.", ""]
+    return "\n".join(lines)
+
+
 def run(lake_root: str, dataset: str = "full", spec: str | None = None, face_threshold: float = REMOVAL_THRESHOLD,
         test_fraction: float = 0.2, val_fraction: float = 0.2) -> dict:
     lake = Lake(lake_root)
@@ -83,6 +99,8 @@ def run(lake_root: str, dataset: str = "full", spec: str | None = None, face_thr
     report["order"] = [s.name for s in specs]
     with open(os.path.join(tmp, "report.json"), "w") as f:
         json.dump(report, f, indent=2)
+    with open(os.path.join(tmp, "report.md"), "w") as f:
+        f.write(report_markdown(report))
     lake.swap_in(tmp, out)
     log.info("partition [%s]: %d images (%s), written to %s", dataset, len(df), report["split"], out)
     return report
