@@ -74,6 +74,64 @@ def bench_partition(a) -> None:
     ])
 
 
+def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
+    """Run ``cmd``; return (wall seconds, peak RSS in MB of it and all its children, JVM included)."""
+    import psutil
+
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    peak, ps = 0, psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            rss = sum(p.memory_info().rss for p in [ps, *ps.children(recursive=True)])
+            peak = max(peak, rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    wall = time.monotonic() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])} failed:\n{proc.stderr.read().decode()[-3000:]}")
+    return wall, peak / 2**20
+
+
+def metadata_set(rows: int, files: int) -> tuple[str, list[str]]:
+    """Generated metadata (bz2), made once and kept under benchmarks/out."""
+    out = os.path.join(OUT, f"metadata-{rows}")
+    if not os.path.exists(os.path.join(out, "manifest.json")):
+        t0 = time.monotonic()
+        subprocess.run([sys.executable, "-m", "deeploc.cli", "-q", "demo-data", "--out", out, "--rows", str(rows),
+                        "--files", str(files), "--no-images"], check=True, stdout=subprocess.DEVNULL)
+        print(f"generated {rows:,} metadata rows in {time.monotonic() - t0:.0f} s")
+    return out, sorted(os.path.join(out, "metadata", f) for f in os.listdir(os.path.join(out, "metadata")))
+
+
+def bench_metadata(a) -> None:
+    cores = os.cpu_count() or 2
+    lines = [f"- local[{cores}] Spark ({cores} cores), generated 25-column rows, {a.files} bz2 files per set"]
+    for rows in a.rows:
+        out, files = metadata_set(rows, a.files)
+        plain = os.path.join(out, "plain")
+        if not os.path.isdir(plain):
+            os.makedirs(plain)
+            for f in files:
+                with open(os.path.join(plain, os.path.basename(f)[:-4] + ".tsv"), "wb") as dst:
+                    subprocess.run(["bzip2", "-dc", f], stdout=dst, check=True)
+        # The limit: bzip2 -dc of the same files, as many in parallel as there are cores.
+        t_dec, _ = measure(["bash", "-c", f"printf '%s\\0' {' '.join(files)} | xargs -0 -P {cores} -n 1 bzip2 -dc > /dev/null"])
+        job = [sys.executable, "-m", "deeploc.cli", "-q", "metadata", "--lake"]
+        env = {**os.environ, "DEEPLOC_SPARK_MASTER": f"local[{cores}]"}
+        t_bz2, rss_bz2 = measure([*job, os.path.join(out, "lake-bz2"), "--input", *files], env)
+        t_plain, rss_plain = measure([*job, os.path.join(out, "lake-plain"), "--input",
+                                      *sorted(os.path.join(plain, f) for f in os.listdir(plain))], env)
+        mb = sum(os.path.getsize(f) for f in files) / 2**20
+        lines.append(
+            f"- {rows:,} rows ({mb:.0f} MB bz2): bzip2 -dc x{cores} {rows / t_dec:,.0f} rows/s; "
+            f"job on bz2 {rows / t_bz2:,.0f} rows/s (**{t_dec / t_bz2:.2f}x** the decompression rate, "
+            f"target >= 0.7x), peak RSS {rss_bz2:,.0f} MB; job on plain text {rows / t_plain:,.0f} rows/s, "
+            f"peak RSS {rss_plain:,.0f} MB (wall times include the ~10 s Spark start)")
+    record("metadata: rows per second against bzip2 -dc, peak memory", lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="name", required=True)
@@ -81,8 +139,11 @@ def main() -> None:
     p.add_argument("--points", type=int, default=4_700_000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--spec", default="coarse:50:5000,medium:50:2000,fine:50:1000")
+    p = sub.add_parser("metadata", help="issue 3: metadata job vs bzip2 -dc, bz2 and plain, 1M and 4M rows")
+    p.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 4_000_000])
+    p.add_argument("--files", type=int, default=8)
     a = ap.parse_args()
-    {"partition": bench_partition}[a.name](a)
+    {"partition": bench_partition, "metadata": bench_metadata}[a.name](a)
 
 
 if __name__ == "__main__":

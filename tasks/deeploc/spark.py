@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 
 def session(app: str = "deeploc"):
     from pyspark.sql import SparkSession
+
+    # py4j logs every connection at INFO, including at interpreter exit after streams are closed.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
 
     builder = SparkSession.builder.appName(app).config("spark.sql.session.timeZone", "UTC")
     # Under spark-submit (an EMR step) the launcher chose the master and the resources: keep them.
