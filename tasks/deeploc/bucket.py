@@ -1,46 +1,141 @@
-"""The image bucket: a local folder laid out like ``s3://multimedia-commons/`` or a real S3 bucket.
+"""The image bucket: a local folder laid out like ``s3://multimedia-commons/`` or an S3 bucket.
 
 Listing is by the three-character hash prefix under ``data/images/`` (at most 4,096 of them): one
-listing call per 1,000 keys instead of one request per image.
+listing request per 1,000 keys instead of one request per image. A ``Bucket`` is a small picklable
+value, so Spark tasks get the endpoint and credentials mode with the closure rather than from an
+environment that their worker processes may not share.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Iterable, Iterator
 from urllib.parse import urlparse
 
 from deeploc.yfcc import IMAGE_PREFIX
 
+# The public bucket's region; also the default for any other S3 bucket unless DEEPLOC_S3_REGION says otherwise.
+DEFAULT_REGION = "us-west-2"
+MAX_ATTEMPTS = 10
 
-def is_s3(location: str) -> bool:
-    return location.startswith("s3://")
+
+class ObjectMissing(FileNotFoundError):
+    """The object is not in the bucket (any more)."""
 
 
-def _s3_client(unsigned: bool = False):
+class ListingFailed(RuntimeError):
+    """A prefix could not be listed even after retries: the stage must fail, not go on partial."""
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_client(endpoint_url: str | None, unsigned: bool, region: str, max_attempts: int):
+    """One client per process and setting (boto3 clients are thread-safe and costly to make)."""
     import boto3
     from botocore import UNSIGNED
     from botocore.config import Config
 
-    # Adaptive retries back off on 503 SlowDown and transient errors before giving up.
-    cfg = Config(retries={"max_attempts": 10, "mode": "adaptive"}, signature_version=UNSIGNED if unsigned else None)
-    return boto3.client("s3", endpoint_url=os.environ.get("DEEPLOC_S3_ENDPOINT_URL") or None, config=cfg)
+    # Adaptive retries back off on 503 SlowDown, throttling and transient network errors.
+    cfg = Config(retries={"max_attempts": max_attempts, "mode": "adaptive"}, max_pool_connections=32,
+                 signature_version=UNSIGNED if unsigned else None)
+    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=cfg)
 
 
-def _split(location: str) -> tuple[str, str]:
-    u = urlparse(location)
-    return u.netloc, u.path.lstrip("/")
+@dataclass(frozen=True)
+class Bucket:
+    location: str                       # a local folder, or s3://bucket[/prefix]
+    unsigned: bool = False              # anonymous requests (the public multimedia-commons bucket)
+    endpoint_url: str | None = None     # an S3-compatible endpoint (moto, MinIO, ...); None = AWS
+    region: str = DEFAULT_REGION
+    max_attempts: int = MAX_ATTEMPTS    # per request, with adaptive backoff
 
+    @classmethod
+    def of(cls, location: str, unsigned: bool = False, endpoint_url: str | None = None) -> "Bucket":
+        """Settings not given explicitly come from DEEPLOC_S3_ENDPOINT_URL / DEEPLOC_S3_REGION."""
+        return cls(location, unsigned, endpoint_url or os.environ.get("DEEPLOC_S3_ENDPOINT_URL") or None,
+                   os.environ.get("DEEPLOC_S3_REGION", DEFAULT_REGION))
 
-def list_prefix(location: str, prefix: str, unsigned: bool = False) -> tuple[bool, list[tuple[str, int]]]:
-    """(prefix folder exists, [(key, size)]) for ``data/images/<prefix>/`` of the bucket."""
-    if is_s3(location):
-        bucket, root = _split(location)
-        pages = _s3_client(unsigned).get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=os.path.join(root, IMAGE_PREFIX, prefix) + "/")
+    @property
+    def is_s3(self) -> bool:
+        return self.location.startswith("s3://")
+
+    def _split(self) -> tuple[str, str]:
+        u = urlparse(self.location)
+        return u.netloc, u.path.strip("/")
+
+    def _key(self, key: str) -> str:
+        root = self._split()[1]
+        return f"{root}/{key}" if root else key
+
+    def client(self):
+        return _s3_client(self.endpoint_url, self.unsigned, self.region, self.max_attempts)
+
+    def list_prefix(self, prefix: str) -> tuple[bool, list[tuple[str, int]]]:
+        """(prefix exists, [(key, size)]) for ``data/images/<prefix>/``."""
+        if not self.is_s3:
+            return _list_local(self.location, prefix)
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        name, root = self._split()
         strip = len(root) + 1 if root else 0
-        found = [(o["Key"][strip:], int(o["Size"])) for page in pages for o in page.get("Contents", [])]
+        try:
+            pages = self.client().get_paginator("list_objects_v2").paginate(
+                Bucket=name, Prefix=self._key(f"{IMAGE_PREFIX}/{prefix}/"))
+            found = [(o["Key"][strip:], int(o["Size"])) for page in pages for o in page.get("Contents", [])]
+        except (BotoCoreError, ClientError) as exc:
+            raise ListingFailed(f"listing {self.location}/{IMAGE_PREFIX}/{prefix}/ failed after "
+                                f"{self.max_attempts} attempts: {exc}") from exc
         return bool(found), found  # S3 has no folders: a prefix exists when something is under it
+
+    def listing_rows(self, prefixes: Iterable[str]) -> Iterator[tuple]:
+        """Rows (prefix, key, size) for Spark; an existing prefix also yields (prefix, None, None)."""
+        for p in prefixes:
+            exists, objects = self.list_prefix(p)
+            if exists:
+                yield (p, None, None)
+                for key, size in objects:
+                    yield (p, key, size)
+
+    def list_prefix_exists(self, prefix: str) -> bool:
+        """Whether anything is under ``data/images/<prefix>/`` (one 1-key listing on S3)."""
+        if not self.is_s3:
+            return os.path.isdir(os.path.join(self.location, IMAGE_PREFIX, prefix))
+        name, _ = self._split()
+        resp = self.client().list_objects_v2(Bucket=name, Prefix=self._key(f"{IMAGE_PREFIX}/{prefix}/"), MaxKeys=1)
+        return resp.get("KeyCount", 0) > 0
+
+    def head(self, key: str) -> int | None:
+        """Size of one object, or None when it does not exist (the per-object check)."""
+        if not self.is_s3:
+            path = os.path.join(self.location, key)
+            return os.path.getsize(path) if os.path.isfile(path) else None
+        from botocore.exceptions import ClientError
+
+        name, _ = self._split()
+        try:
+            return int(self.client().head_object(Bucket=name, Key=self._key(key))["ContentLength"])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def read(self, key: str) -> bytes:
+        if not self.is_s3:
+            with open(os.path.join(self.location, key), "rb") as f:
+                return f.read()
+        from botocore.exceptions import ClientError
+
+        name, _ = self._split()
+        try:
+            return self.client().get_object(Bucket=name, Key=self._key(key))["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise ObjectMissing(f"{self.location}/{key}") from None
+            raise
+
+
+def _list_local(location: str, prefix: str) -> tuple[bool, list[tuple[str, int]]]:
     base = os.path.join(location, IMAGE_PREFIX, prefix)
     if not os.path.isdir(base):
         return False, []
@@ -51,22 +146,3 @@ def list_prefix(location: str, prefix: str, unsigned: bool = False) -> tuple[boo
                 if f.is_file():
                     found.append((f"{IMAGE_PREFIX}/{prefix}/{sub.name}/{f.name}", f.stat().st_size))
     return True, found
-
-
-def listing_rows(location: str, prefixes: Iterator[str], unsigned: bool = False):
-    """Rows (prefix, key, size) for Spark; a prefix that exists but is empty yields (prefix, None, None)."""
-    for p in prefixes:
-        exists, objects = list_prefix(location, p, unsigned)
-        if exists:
-            yield (p, None, None)
-            for key, size in objects:
-                yield (p, key, size)
-
-
-def read_object(location: str, key: str, unsigned: bool = False, client=None) -> bytes:
-    if is_s3(location):
-        bucket, root = _split(location)
-        client = client or _s3_client(unsigned)
-        return client.get_object(Bucket=bucket, Key=os.path.join(root, key))["Body"].read()
-    with open(os.path.join(location, key), "rb") as f:
-        return f.read()

@@ -25,6 +25,7 @@ def _bucket(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bucket", required=True,
                    help="image bucket root: a local folder laid out like s3://multimedia-commons/, or s3://bucket[/prefix]")
     p.add_argument("--unsigned", action="store_true", help="anonymous S3 requests (the public multimedia-commons bucket)")
+    p.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS, or DEEPLOC_S3_ENDPOINT_URL)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -48,6 +49,10 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("availability", help="metadata/ + bucket listing -> images/ + rejects (Spark)")
     p.add_argument("--min-bytes", type=int, default=1024, help="smallest usable object (default 1024)")
+    p.add_argument("--check", choices=("auto", "list", "head"), default="auto",
+                   help="list prefixes, HEAD each object, or choose by request count (default)")
+    p.add_argument("--objects-per-prefix", type=int, default=24_400,
+                   help="estimated objects per prefix in the bucket, for --check auto (default: the real bucket's)")
     _lake(p)
     _bucket(p)
     _slice_args(p)
@@ -97,6 +102,9 @@ def parser() -> argparse.ArgumentParser:
 
 def dispatch(a: argparse.Namespace):
     """Run the chosen stage; imports are lazy so ``--help`` stays fast."""
+    if hasattr(a, "bucket"):
+        from deeploc.bucket import Bucket
+        a.bucket = Bucket.of(a.bucket, a.unsigned, a.endpoint_url)
     if a.command == "demo-data":
         from deeploc.demo.generate import generate
         return generate(a.out, rows=a.rows, seed=a.seed, files=a.files, reuse=a.reuse, images=not a.no_images)["expected"]
@@ -108,10 +116,10 @@ def dispatch(a: argparse.Namespace):
         return metadata.run(paths, a.lake, a.start, a.end, a.layout)
     if a.command == "availability":
         from deeploc.stages import availability
-        return availability.run(a.lake, a.bucket, a.start, a.end, a.min_bytes, a.unsigned)
+        return availability.run(a.lake, a.bucket, a.start, a.end, a.min_bytes, a.check, a.objects_per_prefix)
     if a.command == "faces":
         from deeploc.stages import faces
-        return faces.run(a.lake, a.bucket, a.start, a.end, a.unsigned)
+        return faces.run(a.lake, a.bucket, a.start, a.end)
     if a.command == "partition":
         from deeploc import profiles
         from deeploc.stages import partition

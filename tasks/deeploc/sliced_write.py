@@ -25,14 +25,21 @@ def _written_rows(path: str) -> dict[str, int]:
     return counts
 
 
-def write_slice(lake: Lake, stage: str, labelled, rows_in: int, out_table: str, out_cols: list[str],
+def write_slice(lake: Lake, stage: str, labelled, rows_in: int | None, out_table: str, out_cols: list[str],
                 reject_cols: list[str], sl: Slice, with_unknown: bool = False, extra: dict | None = None) -> dict:
-    """Persist ``labelled`` (a DataFrame with ``reject_reason`` and ``upload_month``) for slice ``sl``."""
+    """Persist ``labelled`` (a DataFrame with ``reject_reason`` and ``upload_month``) for slice ``sl``.
+
+    ``rows_in`` None: the stage labels one row per input row, so the input count is taken from the
+    cached labelled rows (no second pass over the input); the ledger still checks it against what
+    was written.
+    """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     labelled = labelled.persist(StorageLevel.MEMORY_AND_DISK)
     try:
+        if rows_in is None:
+            rows_in = labelled.count()
         out_dir, rej_dir = lake.staging(out_table), lake.staging(f"rejects/{stage}")
         (labelled.filter(F.col(REASON).isNull()).select(*out_cols, PARTITION)
          .write.mode("overwrite").partitionBy(PARTITION).parquet(out_dir))

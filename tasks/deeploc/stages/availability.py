@@ -4,13 +4,20 @@ Instead of one request per image, the stage lists the bucket by three-character 
 prefixes its slice needs, in parallel Spark tasks) and joins. Rejects: ``missing_object``,
 ``missing_prefix`` (the whole prefix folder is absent, as ``data/images/ac8/`` is in the real bucket),
 ``too_small`` (empty files and sub-KB placeholders carry no picture).
+
+Which check (``--check auto``): listing a prefix costs ceil(objects in it / 1,000) requests, one HEAD
+per image costs one. On S3, a slice whose keys are fewer than ``prefixes x pages per prefix`` is
+checked by HEAD (plus one 1-key listing per prefix that holds a missing key, to tell a missing object
+from a missing prefix); larger slices are listed. ``--objects-per-prefix`` is the estimate (the real
+bucket: ~100M objects / 4,096 prefixes = 24,400). A local folder is always listed: it has no request cost.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 
-from deeploc import bucket as bucket_mod
+from deeploc.bucket import Bucket
 from deeploc.lake import PARTITION, Lake, Slice
 from deeploc.sliced_write import REASON, read_table, write_slice
 from deeploc.stages.metadata import OUT_COLS as METADATA_COLS
@@ -20,17 +27,53 @@ log = logging.getLogger(__name__)
 OUT_COLS = METADATA_COLS + ["exists", "size_bytes", "usable"]
 REJECT_COLS = ["photo_id", "object_key", "size_bytes"]
 MIN_BYTES = 1024
+OBJECTS_PER_PREFIX = 24_400
+CHECKS = ("auto", "list", "head")
 
 
-def listing(spark, location: str, prefixes: list[str], unsigned: bool = False, tasks: int = 64):
-    """DataFrame (prefix, key, size) of the bucket under the given prefixes; see ``bucket.listing_rows``."""
+def choose_check(bucket: Bucket, keys: int, prefixes: int, objects_per_prefix: int = OBJECTS_PER_PREFIX) -> str:
+    """The documented rule (module docstring): HEAD when it needs fewer requests than listing."""
+    if not bucket.is_s3:
+        return "list"
+    return "head" if keys < prefixes * math.ceil(objects_per_prefix / 1000) else "list"
+
+
+def _schema():
     from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-    schema = StructType([StructField("prefix", StringType(), False), StructField("key", StringType(), True),
-                         StructField("size", LongType(), True)])
-    rdd = spark.sparkContext.parallelize(sorted(prefixes), max(1, min(tasks, len(prefixes))))
-    return spark.createDataFrame(
-        rdd.mapPartitions(lambda ps: bucket_mod.listing_rows(location, ps, unsigned)), schema)
+    return StructType([StructField("prefix", StringType(), False), StructField("key", StringType(), True),
+                       StructField("size", LongType(), True)])
+
+
+def _tasks(items: int, per_task: int, most: int = 64) -> int:
+    """Enough tasks to spread the requests, few enough that each is worth its client set-up."""
+    return max(1, min(most, math.ceil(items / per_task)))
+
+
+def listing(spark, bucket: Bucket, prefixes: list[str]):
+    """DataFrame (prefix, key, size) of the bucket under the given prefixes; see ``Bucket.listing_rows``."""
+    rdd = spark.sparkContext.parallelize(sorted(prefixes), _tasks(len(prefixes), 32))
+    return spark.createDataFrame(rdd.mapPartitions(bucket.listing_rows), _schema())
+
+
+def _head_rows(bucket: Bucket, keys):
+    """Per-object check, same rows as a listing: found keys, and a marker for each existing prefix."""
+    keys = list(keys)
+    sizes = {k: bucket.head(k) for k in keys}
+    missing_prefixes = {k.split("/")[2] for k, size in sizes.items() if size is None}
+    present = {k.split("/")[2] for k, size in sizes.items() if size is not None}
+    present |= {p for p in missing_prefixes - present if bucket.list_prefix_exists(p)}
+    for p in present:
+        yield (p, None, None)
+    for k, size in sizes.items():
+        if size is not None:
+            yield (k.split("/")[2], k, size)
+
+
+def heads(spark, bucket: Bucket, keys: list[str]):
+    """DataFrame (prefix, key, size) from one HEAD per key (markers deduplicated across tasks)."""
+    rdd = spark.sparkContext.parallelize(sorted(keys), _tasks(len(keys), 64))
+    return spark.createDataFrame(rdd.mapPartitions(lambda ks: _head_rows(bucket, ks)), _schema()).dropDuplicates()
 
 
 def label(meta, objects, min_bytes: int = MIN_BYTES):
@@ -50,12 +93,15 @@ def label(meta, objects, min_bytes: int = MIN_BYTES):
                      (F.col("size_bytes") >= min_bytes).alias("usable"), reason.alias(REASON))
 
 
-def run(lake_root: str, bucket: str, start: str | None = None, end: str | None = None,
-        min_bytes: int = MIN_BYTES, unsigned: bool = False) -> dict:
+def run(lake_root: str, bucket: str | Bucket, start: str | None = None, end: str | None = None,
+        min_bytes: int = MIN_BYTES, check: str = "auto", objects_per_prefix: int = OBJECTS_PER_PREFIX) -> dict:
     from pyspark.sql import functions as F
 
     from deeploc.spark import session
 
+    if check not in CHECKS:
+        raise ValueError(f"check must be one of {CHECKS}, got {check!r}")
+    bucket = bucket if isinstance(bucket, Bucket) else Bucket.of(bucket)
     spark = session("deeploc-availability")
     lake, sl = Lake(lake_root), Slice.of(start, end)
     meta = read_table(spark, lake, "metadata", sl)
@@ -68,7 +114,14 @@ def run(lake_root: str, bucket: str, start: str | None = None, end: str | None =
     meta = meta.filter(F.col(PARTITION) != "unknown")
     rows_in = meta.count()
     prefixes = [r[0] for r in meta.select(F.substring("hash", 1, 3)).distinct().collect()]
-    log.info("availability: %d rows, listing %d prefixes of %s", rows_in, len(prefixes), bucket)
-    labelled = label(meta, listing(spark, bucket, prefixes, unsigned), min_bytes)
+    if check == "auto":
+        check = choose_check(bucket, rows_in, len(prefixes), objects_per_prefix)
+    log.info("availability: %d rows, %s over %d prefixes of %s", rows_in, check, len(prefixes), bucket.location)
+    if check == "list":
+        objects = listing(spark, bucket, prefixes)
+    else:
+        objects = heads(spark, bucket, [r[0] for r in meta.select("object_key").distinct().collect()])
+    labelled = label(meta, objects, min_bytes)
     return write_slice(lake, "availability", labelled, rows_in, "images", OUT_COLS, REJECT_COLS, sl,
-                       extra={"bucket": bucket, "prefixes_listed": len(prefixes), "min_bytes": min_bytes})
+                       extra={"bucket": bucket.location, "check": check, "prefixes": len(prefixes),
+                              "min_bytes": min_bytes})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from deeploc.bucket import Bucket
 from deeploc.lake import Lake, Slice
 from deeploc.sliced_write import REASON, read_table, write_slice
 from deeploc.stages.availability import OUT_COLS as IMAGE_COLS
@@ -26,23 +27,22 @@ def removal_filter(threshold: float = REMOVAL_THRESHOLD) -> str:
     return f"face_ratio <= {float(threshold)!r}"
 
 
-def _detect(batches, location: str, unsigned: bool):
+def _detect(batches, bucket: Bucket):
     """mapInPandas body: for each row, read the object, decode, measure faces."""
     import pandas as pd
 
-    from deeploc import bucket as bucket_mod
     from deeploc import facedetect, images
 
     for pdf in batches:
         width, height, count, ratio, reason, detail = [], [], [], [], [], []
         for key in pdf["object_key"]:
             try:
-                rgb = images.decode(bucket_mod.read_object(location, key, unsigned))
+                rgb = images.decode(bucket.read(key))
                 r, n = facedetect.face_ratio(rgb)
                 vals = (rgb.shape[1], rgb.shape[0], n, r, None, None)
             except images.Unreadable as exc:
                 vals = (None, None, None, None, exc.reason, exc.detail)
-            except OSError as exc:  # vanished since the listing: a reject, with the reason
+            except OSError as exc:  # vanished since the listing (ObjectMissing): a reject, with the reason
                 vals = (None, None, None, None, "unreadable_object", f"{type(exc).__name__}: {exc}"[:300])
             for col, v in zip((width, height, count, ratio, reason, detail), vals):
                 col.append(v)
@@ -51,19 +51,20 @@ def _detect(batches, location: str, unsigned: bool):
                          **{REASON: reason}, detail=detail)
 
 
-def label(images_df, location: str, unsigned: bool = False):
+def label(images_df, bucket: Bucket):
     from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
 
     schema = StructType(images_df.schema.fields + [
         StructField("width", IntegerType()), StructField("height", IntegerType()),
         StructField("face_count", IntegerType()), StructField("face_ratio", DoubleType()),
         StructField(REASON, StringType()), StructField("detail", StringType())])
-    return images_df.mapInPandas(lambda it: _detect(it, location, unsigned), schema)
+    return images_df.mapInPandas(lambda it: _detect(it, bucket), schema)
 
 
-def run(lake_root: str, bucket: str, start: str | None = None, end: str | None = None, unsigned: bool = False) -> dict:
+def run(lake_root: str, bucket: str | Bucket, start: str | None = None, end: str | None = None) -> dict:
     from deeploc.spark import session
 
+    bucket = bucket if isinstance(bucket, Bucket) else Bucket.of(bucket)
     spark = session("deeploc-faces")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "256")
     lake, sl = Lake(lake_root), Slice.of(start, end)
@@ -76,4 +77,4 @@ def run(lake_root: str, bucket: str, start: str | None = None, end: str | None =
     # Spread the decoding over every core even when the slice is a single small file.
     imgs = imgs.repartition(max(2, spark.sparkContext.defaultParallelism * 2))
     log.info("faces: %d usable images in slice %s", rows_in, sl.label)
-    return write_slice(lake, "faces", label(imgs, bucket, unsigned), rows_in, "faces", OUT_COLS, REJECT_COLS, sl)
+    return write_slice(lake, "faces", label(imgs, bucket), rows_in, "faces", OUT_COLS, REJECT_COLS, sl)

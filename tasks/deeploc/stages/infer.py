@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from deeploc.bucket import Bucket
 from deeploc.lake import Lake, record_ledger
 from deeploc.predict import cached, distances
 
@@ -37,7 +38,7 @@ def _schema(outputs: list[str]):
     return StructType(fields + [StructField(REASON, StringType()), StructField("detail", StringType())])
 
 
-def _predict(batches, model_dir: str, location: str, top_k: int):
+def _predict(batches, model_dir: str, bucket, top_k: int):
     """mapInPandas body: decode what decodes, predict in one go per Arrow batch."""
     import pandas as pd
 
@@ -51,7 +52,7 @@ def _predict(batches, model_dir: str, location: str, top_k: int):
         arrays, ok, reason, detail = [], [], [None] * len(pdf), [None] * len(pdf)
         for i, key in enumerate(pdf["object_key"]):
             try:
-                big = load_resized(location, key, side)
+                big = load_resized(bucket, key, side)
                 off = (big.shape[0] - side) // 2
                 arrays.append(big[off:off + side, off:off + side])
                 ok.append(i)
@@ -79,7 +80,7 @@ def run(lake_root: str, bucket: str, run_name: str | None = None, split: str = "
 
     from deeploc.spark import session
 
-    lake = Lake(lake_root)
+    lake, bucket = Lake(lake_root), bucket if isinstance(bucket, Bucket) else Bucket.of(bucket)
     if run_name is None:
         run_name = lake.read_json("models/LATEST.json")["run"]
     model_dir = lake.path("models", run_name)

@@ -120,8 +120,6 @@ def label(lines, layout: int, sl: Slice):
 def run(inputs: list[str], lake_root: str, start: str | None = None, end: str | None = None,
         layout: int | None = None) -> dict:
     """Read ``inputs``, write the slice [start, end) of ``metadata/`` and its rejects; return the ledger."""
-    from pyspark.sql import functions as F
-
     from deeploc.spark import session
 
     if not inputs:
@@ -131,9 +129,7 @@ def run(inputs: list[str], lake_root: str, start: str | None = None, end: str | 
     lines = read_lines(spark, inputs)
     n_layout = detect_layout(lines, layout)
     log.info("metadata: %d input path(s), %d-column layout, slice %s", len(inputs), n_layout, sl.label)
-    labelled = label(lines, n_layout, sl)
-    # Rows in: the slice's lines plus undated ones (labelling is 1:1 per line); the ledger then
-    # checks this against what was actually written.
-    rows_in = labelled.select(F.count("*")).first()[0]
-    return write_slice(lake, "metadata", labelled, rows_in, "metadata", OUT_COLS, REJECT_COLS, sl,
+    # Rows in: the slice's lines plus undated ones (labelling is 1:1 per line), counted on the
+    # cached rows inside write_slice so the input is decompressed and shuffled only once.
+    return write_slice(lake, "metadata", label(lines, n_layout, sl), None, "metadata", OUT_COLS, REJECT_COLS, sl,
                        with_unknown=True, extra={"layout": n_layout, "inputs": inputs})

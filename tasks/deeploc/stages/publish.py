@@ -18,8 +18,8 @@ from urllib.parse import unquote_plus
 import numpy as np
 import pandas as pd
 
-from deeploc import bucket as bucket_mod
 from deeploc import images
+from deeploc.bucket import Bucket
 from deeploc.demo.places import load_places
 from deeploc.lake import Lake
 from deeploc.predict import HIERARCHY
@@ -48,11 +48,11 @@ def basemap(min_population: int = 30_000) -> list[float]:
     return grid.ravel().tolist()
 
 
-def _thumbnail(location: str, key: str, path: str) -> bool:
+def _thumbnail(bucket: Bucket, key: str, path: str) -> bool:
     from PIL import Image
 
     try:
-        rgb = images.decode(bucket_mod.read_object(location, key))
+        rgb = images.decode(bucket.read(key))
     except (images.Unreadable, OSError):
         return False
     img = Image.fromarray(rgb)
@@ -74,7 +74,7 @@ def points(pred: pd.DataFrame, outputs: list[str]) -> list[dict]:
 
 def run(lake_root: str, bucket: str, run_name: str | None = None, max_points: int = 1000, max_images: int = 300,
         seed: int = 0) -> dict:
-    lake = Lake(lake_root)
+    lake, bucket = Lake(lake_root), bucket if isinstance(bucket, Bucket) else Bucket.of(bucket)
     if run_name is None:
         run_name = lake.read_json("models/LATEST.json")["run"]
     pred = pd.read_parquet(lake.path("predictions", run_name))

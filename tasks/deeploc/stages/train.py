@@ -15,8 +15,8 @@ import shutil
 import numpy as np
 import pandas as pd
 
-from deeploc import bucket as bucket_mod
 from deeploc import images, profiles
+from deeploc.bucket import Bucket
 from deeploc.lake import Lake
 
 log = logging.getLogger(__name__)
@@ -25,13 +25,13 @@ EVAL_SCALE = 1.5
 CACHE_LIMIT_BYTES = 2 * 1024**3  # decoded images are cached in memory below this size
 
 
-def load_resized(location: str, key: str, side: int) -> np.ndarray:
+def load_resized(bucket: Bucket, key: str, side: int) -> np.ndarray:
     """Decode and resize so the shorter side is 1.5 x ``side`` (the common input of every transform)."""
-    rgb = images.decode(bucket_mod.read_object(location, key))
+    rgb = images.decode(bucket.read(key))
     return images.resize_square(rgb, int(round(side * EVAL_SCALE)), crop_scale=1.0)
 
 
-def dataset(df: pd.DataFrame, heads: list[str], location: str, side: int, batch: int, train: bool, seed: int):
+def dataset(df: pd.DataFrame, heads: list[str], bucket: Bucket, side: int, batch: int, train: bool, seed: int):
     """tf.data pipeline: (image, {head: label}, {head: weight}); a label of -1 gets weight 0."""
     import tensorflow as tf
 
@@ -41,7 +41,7 @@ def dataset(df: pd.DataFrame, heads: list[str], location: str, side: int, batch:
     keys = df["object_key"].to_numpy(str)
 
     def load(key):
-        return load_resized(location, key.decode(), side).astype(np.uint8)
+        return load_resized(bucket, key.decode(), side).astype(np.uint8)
 
     ds = tf.data.Dataset.from_tensor_slices((keys, labels, weights))
     ds = ds.map(lambda k, y, w: (tf.ensure_shape(tf.numpy_function(load, [k], tf.uint8), (big, big, 3)), y, w),
@@ -64,7 +64,7 @@ def run(lake_root: str, bucket: str, run_name: str, dataset_name: str = "full", 
 
     from deeploc import model as model_mod
 
-    lake = Lake(lake_root)
+    lake, bucket = Lake(lake_root), bucket if isinstance(bucket, Bucket) else Bucket.of(bucket)
     prof = profiles.get(profile).with_overrides(epochs=epochs, backbone=backbone)
     if weights is not None:
         prof = prof.with_overrides(weights=None if weights == "none" else weights)
