@@ -45,9 +45,18 @@ def child(module: str, *args: str, cores: str | None = None) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def commit() -> str:
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=HERE).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + (" with uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def record(name: str, lines: list[str]) -> None:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    block = [f"\n## {name} ({stamp})\n", f"Machine: {machine()}\n", *[f"{line}\n" for line in lines]]
+    block = [f"\n## {name} ({stamp})\n", f"Machine: {machine()}; commit {commit()}\n",
+             *[f"{line}\n" for line in lines]]
     with open(RESULTS, "a") as f:
         f.writelines(block)
     sys.stdout.writelines(block)

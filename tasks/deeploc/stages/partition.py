@@ -18,7 +18,7 @@ import pyarrow.dataset as ds
 
 from deeploc import partitioning, s2, splits
 from deeploc.lake import PARTITION, UNKNOWN, Lake
-from deeploc.stages.faces import REMOVAL_THRESHOLD
+from deeploc.stages.faces import REMOVAL_THRESHOLD, removal_filter
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def read_faces(lake: Lake) -> pd.DataFrame:
 def choose(df: pd.DataFrame, dataset: str, threshold: float) -> pd.DataFrame:
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
-    return df if dataset == "full" else df[df["face_ratio"] <= threshold]
+    return df if dataset == "full" else df.query(removal_filter(threshold))
 
 
 def report_markdown(report: dict) -> str:
