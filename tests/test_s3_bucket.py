@@ -51,6 +51,13 @@ def test_availability_and_faces_on_s3(s3, meta_lake, demo_set, check):
     ledger = availability.run(meta_lake, bucket, check=check)
     assert ledger["check"] == check
     assert ledger["out"] == e["availability_out"] and ledger["rejects"] == e["availability_rejects"]
+    if check == "list":  # a later run (another slice, a rerun) reuses the listing kept in the lake
+        assert ledger["prefixes_listed_now"] == ledger["prefixes"] > 0
+        again = availability.run(meta_lake, bucket, check=check)
+        assert again["prefixes_listed_now"] == 0 and again["out"] == ledger["out"]
+        assert again["rejects"] == ledger["rejects"]
+        fresh = availability.run(meta_lake, bucket, check=check, listing_max_age_hours=0)
+        assert fresh["prefixes_listed_now"] == ledger["prefixes"] and fresh["out"] == ledger["out"]
     if check == "head":
         ledger = faces.run(meta_lake, bucket)
         assert ledger["out"] == e["faces_out"] and ledger["rejects"] == e["faces_rejects"]

@@ -53,6 +53,8 @@ def parser() -> argparse.ArgumentParser:
                    help="list prefixes, HEAD each object, or choose by request count (default)")
     p.add_argument("--objects-per-prefix", type=int, default=24_400,
                    help="estimated objects per prefix in the bucket, for --check auto (default: the real bucket's)")
+    p.add_argument("--listing-max-age", type=float, default=24 * 30,
+                   help="hours a cached S3 listing of a prefix is reused by later slices (default 720)")
     _lake(p)
     _bucket(p)
     _slice_args(p)
@@ -116,7 +118,8 @@ def dispatch(a: argparse.Namespace):
         return metadata.run(paths, a.lake, a.start, a.end, a.layout)
     if a.command == "availability":
         from deeploc.stages import availability
-        return availability.run(a.lake, a.bucket, a.start, a.end, a.min_bytes, a.check, a.objects_per_prefix)
+        return availability.run(a.lake, a.bucket, a.start, a.end, a.min_bytes, a.check, a.objects_per_prefix,
+                                 a.listing_max_age)
     if a.command == "faces":
         from deeploc.stages import faces
         return faces.run(a.lake, a.bucket, a.start, a.end)

@@ -19,7 +19,6 @@ class Places:
     lon: np.ndarray
     population: np.ndarray
     city: list[str]
-    country: list[str]
 
 
 @functools.lru_cache(maxsize=1)
@@ -34,7 +33,6 @@ def load_places(min_population: int = 1000) -> Places:
         lon=np.array([r["longitude"] for r in rows], dtype=np.float64),
         population=np.array([r["population"] for r in rows], dtype=np.float64),
         city=[r["city"] for r in rows],
-        country=[r["country_code"] for r in rows],
     )
 
 

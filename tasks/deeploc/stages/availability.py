@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import re
+import time
+import uuid
 
 from deeploc.bucket import Bucket
 from deeploc.lake import PARTITION, Lake, Slice
@@ -29,6 +33,7 @@ REJECT_COLS = ["photo_id", "object_key", "size_bytes"]
 MIN_BYTES = 1024
 OBJECTS_PER_PREFIX = 24_400
 CHECKS = ("auto", "list", "head")
+LISTING_MAX_AGE_HOURS = 24 * 30  # the multimedia-commons bucket does not change
 
 
 def choose_check(bucket: Bucket, keys: int, prefixes: int, objects_per_prefix: int = OBJECTS_PER_PREFIX) -> str:
@@ -54,6 +59,41 @@ def listing(spark, bucket: Bucket, prefixes: list[str]):
     """DataFrame (prefix, key, size) of the bucket under the given prefixes; see ``Bucket.listing_rows``."""
     rdd = spark.sparkContext.parallelize(sorted(prefixes), _tasks(len(prefixes), 32))
     return spark.createDataFrame(rdd.mapPartitions(bucket.listing_rows), _schema())
+
+
+def _cache_dir(lake: Lake, bucket: Bucket) -> str:
+    return lake.path("_listing", re.sub(r"[^A-Za-z0-9_.-]+", "_", bucket.location).strip("_"))
+
+
+def _list_into_cache(bucket: Bucket, cache: str, prefixes):
+    """Spark task body: list each prefix and write its rows (as ``Bucket.listing_rows``) atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    os.makedirs(cache, exist_ok=True)
+    for p in prefixes:
+        rows = list(bucket.listing_rows([p]))
+        table = pa.table({"prefix": pa.array([r[0] for r in rows], pa.string()),
+                          "key": pa.array([r[1] for r in rows], pa.string()),
+                          "size": pa.array([r[2] for r in rows], pa.int64())})
+        tmp = os.path.join(cache, f".{p}.{uuid.uuid4().hex[:8]}.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, os.path.join(cache, f"{p}.parquet"))
+        yield p
+
+
+def cached_listing(spark, lake: Lake, bucket: Bucket, prefixes: list[str], max_age_hours: float):
+    """(DataFrame (prefix, key, size) for ``prefixes`` from the lake's listing cache, prefixes listed now)."""
+    cache = _cache_dir(lake, bucket)
+    oldest = time.time() - max_age_hours * 3600
+    stale = [p for p in prefixes if not (os.path.exists(f := os.path.join(cache, f"{p}.parquet"))
+                                         and os.path.getmtime(f) >= oldest)]
+    if stale:
+        rdd = spark.sparkContext.parallelize(sorted(stale), _tasks(len(stale), 32))
+        rdd.mapPartitions(lambda ps: _list_into_cache(bucket, cache, ps)).count()
+    if not prefixes:
+        return spark.createDataFrame([], _schema()), 0
+    return spark.read.schema(_schema()).parquet(*[os.path.join(cache, f"{p}.parquet") for p in prefixes]), len(stale)
 
 
 def _head_rows(bucket: Bucket, keys):
@@ -94,7 +134,8 @@ def label(meta, objects, min_bytes: int = MIN_BYTES):
 
 
 def run(lake_root: str, bucket: str | Bucket, start: str | None = None, end: str | None = None,
-        min_bytes: int = MIN_BYTES, check: str = "auto", objects_per_prefix: int = OBJECTS_PER_PREFIX) -> dict:
+        min_bytes: int = MIN_BYTES, check: str = "auto", objects_per_prefix: int = OBJECTS_PER_PREFIX,
+        listing_max_age_hours: float = LISTING_MAX_AGE_HOURS) -> dict:
     from pyspark.sql import functions as F
 
     from deeploc.spark import session
@@ -117,11 +158,15 @@ def run(lake_root: str, bucket: str | Bucket, start: str | None = None, end: str
     if check == "auto":
         check = choose_check(bucket, rows_in, len(prefixes), objects_per_prefix)
     log.info("availability: %d rows, %s over %d prefixes of %s", rows_in, check, len(prefixes), bucket.location)
-    if check == "list":
+    listed_now = len(prefixes)
+    if check == "list" and bucket.is_s3:
+        objects, listed_now = cached_listing(spark, lake, bucket, prefixes, listing_max_age_hours)
+    elif check == "list":
         objects = listing(spark, bucket, prefixes)
     else:
         objects = heads(spark, bucket, [r[0] for r in meta.select("object_key").distinct().collect()])
     labelled = label(meta, objects, min_bytes)
     return write_slice(lake, "availability", labelled, rows_in, "images", OUT_COLS, REJECT_COLS, sl,
                        extra={"bucket": bucket.location, "check": check, "prefixes": len(prefixes),
+                              "prefixes_listed_now": listed_now if check == "list" else 0,
                               "min_bytes": min_bytes})
