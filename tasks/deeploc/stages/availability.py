@@ -165,8 +165,12 @@ def run(lake_root: str, bucket: str | Bucket, start: str | None = None, end: str
         objects = listing(spark, bucket, prefixes)
     else:
         objects = heads(spark, bucket, [r[0] for r in meta.select("object_key").distinct().collect()])
-    labelled = label(meta, objects, min_bytes)
-    return write_slice(lake, "availability", labelled, rows_in, "images", OUT_COLS, REJECT_COLS, sl,
-                       extra={"bucket": bucket.location, "check": check, "prefixes": len(prefixes),
-                              "prefixes_listed_now": listed_now if check == "list" else 0,
-                              "min_bytes": min_bytes})
+    # The join reads the objects twice (keys, and prefixes present): cached, each request is made once.
+    objects = objects.cache()
+    try:
+        return write_slice(lake, "availability", label(meta, objects, min_bytes), rows_in, "images", OUT_COLS,
+                           REJECT_COLS, sl, extra={"bucket": bucket.location, "check": check,
+                                                   "prefixes": len(prefixes), "min_bytes": min_bytes,
+                                                   "prefixes_listed_now": listed_now if check == "list" else 0})
+    finally:
+        objects.unpersist()
