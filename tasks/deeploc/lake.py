@@ -81,9 +81,6 @@ class Lake:
     def path(self, *parts: str) -> str:
         return os.path.join(self.root, *parts)
 
-    def exists(self, *parts: str) -> bool:
-        return os.path.exists(self.path(*parts))
-
     def staging(self, table: str) -> str:
         """A fresh hidden folder (readers skip names starting with ``_``) beside ``table``."""
         return self.path(table, f"_staging-{uuid.uuid4().hex[:12]}")
@@ -101,14 +98,10 @@ class Lake:
         if unexpected:
             raise RuntimeError(f"{table}: staged rows outside the slice: {sorted(unexpected)[:5]}")
         for month in targets:
-            dst = os.path.join(base, f"{PARTITION}={month}")
             src = os.path.join(staged, f"{PARTITION}={month}")
-            trash = os.path.join(base, f"_trash-{uuid.uuid4().hex[:12]}")
-            if os.path.exists(dst):
-                os.rename(dst, trash)
-            if os.path.exists(src):
-                os.rename(src, dst)
-            shutil.rmtree(trash, ignore_errors=True)
+            # The old partition goes to a hidden name inside the table, which readers skip.
+            self.swap_in(src if os.path.exists(src) else None, os.path.join(base, f"{PARTITION}={month}"),
+                         trash=os.path.join(base, f"_trash-{uuid.uuid4().hex[:12]}"))
         shutil.rmtree(staged, ignore_errors=True)
 
     @staticmethod
@@ -119,14 +112,16 @@ class Lake:
         return tmp
 
     @staticmethod
-    def swap_in(tmp: str, final: str) -> None:
-        """Replace ``final`` by the finished ``tmp``: two renames, so ``final`` is never half-written
-        and is missing only for the instant between them."""
-        old = f"{final.rstrip('/')}.old-{uuid.uuid4().hex[:12]}"
+    def swap_in(tmp: str | None, final: str, trash: str | None = None) -> None:
+        """Replace ``final`` by the finished ``tmp`` (None: just remove ``final``): two renames, so
+        ``final`` is never half-written and is missing only for the instant between them. The old
+        copy goes to ``trash`` (default: beside ``final``) and is then deleted."""
+        trash = trash or f"{final.rstrip('/')}.old-{uuid.uuid4().hex[:12]}"
         if os.path.exists(final):
-            os.rename(final, old)
-        os.rename(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+            os.rename(final, trash)
+        if tmp is not None:
+            os.rename(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
 
     def partitions(self, table: str) -> list[str]:
         base = self.path(table)

@@ -17,12 +17,10 @@ from deeploc.lake import PARTITION, Lake, LedgerError, Slice, record_ledger
 REASON = "reject_reason"
 
 
-def _written_rows(path: str) -> dict[str, int]:
-    """Rows per reason (or per partition for outputs) read back from the Parquet footers."""
-    counts: dict[str, int] = {}
-    for f in glob.glob(os.path.join(path, f"{PARTITION}=*", "*.parquet")):
-        counts[f] = pq.ParquetFile(f).metadata.num_rows
-    return counts
+def _written_rows(path: str) -> int:
+    """Rows written under a staged table, read back from the Parquet footers."""
+    return sum(pq.ParquetFile(f).metadata.num_rows
+               for f in glob.glob(os.path.join(path, f"{PARTITION}=*", "*.parquet")))
 
 
 def write_slice(lake: Lake, stage: str, labelled, rows_in: int | None, out_table: str, out_cols: list[str],
@@ -49,8 +47,8 @@ def write_slice(lake: Lake, stage: str, labelled, rows_in: int | None, out_table
                      labelled.filter(F.col(REASON).isNotNull()).groupBy(REASON).agg(F.count("*").alias("n")).collect()}
     finally:
         labelled.unpersist()
-    rows_out = sum(_written_rows(out_dir).values())
-    rejected_written = sum(_written_rows(rej_dir).values())
+    rows_out = _written_rows(out_dir)
+    rejected_written = _written_rows(rej_dir)
     if rejected_written != sum(by_reason.values()):
         raise LedgerError(f"{stage} [{sl.label}]: counted {sum(by_reason.values())} rejects, wrote {rejected_written}")
     ledger = record_ledger(lake, stage, sl.label, rows_in, rows_out, by_reason, **(extra or {}))
@@ -59,13 +57,15 @@ def write_slice(lake: Lake, stage: str, labelled, rows_in: int | None, out_table
     return ledger
 
 
-def read_table(spark, lake: Lake, table: str, sl: Slice | None = None):
-    """A partitioned lake table, optionally only the months of ``sl`` (None when it has no rows)."""
+def read_slice(spark, lake: Lake, table: str, sl: Slice, upstream: str):
+    """The rows of slice ``sl`` of an upstream table: an empty frame with the table's schema when the
+    slice has none, an error naming the stage to run first when the table does not exist."""
     parts = lake.partitions(table)
-    if sl is not None:
-        wanted = {f"{PARTITION}={m}" for m in sl.months()}
-        parts = [p for p in parts if p in wanted]
     if not parts:
-        return None
+        raise FileNotFoundError(f"no {table} table under {lake.path(table)}; run {upstream} first")
     base = lake.path(table)
-    return spark.read.option("basePath", base).parquet(*[os.path.join(base, p) for p in parts])
+    wanted = {f"{PARTITION}={m}" for m in sl.months()}
+    in_slice = [os.path.join(base, p) for p in parts if p in wanted]
+    if not in_slice:
+        return spark.createDataFrame([], spark.read.parquet(base).schema)
+    return spark.read.option("basePath", base).parquet(*in_slice)

@@ -22,8 +22,8 @@ import time
 import uuid
 
 from deeploc.bucket import Bucket
-from deeploc.lake import PARTITION, Lake, Slice
-from deeploc.sliced_write import REASON, read_table, write_slice
+from deeploc.lake import Lake, Slice
+from deeploc.sliced_write import REASON, read_slice, write_slice
 from deeploc.stages.metadata import OUT_COLS as METADATA_COLS
 
 log = logging.getLogger(__name__)
@@ -145,14 +145,7 @@ def run(lake_root: str, bucket: str | Bucket, start: str | None = None, end: str
     bucket = bucket if isinstance(bucket, Bucket) else Bucket.of(bucket)
     spark = session("deeploc-availability")
     lake, sl = Lake(lake_root), Slice.of(start, end)
-    meta = read_table(spark, lake, "metadata", sl)
-    if meta is None:
-        log.info("availability: no metadata rows in slice %s", sl.label)
-        meta = spark.createDataFrame([], read_table(spark, lake, "metadata").schema) \
-            if lake.partitions("metadata") else None
-        if meta is None:
-            raise FileNotFoundError(f"availability: no metadata table under {lake.path('metadata')}; run metadata first")
-    meta = meta.filter(F.col(PARTITION) != "unknown")
+    meta = read_slice(spark, lake, "metadata", sl, upstream="metadata")
     rows_in = meta.count()
     prefixes = [r[0] for r in meta.select(F.substring("hash", 1, 3)).distinct().collect()]
     if check == "auto":

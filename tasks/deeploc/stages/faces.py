@@ -12,7 +12,7 @@ import logging
 
 from deeploc.bucket import Bucket
 from deeploc.lake import Lake, Slice
-from deeploc.sliced_write import REASON, read_table, write_slice
+from deeploc.sliced_write import REASON, read_slice, write_slice
 from deeploc.stages.availability import OUT_COLS as IMAGE_COLS
 
 log = logging.getLogger(__name__)
@@ -68,11 +68,7 @@ def run(lake_root: str, bucket: str | Bucket, start: str | None = None, end: str
     spark = session("deeploc-faces")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "256")
     lake, sl = Lake(lake_root), Slice.of(start, end)
-    imgs = read_table(spark, lake, "images", sl)
-    if imgs is None:
-        if not lake.partitions("images"):
-            raise FileNotFoundError(f"faces: no images table under {lake.path('images')}; run availability first")
-        imgs = spark.createDataFrame([], read_table(spark, lake, "images").schema)
+    imgs = read_slice(spark, lake, "images", sl, upstream="availability")
     rows_in = imgs.count()
     # Spread the decoding over every core even when the slice is a single small file.
     imgs = imgs.repartition(max(2, spark.sparkContext.defaultParallelism * 2))
