@@ -45,6 +45,16 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise Unreadable("undecodable", f"{type(exc).__name__}: {exc}"[:300]) from None
 
 
+def read_rgb(bucket, key: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an object from a ``Bucket`` and decode it. Every way of failing, including an object
+    that vanished or cannot be read, is an ``Unreadable`` with a reason the stages can reject by."""
+    try:
+        data = bucket.read(key)
+    except OSError as exc:  # deeploc.bucket.ObjectMissing is a FileNotFoundError
+        raise Unreadable("unreadable_object", f"{type(exc).__name__}: {exc}"[:300]) from None
+    return decode(data, max_pixels)
+
+
 def resize_square(rgb: np.ndarray, side: int, crop_scale: float = 1.0) -> np.ndarray:
     """Resize so the shorter side is ``side * crop_scale``, then take the centre ``side`` x ``side`` crop.
 

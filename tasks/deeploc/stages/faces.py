@@ -37,13 +37,11 @@ def _detect(batches, bucket: Bucket):
         width, height, count, ratio, reason, detail = [], [], [], [], [], []
         for key in pdf["object_key"]:
             try:
-                rgb = images.decode(bucket.read(key))
+                rgb = images.read_rgb(bucket, key)
                 r, n = facedetect.face_ratio(rgb)
                 vals = (rgb.shape[1], rgb.shape[0], n, r, None, None)
             except images.Unreadable as exc:
                 vals = (None, None, None, None, exc.reason, exc.detail)
-            except OSError as exc:  # vanished since the listing (ObjectMissing): a reject, with the reason
-                vals = (None, None, None, None, "unreadable_object", f"{type(exc).__name__}: {exc}"[:300])
             for col, v in zip((width, height, count, ratio, reason, detail), vals):
                 col.append(v)
         yield pdf.assign(width=pd.array(width, dtype="Int32"), height=pd.array(height, dtype="Int32"),

@@ -56,9 +56,8 @@ def _predict(batches, model_dir: str, bucket, top_k: int):
                 off = (big.shape[0] - side) // 2
                 arrays.append(big[off:off + side, off:off + side])
                 ok.append(i)
-            except (images.Unreadable, OSError) as exc:
-                reason[i] = getattr(exc, "reason", "unreadable_object")
-                detail[i] = str(exc)[:300]
+            except images.Unreadable as exc:
+                reason[i], detail[i] = exc.reason, exc.detail
         out = pdf.copy()
         for o in pred.outputs:
             for suffix in ("class", "lat", "lon", "km", "topk_class", "topk_prob"):

@@ -52,8 +52,8 @@ def _thumbnail(bucket: Bucket, key: str, path: str) -> bool:
     from PIL import Image
 
     try:
-        rgb = images.decode(bucket.read(key))
-    except (images.Unreadable, OSError):
+        rgb = images.read_rgb(bucket, key)
+    except images.Unreadable:
         return False
     img = Image.fromarray(rgb)
     img.thumbnail((THUMB, THUMB))

@@ -27,7 +27,7 @@ CACHE_LIMIT_BYTES = 2 * 1024**3  # decoded images are cached in memory below thi
 
 def load_resized(bucket: Bucket, key: str, side: int) -> np.ndarray:
     """Decode and resize so the shorter side is 1.5 x ``side`` (the common input of every transform)."""
-    rgb = images.decode(bucket.read(key))
+    rgb = images.read_rgb(bucket, key)
     return images.resize_square(rgb, int(round(side * EVAL_SCALE)), crop_scale=1.0)
 
 
