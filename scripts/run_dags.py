@@ -27,7 +27,8 @@ def interval_ends(expression: str, start: datetime, end: datetime) -> list[datet
     return ends
 
 
-def load(dag_id: str):
+def load_dags() -> dict:
+    """Parse the dags folder once; any import error stops the run."""
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
@@ -35,7 +36,7 @@ def load(dag_id: str):
         for path, err in bag.import_errors.items():
             print(f"DAG import error in {path}:\n{err}", file=sys.stderr)
         raise SystemExit(1)
-    return bag.get_dag(dag_id)
+    return bag.dags
 
 
 def run(dag, **kw) -> str:
@@ -83,7 +84,8 @@ def main() -> int:
     a = ap.parse_args()
     utc = lambda s: datetime.fromisoformat(s).replace(tzinfo=timezone.utc)  # noqa: E731
     failed = []
-    ingestion = load("deeploc_ingestion")
+    dags = load_dags()
+    ingestion = dags["deeploc_ingestion"]
     # dag.test names an interval by its end (the manual-run rule), and the last interval's end lies
     # past the DAG's end_date, which would make Airflow schedule no task at all: lift it for this copy.
     ingestion.end_date = None
@@ -95,7 +97,7 @@ def main() -> int:
             failed.append(f"deeploc_ingestion {end:%Y-%m-%d}")
     if not a.skip_model and not failed:
         conf = json.loads(a.conf)
-        if run(load("deeploc_model"), run_conf=conf) != "success":
+        if run(dags["deeploc_model"], run_conf=conf) != "success":
             failed.append("deeploc_model")
         else:
             report(conf)
