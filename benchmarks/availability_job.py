@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import time
 
 import numpy as np
@@ -34,19 +33,13 @@ def main() -> None:
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
 
     from moto.s3.models import s3_backends
-    from moto.server import ThreadedMotoServer
 
-    from deeploc import yfcc
+    from deeploc import moto_s3, yfcc
     from deeploc.bucket import Bucket
     from deeploc.spark import session
     from deeploc.stages import availability
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server, url = moto_s3.start()
     counter = Counting(server._server.app)
     server._server.app = counter
 
@@ -68,7 +61,7 @@ def main() -> None:
     meta.to_parquet(os.path.join(folder, "part-0.parquet"), index=False)
 
     session("bench-availability")  # started before timing: both runs pay the same
-    bucket = Bucket("s3://mmc", endpoint_url=f"http://127.0.0.1:{port}")
+    bucket = Bucket("s3://mmc", endpoint_url=url)
     result = {"objects": a.objects}
     for check in ("list", "head"):
         counter.counts = {}

@@ -1,12 +1,12 @@
 """The image stages against an S3 bucket served by moto: listing, per-object HEAD, throttling."""
 
 import os
-import socket
 
 import boto3
 import pandas as pd
 import pytest
 
+from deeploc import moto_s3
 from deeploc.bucket import Bucket, ListingFailed
 from deeploc.stages import availability, faces, metadata
 
@@ -14,15 +14,7 @@ from deeploc.stages import availability, faces, metadata
 @pytest.fixture(scope="module")
 def s3(demo_set):
     """A moto S3 server holding the demo bucket, public-read like multimedia-commons."""
-    from moto.server import ThreadedMotoServer
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
+    server, url = moto_s3.start()
     client = boto3.client("s3", endpoint_url=url, region_name="us-west-2",
                           aws_access_key_id="testing", aws_secret_access_key="testing")
     client.create_bucket(Bucket="mmc", CreateBucketConfiguration={"LocationConstraint": "us-west-2"},
