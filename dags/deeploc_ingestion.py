@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param, chain
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param
+from deeploc_airflow import targets
 from deeploc_airflow.assets import FACES
-from deeploc_airflow.stage import StageOperator
 
 # A year per run by default: every run reads the whole metadata input, so fewer, wider slices are
 # cheaper on the full data set; ``@monthly`` works the same (slices are month-aligned).
@@ -32,15 +32,15 @@ with DAG(
     dagrun_timeout=timedelta(hours=12),
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True,
                   "max_retry_delay": timedelta(minutes=20), "execution_timeout": timedelta(hours=4)},
-    params={"target": Param("local", enum=["local"], description="where stages run"),
+    params={"target": Param("", enum=["", "local", "aws"],
+                            description="where stages run (empty: Variable deeploc_target / env / local)"),
+            "cluster_id": Param("", type="string", description="aws: an existing EMR cluster (empty: a new one)"),
             "lake": Param("", type="string", description="lake root (empty: variable / env / default)"),
             "bucket": Param("", type="string", description="image bucket root (empty: variable / env / default)"),
             "metadata": Param("", type="string", description="metadata files or glob (empty: variable / env / default)")},
     tags=["deeploc", "ingestion"],
     doc_md=__doc__,
 ) as dag:
-    chain(
-        StageOperator(task_id="metadata", stage="metadata", options=INTERVAL),
-        StageOperator(task_id="availability", stage="availability", options=INTERVAL),
-        StageOperator(task_id="faces", stage="faces", options=INTERVAL, outlets=[FACES]),
-    )
+    targets.wire({"metadata": INTERVAL, "availability": INTERVAL, "faces": INTERVAL},
+                 aws_blocks=[("ingest", ["metadata", "availability", "faces"])],
+                 run="{{ data_interval_start.strftime('%Y-%m') }}", outlets=[FACES])

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import DAG, Param, chain
+from airflow.sdk import DAG, Param
+from deeploc_airflow import targets
 from deeploc_airflow.assets import FACES
-from deeploc_airflow.stage import StageOperator
 
 RUN = "{{ params.run or run_id }}"
 
@@ -24,7 +24,8 @@ with DAG(
     default_args={"retries": 1, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": True,
                   "execution_timeout": timedelta(hours=6)},
     params={
-        "target": Param("local", enum=["local"], description="where stages run"),
+        "target": Param("", enum=["", "local", "aws"],
+                        description="where stages run (empty: Variable deeploc_target / env / local)"),
         "run": Param("", type="string", description="model run name (empty: the DAG run id)"),
         "dataset": Param("full", enum=["full", "removal"], description="all images, or without faces"),
         "face_threshold": Param(0.035, type="number", minimum=0, maximum=1),
@@ -34,18 +35,21 @@ with DAG(
         "backbone": Param("", type="string", description="empty: the profile's"),
         "lake": Param("", type="string"),
         "bucket": Param("", type="string"),
+        "cluster_id": Param("", type="string", description="aws: an existing EMR cluster (empty: new ones)"),
+        "train_ami": Param("", type="string", description="aws: the training AMI (empty: Variable deeploc_aws)"),
+        "train_instance_type": Param("", type="string", description="aws: empty: g5.2xlarge or the Variable's"),
+        "train_instance_profile": Param("", type="string", description="aws: the instance's IAM profile"),
+        "train_subnet": Param("", type="string", description="aws: the instance's subnet"),
+        "train_timeout_hours": Param(0, type="integer", minimum=0, description="aws: 0: 36 or the Variable's"),
     },
     tags=["deeploc", "model"],
     doc_md=__doc__,
 ) as dag:
-    chain(
-        StageOperator(task_id="partition", stage="partition",
-                      options={"dataset": "{{ params.dataset }}", "profile": "{{ params.profile }}",
-                               "partitions": "{{ params.partitions }}", "face_threshold": "{{ params.face_threshold }}"}),
-        StageOperator(task_id="train", stage="train", execution_timeout=timedelta(hours=36),
-                      options={"run": RUN, "dataset": "{{ params.dataset }}", "profile": "{{ params.profile }}",
-                               "epochs": "{{ params.epochs or '' }}", "backbone": "{{ params.backbone }}"}),
-        StageOperator(task_id="infer", stage="infer", options={"run": RUN}),
-        StageOperator(task_id="evaluate", stage="evaluate", options={"run": RUN}),
-        StageOperator(task_id="publish", stage="publish", options={"run": RUN}),
-    )
+    common = {"dataset": "{{ params.dataset }}", "profile": "{{ params.profile }}"}
+    targets.wire(
+        {"partition": {**common, "partitions": "{{ params.partitions }}",
+                       "face_threshold": "{{ params.face_threshold }}"},
+         "train": {**common, "run": RUN, "epochs": "{{ params.epochs or '' }}", "backbone": "{{ params.backbone }}"},
+         "infer": {"run": RUN}, "evaluate": {"run": RUN}, "publish": {"run": RUN}},
+        aws_blocks=[("prep", ["partition"]), "train", ("serve", ["infer", "evaluate", "publish"])],
+        run=RUN, local_overrides={"train": {"execution_timeout": timedelta(hours=36)}})

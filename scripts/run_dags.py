@@ -40,12 +40,13 @@ def load_dags() -> dict:
 
 
 def run(dag, **kw) -> str:
-    """``dag.test`` one run; anything short of every task succeeding is a failure (Airflow calls a run
-    whose tasks were never scheduled a success)."""
+    """``dag.test`` one run on the local target; anything short of every local task succeeding (and the
+    aws lane skipped) is a failure: Airflow calls a run whose tasks were never scheduled a success."""
     t0 = time.monotonic()
     dr = dag.test(**kw)
     states = {ti.task_id: str(ti.state) for ti in dr.get_task_instances()} if dr else {}
-    ok = bool(states) and set(states) == set(dag.task_ids) and all(s == "success" for s in states.values())
+    want = lambda tid: "skipped" if tid.startswith("aws.") else "success"  # noqa: E731
+    ok = bool(states) and set(states) == set(dag.task_ids) and all(s == want(t) for t, s in states.items())
     state = "success" if ok else f"failed {states}"
     print(f"[deeploc] {dag.dag_id} {kw.get('logical_date') or ''} -> {state} in {time.monotonic() - t0:.0f} s", flush=True)
     return state

@@ -1,8 +1,8 @@
-"""``StageOperator``: run one DeepLocations stage with the same argument list on every target.
+"""``StageOperator``: run one DeepLocations stage in the task's own process (the ``local`` target).
 
-On the ``local`` target the stage's command line runs in the task's own process (a local Spark
-session, TensorFlow on the CPU). The argument list is exactly what ``deeploc <stage>`` takes, so an
-EMR step or a training instance can run the same thing. Retries and timeouts are the DAG's business.
+The argument list is exactly what ``deeploc <stage>`` takes, built by ``stage_argv``; the aws target
+submits the very same list as an EMR step or a training instance's command (``aws.py``). Retries and
+timeouts are the DAG's business.
 """
 
 from __future__ import annotations
@@ -23,12 +23,30 @@ NEEDS = {
     "evaluate": ("lake",),
     "publish": ("lake", "bucket"),
 }
-TARGETS = ("local",)
 
 
 def safe_run_name(text: str) -> str:
     """Model run names become folder names: letters, digits, dot, dash, underscore; no leading dot."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "run"
+
+
+def stage_argv(stage: str, options: dict[str, Any], params: dict) -> list[str]:
+    """``deeploc`` arguments for ``stage``: its locations (resolved now), then ``options`` as flags
+    (None, "" and False leave a flag out; True is a bare flag)."""
+    from deeploc_airflow.settings import resolve
+
+    argv = [stage]
+    for name in NEEDS[stage]:
+        value = resolve(name, params)
+        argv += ["--input", value] if name == "metadata" else [f"--{name}", value]
+    for key, value in options.items():
+        if value is None or value == "" or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if key == "run":
+            value = safe_run_name(str(value))
+        argv += [flag] if value is True else [flag, str(value)]
+    return argv
 
 
 class StageOperator(BaseOperator):
@@ -44,27 +62,10 @@ class StageOperator(BaseOperator):
         self.stage, self.options = stage, dict(options or {})
 
     def argv(self, params: dict) -> list[str]:
-        from deeploc_airflow.settings import resolve
-
-        argv = [self.stage]
-        for name in NEEDS[self.stage]:
-            value = resolve(name, params)
-            argv += ["--input", value] if name == "metadata" else [f"--{name}", value]
-        for key, value in self.options.items():
-            if value is None or value == "" or value is False:
-                continue
-            flag = "--" + key.replace("_", "-")
-            if key == "run":
-                value = safe_run_name(str(value))
-            argv += [flag] if value is True else [flag, str(value)]
-        return argv
+        return stage_argv(self.stage, self.options, params)
 
     def execute(self, context):
-        params = context.get("params") or {}
-        target = params.get("target", "local")
-        if target not in TARGETS:
-            raise ValueError(f"target {target!r} is not available; this build runs: {TARGETS}")
-        argv = self.argv(params)
+        argv = self.argv(context.get("params") or {})
         self.log.info("deeploc %s", " ".join(argv))
         from deeploc.cli import run
 
