@@ -94,7 +94,7 @@ def main() -> int:
         given = ""
         if a.cluster_id:
             given = boto3.client("emr").run_job_flow(
-                Name="shared", ReleaseLabel="emr-7.5.0", JobFlowRole="r", ServiceRole="r",
+                Name="shared", ReleaseLabel="emr-spark-8.0.0", JobFlowRole="r", ServiceRole="r",
                 Instances={"MasterInstanceType": "m5.xlarge", "InstanceCount": 1,
                            "KeepJobFlowAliveWhenNoSteps": True})["JobFlowId"]
 

@@ -41,11 +41,6 @@ def test_replace_slice_refuses_rows_outside_the_slice(tmp_path):
         lake.replace_slice("t", staged, ["2010-01"], with_unknown=False)
 
 
-def test_s3_lake_is_refused_clearly():
-    with pytest.raises(ValueError, match="local path"):
-        Lake("s3://bucket/lake")
-
-
 def test_cli_help_and_clear_errors(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "deeploc.cli", "--help"], capture_output=True, text=True)
     assert ok.returncode == 0 and "demo-data" in ok.stdout and "publish" in ok.stdout

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import shlex
 import zipfile
 from pathlib import Path
 from typing import Sequence
 
+import deeploc
 from airflow.providers.amazon.aws.operators.ec2 import EC2CreateInstanceOperator
 from airflow.providers.amazon.aws.operators.emr import (EmrAddStepsOperator, EmrCreateJobFlowOperator,
                                                         EmrTerminateJobFlowOperator)
@@ -28,7 +30,10 @@ from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 from deeploc_airflow.settings import REPO
 from deeploc_airflow.stage import NEEDS, safe_run_name, stage_argv
 
-PACKAGE = REPO / "tasks" / "deeploc"
+# The package as installed (the Docker image) or on PYTHONPATH (the repository); and the lock,
+# which the Docker image keeps outside the repository.
+PACKAGE = Path(deeploc.__file__).parent
+LOCK = Path(os.environ.get("DEEPLOC_REQUIREMENTS") or REPO / "requirements.txt")
 # What the stages import on a worker; the versions come from the repository's lock (requirements.txt).
 WORKER_PACKAGES = ("numpy", "pandas", "pyarrow", "pillow", "opencv-python-headless", "boto3", "botocore",
                    "tensorflow-cpu", "keras", "h5py", "reverse-geocode")
@@ -44,7 +49,7 @@ def split_s3(uri: str) -> tuple[str, str]:
     return m.group(1), m.group(2).rstrip("/")
 
 
-def worker_requirements(lock: Path = REPO / "requirements.txt") -> str:
+def worker_requirements(lock: Path = LOCK) -> str:
     """Pinned requirement lines for the packages workers need, taken from the lock."""
     norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
     pins = {norm(line.split("==")[0]): line.strip() for line in lock.read_text().splitlines() if "==" in line}
@@ -276,7 +281,6 @@ class TrainingInstance(EC2CreateInstanceOperator):
             "IamInstanceProfile": {"Name": cfg["train_instance_profile"]},
             "UserData": training_user_data(self.plan, argv, self.plan["marker"]),
             "InstanceInitiatedShutdownBehavior": "terminate",
-            "BlockDeviceMappings": [{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 200, "VolumeType": "gp3"}}],
             "TagSpecifications": [{"ResourceType": "instance", "Tags": [
                 {"Key": "Name", "Value": f"deeploc-train-{argv[argv.index('--run') + 1]}"[:255]}]}],
             **({"SubnetId": cfg["train_subnet"] or cfg["subnet"]} if cfg["train_subnet"] or cfg["subnet"] else {}),

@@ -28,11 +28,11 @@ TARGETS = ("local", "aws")
 AWS_DEFAULTS = {
     "code_prefix": "",            # s3:// prefix for the code bundle; empty: <lake>/_code
     "log_uri": "",                # EMR logs; empty: <lake>/_logs/emr
-    "release_label": "emr-7.5.0",
+    "release_label": "emr-spark-8.0.0",  # Spark 4.0 (the stages use 4.0 built-ins), Python 3.11
     "service_role": "EMR_DefaultRole",
     "job_flow_role": "EMR_EC2_DefaultRole",
     "subnet": "",                 # EMR and training subnet; empty: the account's default VPC
-    "master_type": "m5.xlarge",
+    "master_type": "r5.2xlarge",  # the partition stage runs on the driver: 48M points need memory
     "core_type": "m5.4xlarge",    # ingestion and partition clusters
     "core_count": 16,
     "infer_core_type": "g4dn.2xlarge",  # the inference cluster: GPU workers by default

@@ -10,11 +10,12 @@ idempotent.
 
 from __future__ import annotations
 
-import glob
+import contextlib
 import json
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -71,15 +72,107 @@ class Slice:
 
 
 class Lake:
-    """A lake root on the local file system (the ``local`` target)."""
+    """A lake root: a local folder (the ``local`` target) or ``s3://bucket/prefix`` (the ``aws`` target).
+
+    ``path`` gives locations Spark reads and writes directly (EMR reads ``s3://`` natively). Everything
+    else goes through the methods here, on a pyarrow file system, so stages never touch ``os`` for
+    lake files. On a local folder a swap is two renames. S3 has no rename: the old copy is deleted,
+    then the new one is copied in server-side, so a reader may briefly find a partition missing
+    (never mixed); a run killed in between is repaired by the next, which rewrites it whole.
+    """
 
     def __init__(self, root: str):
-        if root.startswith("s3://"):
-            raise ValueError("this build writes the lake on a local path; s3:// lakes run on the aws target")
-        self.root = os.path.abspath(root)
+        from pyarrow import fs
+
+        self.remote = root.startswith("s3://")
+        if self.remote:
+            # Region and credentials from the environment or the instance role; AWS_ENDPOINT_URL for
+            # S3-compatible stores (moto in the tests).
+            self.fs, base = fs.FileSystem.from_uri(root.rstrip("/"))
+            self.root = f"s3://{base}"
+        else:
+            self.fs, self.root = fs.LocalFileSystem(), os.path.abspath(root)
+
+    def __reduce__(self):  # Spark tasks get the root and open their own file system
+        return Lake, (self.root,)
 
     def path(self, *parts: str) -> str:
-        return os.path.join(self.root, *parts)
+        return "/".join([self.root, *parts]) if self.remote else os.path.join(self.root, *parts)
+
+    def _fs(self, uri: str) -> str:
+        return uri[5:] if uri.startswith("s3://") else uri
+
+    def _info(self, uri: str):
+        return self.fs.get_file_info(self._fs(uri))
+
+    def exists(self, uri: str) -> bool:
+        from pyarrow import fs
+
+        return self._info(uri).type != fs.FileType.NotFound
+
+    def mtime(self, uri: str) -> float | None:
+        """Seconds since the epoch of a file's last change; None when it does not exist."""
+        info = self._info(uri)
+        return info.mtime.timestamp() if info.mtime is not None and self.exists(uri) else None
+
+    def listdir(self, uri: str) -> list[str]:
+        """Names directly under ``uri``; [] when it does not exist."""
+        from pyarrow import fs
+
+        sel = fs.FileSelector(self._fs(uri), allow_not_found=True)
+        return sorted(i.base_name for i in self.fs.get_file_info(sel))
+
+    def files(self, uri: str, suffix: str = "") -> list[str]:
+        """Every file under ``uri`` (recursively) ending in ``suffix``, as file-system paths."""
+        from pyarrow import fs
+
+        sel = fs.FileSelector(self._fs(uri), recursive=True, allow_not_found=True)
+        return sorted(i.path for i in self.fs.get_file_info(sel)
+                      if i.type == fs.FileType.File and i.base_name.endswith(suffix))
+
+    def rmtree(self, uri: str) -> None:
+        if self.exists(uri):
+            self.fs.delete_dir(self._fs(uri))
+
+    def move(self, src: str, dst: str) -> None:
+        """Move a folder (or file). Local: one rename. S3: server-side copies, then the source goes."""
+        if not self.remote:
+            os.replace(src, dst)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        src_fs, dst_fs = self._fs(src).rstrip("/"), self._fs(dst).rstrip("/")
+        files = self.files(src) or [src_fs]
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda f: self.fs.copy_file(f, dst_fs + f[len(src_fs):]), files))
+        self.rmtree(src) if len(files) > 1 or files[0] != src_fs else self.fs.delete_file(src_fs)
+
+    def read_bytes(self, uri: str) -> bytes:
+        with self.fs.open_input_stream(self._fs(uri)) as f:
+            return f.read()
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        """Write a whole file; readers see the old or the new content, never a part."""
+        if self.remote:  # an S3 PUT is atomic
+            with self.fs.open_output_stream(self._fs(uri)) as f:
+                f.write(data)
+            return
+        os.makedirs(os.path.dirname(uri), exist_ok=True)
+        tmp = f"{uri}.tmp-{uuid.uuid4().hex[:8]}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, uri)
+
+    def read_parquet(self, uri: str, **kw):
+        """A Parquet file or folder as a pandas DataFrame."""
+        import pyarrow.parquet as pq
+
+        return pq.read_table(self._fs(uri), filesystem=self.fs, **kw).to_pandas()
+
+    def dataset(self, uri: str, **kw):
+        import pyarrow.dataset as ds
+
+        return ds.dataset(self._fs(uri), filesystem=self.fs, **kw)
 
     def staging(self, table: str) -> str:
         """A fresh hidden folder (readers skip names starting with ``_``) beside ``table``."""
@@ -88,34 +181,37 @@ class Lake:
     def replace_slice(self, table: str, staged: str, months: list[str], with_unknown: bool) -> None:
         """Swap in the staged partitions of ``months`` (and ``unknown``); drop months that got no rows."""
         base = self.path(table)
-        os.makedirs(base, exist_ok=True)
-        for old in glob.glob(os.path.join(base, "_staging-*")) + glob.glob(os.path.join(base, "_trash-*")):
-            if os.path.abspath(old) != os.path.abspath(staged):
-                shutil.rmtree(old, ignore_errors=True)  # left by a killed run
+        for old in self.listdir(base):
+            if old.startswith(("_staging-", "_trash-")) and self.path(table, old) != staged:
+                self.rmtree(self.path(table, old))  # left by a killed run
         targets = months + ([UNKNOWN] if with_unknown else [])
-        staged_parts = {d.split("=", 1)[1] for d in os.listdir(staged) if d.startswith(PARTITION + "=")}
+        staged_parts = {d.split("=", 1)[1] for d in self.listdir(staged) if d.startswith(PARTITION + "=")}
         unexpected = staged_parts - set(targets)
         if unexpected:
             raise RuntimeError(f"{table}: staged rows outside the slice: {sorted(unexpected)[:5]}")
         for month in targets:
-            src = os.path.join(staged, f"{PARTITION}={month}")
+            part = f"{PARTITION}={month}"
             # The old partition goes to a hidden name inside the table, which readers skip.
-            self.swap_in(src if os.path.exists(src) else None, os.path.join(base, f"{PARTITION}={month}"),
-                         trash=os.path.join(base, f"_trash-{uuid.uuid4().hex[:12]}"))
-        shutil.rmtree(staged, ignore_errors=True)
+            self.swap_in(f"{staged}/{part}" if month in staged_parts else None, self.path(table, part),
+                         trash=self.path(table, f"_trash-{uuid.uuid4().hex[:12]}"))
+        self.rmtree(staged)
 
-    @staticmethod
-    def temp_beside(final: str) -> str:
-        """A fresh folder next to ``final`` to build a whole output in before ``swap_in``."""
+    def temp_beside(self, final: str) -> str:
+        """A fresh location next to ``final`` to build a whole output in before ``swap_in``."""
         tmp = f"{final.rstrip('/')}.tmp-{uuid.uuid4().hex[:12]}"
-        os.makedirs(os.path.dirname(tmp), exist_ok=True)
+        if not self.remote:
+            os.makedirs(os.path.dirname(tmp), exist_ok=True)
         return tmp
 
-    @staticmethod
-    def swap_in(tmp: str | None, final: str, trash: str | None = None) -> None:
-        """Replace ``final`` by the finished ``tmp`` (None: just remove ``final``): two renames, so
-        ``final`` is never half-written and is missing only for the instant between them. The old
-        copy goes to ``trash`` (default: beside ``final``) and is then deleted."""
+    def swap_in(self, tmp: str | None, final: str, trash: str | None = None) -> None:
+        """Replace ``final`` by the finished ``tmp`` (None: just remove ``final``). Locally two renames,
+        so ``final`` is never half-written and is missing only for the instant between them; the old
+        copy goes to ``trash`` (default: beside ``final``) and is then deleted. On S3 see the class."""
+        if self.remote:
+            self.rmtree(final)
+            if tmp is not None:
+                self.move(tmp, final)
+            return
         trash = trash or f"{final.rstrip('/')}.old-{uuid.uuid4().hex[:12]}"
         if os.path.exists(final):
             os.rename(final, trash)
@@ -123,24 +219,49 @@ class Lake:
             os.rename(tmp, final)
         shutil.rmtree(trash, ignore_errors=True)
 
+    @contextlib.contextmanager
+    def building(self, rel: str):
+        """Yield a local folder to write a whole output in; on success it replaces ``rel``.
+        Locally the folder sits beside ``rel`` (one rename); for S3 it is uploaded, then swapped in."""
+        final = self.path(rel)
+        if not self.remote:
+            tmp = self.temp_beside(final)
+            os.makedirs(tmp)
+            try:
+                yield tmp
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            self.swap_in(tmp, final)
+            return
+        from pyarrow import fs
+
+        with tempfile.TemporaryDirectory(prefix="deeploc-") as local:
+            yield local
+            remote_tmp = self.temp_beside(final)
+            fs.copy_files(local, self._fs(remote_tmp), destination_filesystem=self.fs, use_threads=True)
+            self.swap_in(remote_tmp, final)
+
+    def local_copy(self, rel: str, dest: str | None = None) -> str:
+        """A local folder holding ``rel``: the folder itself for a local lake, else a download."""
+        if not self.remote:
+            return self.path(rel)
+        from pyarrow import fs
+
+        dest = dest or tempfile.mkdtemp(prefix="deeploc-")
+        fs.copy_files(self._fs(self.path(rel)), dest, source_filesystem=self.fs, use_threads=True)
+        return dest
+
     def partitions(self, table: str) -> list[str]:
-        base = self.path(table)
-        if not os.path.isdir(base):
-            return []
-        return sorted(d for d in os.listdir(base) if d.startswith(PARTITION + "="))
+        return [d for d in self.listdir(self.path(table)) if d.startswith(PARTITION + "=")]
 
     def write_json(self, rel: str, obj) -> str:
         path = self.path(rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        os.replace(tmp, path)
+        self.write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
         return path
 
     def read_json(self, rel: str):
-        with open(self.path(rel)) as f:
-            return json.load(f)
+        return json.loads(self.read_bytes(self.path(rel)))
 
 
 class LedgerError(RuntimeError):

@@ -61,9 +61,12 @@ class Predictor:
 
 
 @functools.lru_cache(maxsize=2)
-def cached(model_dir: str) -> Predictor:
-    """One predictor per Python worker process (Spark reuses workers across tasks)."""
-    return Predictor(model_dir)
+def cached(lake_root: str, run_name: str) -> Predictor:
+    """One predictor per Python worker process (Spark reuses workers across tasks); on an S3 lake
+    each worker downloads the run's model once."""
+    from deeploc.lake import Lake
+
+    return Predictor(Lake(lake_root).local_copy(f"models/{run_name}"))
 
 
 def distances(locs: dict[str, dict[str, np.ndarray]], lat: np.ndarray, lon: np.ndarray) -> dict[str, np.ndarray]:

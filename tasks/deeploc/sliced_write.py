@@ -7,9 +7,6 @@ rows were lost or duplicated) and only then swaps the slice's partitions in.
 
 from __future__ import annotations
 
-import glob
-import os
-
 import pyarrow.parquet as pq
 
 from deeploc.lake import PARTITION, Lake, LedgerError, Slice, record_ledger
@@ -17,10 +14,10 @@ from deeploc.lake import PARTITION, Lake, LedgerError, Slice, record_ledger
 REASON = "reject_reason"
 
 
-def _written_rows(path: str) -> int:
+def _written_rows(lake: Lake, path: str) -> int:
     """Rows written under a staged table, read back from the Parquet footers."""
-    return sum(pq.ParquetFile(f).metadata.num_rows
-               for f in glob.glob(os.path.join(path, f"{PARTITION}=*", "*.parquet")))
+    return sum(pq.ParquetFile(lake.fs.open_input_file(f)).metadata.num_rows
+               for f in lake.files(path, ".parquet") if f"/{PARTITION}=" in f)
 
 
 def write_slice(lake: Lake, stage: str, labelled, rows_in: int | None, out_table: str, out_cols: list[str],
@@ -47,8 +44,8 @@ def write_slice(lake: Lake, stage: str, labelled, rows_in: int | None, out_table
                      labelled.filter(F.col(REASON).isNotNull()).groupBy(REASON).agg(F.count("*").alias("n")).collect()}
     finally:
         labelled.unpersist()
-    rows_out = _written_rows(out_dir)
-    rejected_written = _written_rows(rej_dir)
+    rows_out = _written_rows(lake, out_dir)
+    rejected_written = _written_rows(lake, rej_dir)
     if rejected_written != sum(by_reason.values()):
         raise LedgerError(f"{stage} [{sl.label}]: counted {sum(by_reason.values())} rejects, wrote {rejected_written}")
     ledger = record_ledger(lake, stage, sl.label, rows_in, rows_out, by_reason, **(extra or {}))
@@ -65,7 +62,7 @@ def read_slice(spark, lake: Lake, table: str, sl: Slice, upstream: str):
         raise FileNotFoundError(f"no {table} table under {lake.path(table)}; run {upstream} first")
     base = lake.path(table)
     wanted = {f"{PARTITION}={m}" for m in sl.months()}
-    in_slice = [os.path.join(base, p) for p in parts if p in wanted]
+    in_slice = [lake.path(table, p) for p in parts if p in wanted]
     if not in_slice:
         return spark.createDataFrame([], spark.read.parquet(base).schema)
     return spark.read.option("basePath", base).parquet(*in_slice)

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import time
-import uuid
 
 from deeploc.bucket import Bucket
 from deeploc.lake import Lake, Slice
@@ -65,20 +63,19 @@ def _cache_dir(lake: Lake, bucket: Bucket) -> str:
     return lake.path("_listing", re.sub(r"[^A-Za-z0-9_.-]+", "_", bucket.location).strip("_"))
 
 
-def _list_into_cache(bucket: Bucket, cache: str, prefixes):
-    """Spark task body: list each prefix and write its rows (as ``Bucket.listing_rows``) atomically."""
+def _list_into_cache(bucket: Bucket, lake: Lake, cache: str, prefixes):
+    """Spark task body: list each prefix and write its rows (as ``Bucket.listing_rows``) as one file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    os.makedirs(cache, exist_ok=True)
     for p in prefixes:
         rows = list(bucket.listing_rows([p]))
         table = pa.table({"prefix": pa.array([r[0] for r in rows], pa.string()),
                           "key": pa.array([r[1] for r in rows], pa.string()),
                           "size": pa.array([r[2] for r in rows], pa.int64())})
-        tmp = os.path.join(cache, f".{p}.{uuid.uuid4().hex[:8]}.tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, os.path.join(cache, f"{p}.parquet"))
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        lake.write_bytes(f"{cache}/{p}.parquet", sink.getvalue().to_pybytes())
         yield p
 
 
@@ -86,14 +83,13 @@ def cached_listing(spark, lake: Lake, bucket: Bucket, prefixes: list[str], max_a
     """(DataFrame (prefix, key, size) for ``prefixes`` from the lake's listing cache, prefixes listed now)."""
     cache = _cache_dir(lake, bucket)
     oldest = time.time() - max_age_hours * 3600
-    stale = [p for p in prefixes if not (os.path.exists(f := os.path.join(cache, f"{p}.parquet"))
-                                         and os.path.getmtime(f) >= oldest)]
+    stale = [p for p in prefixes if (lake.mtime(f"{cache}/{p}.parquet") or 0) < oldest]
     if stale:
         rdd = spark.sparkContext.parallelize(sorted(stale), _tasks(len(stale), 32))
-        rdd.mapPartitions(lambda ps: _list_into_cache(bucket, cache, ps)).count()
+        rdd.mapPartitions(lambda ps: _list_into_cache(bucket, lake, cache, ps)).count()
     if not prefixes:
         return spark.createDataFrame([], _schema()), 0
-    return spark.read.schema(_schema()).parquet(*[os.path.join(cache, f"{p}.parquet") for p in prefixes]), len(stale)
+    return spark.read.schema(_schema()).parquet(*[f"{cache}/{p}.parquet" for p in prefixes]), len(stale)
 
 
 def _head_rows(bucket: Bucket, keys):

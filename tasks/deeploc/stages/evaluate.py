@@ -6,6 +6,7 @@ hierarchy, beside the bar to clear: always answering the most frequent training 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -44,23 +45,23 @@ def run(lake_root: str, run_name: str | None = None) -> dict:
     if run_name is None:
         run_name = lake.read_json("models/LATEST.json")["run"]
     pred_dir = lake.path("predictions", run_name)
-    if not os.path.isdir(pred_dir):
+    if not lake.exists(pred_dir):
         raise FileNotFoundError(f"evaluate: no predictions under {pred_dir}; run infer first")
-    pred = pd.read_parquet(pred_dir)
+    pred = lake.read_parquet(pred_dir)
     summary = lake.read_json(f"models/{run_name}/summary.json")
     order = summary["order"]
-    cells = pd.read_parquet(lake.path("models", run_name, "cells.parquet"))
+    cells = lake.read_parquet(lake.path("models", run_name, "cells.parquet"))
     fine = cells[cells["partitioning"] == order[-1]]
     top = fine.loc[fine["count"].idxmax()] if len(fine) else None
     table = accuracy_table(pred, [*order, HIERARCHY], None if top is None else (top["mean_lat"], top["mean_lon"]))
 
-    out = lake.path("metrics", run_name)
-    os.makedirs(out, exist_ok=True)
-    table.to_csv(os.path.join(out, "accuracy.csv"), index=False)
-    with open(os.path.join(out, "accuracy.md"), "w") as f:
-        f.write(markdown(table))
     metrics = {"run": run_name, "dataset": summary["dataset"], "images": int(len(pred)),
                "table": table.replace({np.nan: None}).to_dict(orient="records")}
-    lake.write_json(f"metrics/{run_name}/metrics.json", metrics)
+    with lake.building(f"metrics/{run_name}") as out:
+        table.to_csv(os.path.join(out, "accuracy.csv"), index=False)
+        with open(os.path.join(out, "accuracy.md"), "w") as f:
+            f.write(markdown(table))
+        with open(os.path.join(out, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2, sort_keys=True, default=str)
     log.info("evaluate [%s]: %d predictions\n%s", run_name, len(pred), markdown(table))
     return metrics

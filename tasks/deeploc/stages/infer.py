@@ -9,7 +9,6 @@ great-circle distance to the truth.
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 
@@ -38,14 +37,14 @@ def _schema(outputs: list[str]):
     return StructType(fields + [StructField(REASON, StringType()), StructField("detail", StringType())])
 
 
-def _predict(batches, model_dir: str, bucket, top_k: int):
+def _predict(batches, lake_root: str, run_name: str, bucket, top_k: int):
     """mapInPandas body: decode what decodes, predict in one go per Arrow batch."""
     import pandas as pd
 
     from deeploc import images
     from deeploc.stages.train import load_resized
 
-    pred = cached(model_dir)
+    pred = cached(lake_root, run_name)
     side = pred.input_size
     for pdf in batches:
         pdf = pdf[KEEP].reset_index(drop=True)
@@ -82,16 +81,16 @@ def run(lake_root: str, bucket: str, run_name: str | None = None, split: str = "
     lake, bucket = Lake(lake_root), bucket if isinstance(bucket, Bucket) else Bucket.of(bucket)
     if run_name is None:
         run_name = lake.read_json("models/LATEST.json")["run"]
-    model_dir = lake.path("models", run_name)
-    pred = cached(model_dir)
-    labels = os.path.join(lake.path("partitions", pred.summary["dataset"]), "labels.parquet")
+    pred = cached(lake.root, run_name)
+    labels = lake.path("partitions", pred.summary["dataset"], "labels.parquet")
     spark = session("deeploc-infer")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "256")
     todo = spark.read.parquet(labels).filter(F.col("split") == split).select(*KEEP)
     rows_in = todo.count()
     log.info("infer: run %s, %d %s images, outputs %s", run_name, rows_in, split, pred.outputs)
     todo = todo.repartition(max(2, spark.sparkContext.defaultParallelism))
-    labelled = todo.mapInPandas(lambda it: _predict(it, model_dir, bucket, top_k), _schema(pred.outputs)).cache()
+    root = lake.root
+    labelled = todo.mapInPandas(lambda it: _predict(it, root, run_name, bucket, top_k), _schema(pred.outputs)).cache()
 
     out, rej = lake.path("predictions", run_name), lake.path("rejects", "infer", run_name)
     tmp_out, tmp_rej = lake.temp_beside(out), lake.temp_beside(rej)

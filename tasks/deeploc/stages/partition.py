@@ -29,7 +29,7 @@ COLUMNS = ["photo_id", "object_key", "latitude", "longitude", "face_ratio", "tit
 def read_faces(lake: Lake) -> pd.DataFrame:
     if not lake.partitions("faces"):
         raise FileNotFoundError(f"partition: no faces table under {lake.path('faces')}; run the ingestion DAG first")
-    table = ds.dataset(lake.path("faces"), format="parquet", partitioning="hive")
+    table = lake.dataset(lake.path("faces"), format="parquet", partitioning="hive")
     return table.to_table(columns=COLUMNS, filter=ds.field(PARTITION) != UNKNOWN).to_pandas()
 
 
@@ -91,16 +91,14 @@ def run(lake_root: str, dataset: str = "full", spec: str | None = None, face_thr
     report["hierarchy_unresolved"] = int((hier.to_numpy() < 0).sum())
 
     out = lake.path("partitions", dataset)
-    tmp = lake.temp_beside(out)
-    os.makedirs(tmp)
-    pd.concat(tables.values(), ignore_index=True).to_parquet(os.path.join(tmp, "cells.parquet"), index=False)
-    hier.to_parquet(os.path.join(tmp, "hierarchy.parquet"), index=False)
-    df.to_parquet(os.path.join(tmp, "labels.parquet"), index=False)
     report["order"] = [s.name for s in specs]
-    with open(os.path.join(tmp, "report.json"), "w") as f:
-        json.dump(report, f, indent=2)
-    with open(os.path.join(tmp, "report.md"), "w") as f:
-        f.write(report_markdown(report))
-    lake.swap_in(tmp, out)
+    with lake.building(f"partitions/{dataset}") as tmp:
+        pd.concat(tables.values(), ignore_index=True).to_parquet(os.path.join(tmp, "cells.parquet"), index=False)
+        hier.to_parquet(os.path.join(tmp, "hierarchy.parquet"), index=False)
+        df.to_parquet(os.path.join(tmp, "labels.parquet"), index=False)
+        with open(os.path.join(tmp, "report.json"), "w") as f:
+            json.dump(report, f, indent=2)
+        with open(os.path.join(tmp, "report.md"), "w") as f:
+            f.write(report_markdown(report))
     log.info("partition [%s]: %d images (%s), written to %s", dataset, len(df), report["split"], out)
     return report

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from importlib import resources
 from urllib.parse import unquote_plus
 
@@ -77,30 +76,31 @@ def run(lake_root: str, bucket: str, run_name: str | None = None, max_points: in
     lake, bucket = Lake(lake_root), bucket if isinstance(bucket, Bucket) else Bucket.of(bucket)
     if run_name is None:
         run_name = lake.read_json("models/LATEST.json")["run"]
-    pred = pd.read_parquet(lake.path("predictions", run_name))
+    pred = lake.read_parquet(lake.path("predictions", run_name))
     metrics = lake.read_json(f"metrics/{run_name}/metrics.json")
     summary = lake.read_json(f"models/{run_name}/summary.json")
     outputs = [*summary["order"], HIERARCHY]
     sample = pred.sample(n=min(max_points, len(pred)), random_state=seed).sort_values("photo_id")
 
-    site = lake.path("site")
-    tmp = lake.temp_beside(site)
-    os.makedirs(os.path.join(tmp, "img"))
     pts = points(sample, outputs)
     shown = 0
-    for rec, key in zip(pts, sample["object_key"]):
-        if shown < max_images and _thumbnail(bucket, key, os.path.join(tmp, "img", f"{rec['id']}.jpg")):
-            rec["img"] = f"img/{rec['id']}.jpg"
-            shown += 1
-    data = {"run": run_name, "dataset": summary["dataset"], "outputs": outputs, "default_output": HIERARCHY,
-            "metrics": metrics["table"], "points": pts, "predicted_total": int(len(pred)),
-            "basemap": basemap(), "train": {k: summary[k] for k in ("train_images", "val_images", "best_epoch")}}
-    template = resources.files("deeploc") / "site_template"
-    html = (template / "index.html").read_text().replace("__DEEPLOC_DATA__", safe_json(data))
-    with open(os.path.join(tmp, "index.html"), "w") as f:
-        f.write(html)
-    for name in ("app.js", "style.css"):
-        shutil.copy(str(template / name), os.path.join(tmp, name))
-    lake.swap_in(tmp, site)
-    log.info("publish [%s]: %d points, %d thumbnails -> %s", run_name, len(pts), shown, os.path.join(site, "index.html"))
-    return {"site": os.path.join(site, "index.html"), "points": len(pts), "images": shown}
+    with lake.building("site") as tmp:
+        os.makedirs(os.path.join(tmp, "img"))
+        for rec, key in zip(pts, sample["object_key"]):
+            if shown < max_images and _thumbnail(bucket, key, os.path.join(tmp, "img", f"{rec['id']}.jpg")):
+                rec["img"] = f"img/{rec['id']}.jpg"
+                shown += 1
+        data = {"run": run_name, "dataset": summary["dataset"], "outputs": outputs, "default_output": HIERARCHY,
+                "metrics": metrics["table"], "points": pts, "predicted_total": int(len(pred)), "basemap": basemap(),
+                "train": {k: summary[k] for k in ("train_images", "val_images", "best_epoch")}}
+        # Read as package resources, so the site builds from the zipped code bundle on EMR too.
+        template = resources.files("deeploc") / "site_template"
+        html = (template / "index.html").read_text().replace("__DEEPLOC_DATA__", safe_json(data))
+        with open(os.path.join(tmp, "index.html"), "w") as f:
+            f.write(html)
+        for name in ("app.js", "style.css"):
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write((template / name).read_bytes())
+    index = lake.path("site", "index.html")
+    log.info("publish [%s]: %d points, %d thumbnails -> %s", run_name, len(pts), shown, index)
+    return {"site": index, "points": len(pts), "images": shown}

@@ -68,9 +68,10 @@ def run(lake_root: str, bucket: str, run_name: str, dataset_name: str = "full", 
     prof = profiles.get(profile).with_overrides(epochs=epochs, backbone=backbone)
     if weights is not None:
         prof = prof.with_overrides(weights=None if weights == "none" else weights)
-    part_dir = lake.path("partitions", dataset_name)
-    if not os.path.exists(os.path.join(part_dir, "labels.parquet")):
-        raise FileNotFoundError(f"train: no partitions under {part_dir}; run the partition stage first")
+    if not lake.exists(lake.path("partitions", dataset_name, "labels.parquet")):
+        raise FileNotFoundError(f"train: no partitions under {lake.path('partitions', dataset_name)}; "
+                                "run the partition stage first")
+    part_dir = lake.local_copy(f"partitions/{dataset_name}")
     with open(os.path.join(part_dir, "report.json")) as f:
         order = json.load(f)["order"]
     cells = pd.read_parquet(os.path.join(part_dir, "cells.parquet"))
@@ -85,39 +86,38 @@ def run(lake_root: str, bucket: str, run_name: str, dataset_name: str = "full", 
     keras.utils.set_random_seed(seed)
     net = model_mod.compile_model(model_mod.build(prof.backbone, prof.input_size, heads, prof.weights),
                                   list(heads), prof.learning_rate)
-    out = lake.path("models", run_name)
-    tmp = lake.temp_beside(out)
-    os.makedirs(tmp)
-    best = os.path.join(tmp, "model.keras")
-    history = net.fit(
-        dataset(tr, list(heads), bucket, prof.input_size, prof.batch_size, True, seed),
-        validation_data=dataset(va, list(heads), bucket, prof.input_size, prof.batch_size, False, seed),
-        epochs=prof.epochs, verbose=2,
-        callbacks=[keras.callbacks.ModelCheckpoint(best, monitor="val_loss", save_best_only=True)])
-    net.save(os.path.join(tmp, "last.keras"))
-    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    with lake.building(f"models/{run_name}") as tmp:
+        best = os.path.join(tmp, "model.keras")
+        history = net.fit(
+            dataset(tr, list(heads), bucket, prof.input_size, prof.batch_size, True, seed),
+            validation_data=dataset(va, list(heads), bucket, prof.input_size, prof.batch_size, False, seed),
+            epochs=prof.epochs, verbose=2,
+            callbacks=[keras.callbacks.ModelCheckpoint(best, monitor="val_loss", save_best_only=True)])
+        net.save(os.path.join(tmp, "last.keras"))
+        hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+        summary = _summary(hist, tr, va, order, heads, prof, run_name, dataset_name)
+        for name in ("cells.parquet", "hierarchy.parquet", "report.json"):
+            shutil.copy(os.path.join(part_dir, name), tmp)
+        for name, obj in (("history.json", hist), ("summary.json", summary)):
+            with open(os.path.join(tmp, name), "w") as f:
+                json.dump(obj, f, indent=2)
+    lake.write_json("models/LATEST.json", {"run": run_name, "dataset": dataset_name})
+    log.info("train: best epoch %d, val loss %.3f, fine val acc %.3f vs %.3f for the class prior -> %s",
+             summary["best_epoch"], summary["best_val_loss"], summary["val_acc_fine_best"] or float("nan"),
+             summary["val_acc_fine_prior"] or float("nan"), lake.path("models", run_name))
+    return summary
 
-    # The bar a model must clear: always predicting the most frequent training cell.
+
+def _summary(hist: dict, tr, va, order: list[str], heads: dict, prof, run_name: str, dataset_name: str) -> dict:
+    """The run's summary, with the bar a model must clear: always predicting the most frequent cell."""
     fine = order[-1]
     prior_class = int(tr[f"label_{fine}"][tr[f"label_{fine}"] >= 0].mode().iloc[0])
     va_fine = va[f"label_{fine}"].to_numpy()
     best_epoch = int(np.argmin(hist["val_loss"]))
-    summary = {
+    return {
         "run": run_name, "dataset": dataset_name, "profile": prof.as_dict(), "order": order, "heads": heads,
         "train_images": len(tr), "val_images": len(va), "best_epoch": best_epoch + 1,
         "best_val_loss": hist["val_loss"][best_epoch],
         "val_acc_fine_best": hist.get(f"val_{fine}_acc", [None] * (best_epoch + 1))[best_epoch],
         "val_acc_fine_prior": float(np.mean(va_fine[va_fine >= 0] == prior_class)) if (va_fine >= 0).any() else None,
     }
-    for name in ("cells.parquet", "hierarchy.parquet", "report.json"):
-        shutil.copy(os.path.join(part_dir, name), tmp)
-    with open(os.path.join(tmp, "history.json"), "w") as f:
-        json.dump(hist, f, indent=2)
-    with open(os.path.join(tmp, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    lake.swap_in(tmp, out)
-    lake.write_json("models/LATEST.json", {"run": run_name, "dataset": dataset_name})
-    log.info("train: best epoch %d, val loss %.3f, fine val acc %.3f vs %.3f for the class prior -> %s",
-             summary["best_epoch"], summary["best_val_loss"], summary["val_acc_fine_best"] or float("nan"),
-             summary["val_acc_fine_prior"] or float("nan"), out)
-    return summary
