@@ -90,6 +90,9 @@ def test_directories_expand_and_missing_inputs_are_named(tmp_path):
     files = line_source.list_inputs([str(tmp_path / "in")])
     assert [os.path.basename(f) for f, _ in files] == ["empty.tsv", "one.tsv"]
     assert line_source.head([str(tmp_path / "in")], 10) == [b"1", b"2"]
+    assert [os.path.basename(f) for f, _ in line_source.list_inputs([str(tmp_path / "i*" / "o?e.tsv")])] == ["one.tsv"]
+    with pytest.raises(FileNotFoundError, match="matches no file"):
+        line_source.list_inputs([str(tmp_path / "in" / "*.bz2")])
     with pytest.raises(FileNotFoundError, match="nothere"):
         line_source.list_inputs([str(tmp_path / "nothere")])
 

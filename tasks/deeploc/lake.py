@@ -148,13 +148,14 @@ class Lake:
         self.rmtree(src) if len(files) > 1 or files[0] != src_fs else self.fs.delete_file(src_fs)
 
     def read_bytes(self, uri: str) -> bytes:
-        with self.fs.open_input_stream(self._fs(uri)) as f:
+        # compression=None: bytes as stored (pyarrow would otherwise decode a name ending .gz / .bz2)
+        with self.fs.open_input_stream(self._fs(uri), compression=None) as f:
             return f.read()
 
     def write_bytes(self, uri: str, data: bytes) -> None:
         """Write a whole file; readers see the old or the new content, never a part."""
         if self.remote:  # an S3 PUT is atomic
-            with self.fs.open_output_stream(self._fs(uri)) as f:
+            with self.fs.open_output_stream(self._fs(uri), compression=None) as f:
                 f.write(data)
             return
         os.makedirs(os.path.dirname(uri), exist_ok=True)

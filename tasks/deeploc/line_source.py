@@ -44,23 +44,49 @@ def _uri(original: str, path: str) -> str:
     return scheme + path if scheme else path
 
 
+def _visible(path: str, base: str) -> bool:
+    return not any(part[:1] in "._" for part in path[len(base):].split("/") if part)
+
+
+def _glob(fs, pattern: str) -> list:
+    """Files matching a glob (``*``, ``?``, ``[..]`` within one path component), on any filesystem."""
+    import fnmatch
+
+    from pyarrow import fs as pafs
+
+    parts = pattern.split("/")
+    fixed = next(i for i, part in enumerate(parts) if any(c in part for c in "*?["))
+    base = "/".join(parts[:fixed]) or "/"
+    try:
+        listed = fs.get_file_info(pafs.FileSelector(base, recursive=len(parts) - fixed > 1))
+    except FileNotFoundError:
+        return []
+    return [i for i in listed if i.type == pafs.FileType.File and len(i.path.split("/")) == len(parts)
+            and fnmatch.fnmatchcase(i.path, pattern)]
+
+
 def list_inputs(paths: list[str]) -> list[tuple[str, int]]:
-    """(file, size) for every input path; a directory stands for its visible files, recursively."""
+    """(file, size) for every input: a file, a glob, or a directory (its visible files, recursively)."""
     from pyarrow import fs as pafs
 
     out = []
     for p in paths:
         fs, path = _fs(p)
-        info = fs.get_file_info(path)
-        if info.type == pafs.FileType.NotFound:
-            raise FileNotFoundError(f"input {p} does not exist")
-        if info.type == pafs.FileType.File:
-            out.append((_uri(p, path), info.size))
-            continue
-        found = [i for i in fs.get_file_info(pafs.FileSelector(path, recursive=True))
-                 if i.type == pafs.FileType.File and not any(part[:1] in "._" for part in i.path[len(path):].split("/") if part)]
-        if not found:
-            raise FileNotFoundError(f"input directory {p} holds no files")
+        if any(c in path for c in "*?["):
+            found = _glob(fs, path)
+            if not found:
+                raise FileNotFoundError(f"input {p} matches no file")
+        else:
+            info = fs.get_file_info(path)
+            if info.type == pafs.FileType.NotFound:
+                raise FileNotFoundError(f"input {p} does not exist")
+            if info.type == pafs.FileType.File:
+                out.append((_uri(p, path), info.size))
+                continue
+            found = [i for i in fs.get_file_info(pafs.FileSelector(path, recursive=True))
+                     if i.type == pafs.FileType.File and _visible(i.path, path)]
+            if not found:
+                raise FileNotFoundError(f"input directory {p} holds no files")
         out.extend((_uri(p, i.path), i.size) for i in sorted(found, key=lambda i: i.path))
     return out
 
