@@ -53,6 +53,12 @@ def test_each_block_decodes_alone_and_they_add_up_to_the_file():
     assert (text + b"a second stream\n").endswith(b"".join(t for _, t in later))
 
 
+def test_a_truncated_gzip_file_fails_loudly(tmp_path):
+    (tmp_path / "t.gz").write_bytes(gzip.compress(b"\n".join(_lines(2000)))[:-100])
+    with pytest.raises(ValueError, match="truncated"):
+        _read_all(str(tmp_path / "t.gz"), 1 << 20)
+
+
 def test_a_corrupt_or_truncated_block_fails_loudly():
     data = bytearray(bz2.compress(b"\n".join(_lines(2000)), 1))
     with pytest.raises(ValueError, match="truncated"):

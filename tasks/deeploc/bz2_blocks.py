@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 BLOCK_MAGIC = 0x314159265359
 END_MAGIC = 0x177245385090
-_MASK48 = (1 << 48) - 1
 # "BZh9": the largest block size, so a block from a stream of any level fits the decoder.
 _HEADER = int.from_bytes(b"BZh9", "big")
 

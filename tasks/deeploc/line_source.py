@@ -132,24 +132,27 @@ def _pieces(f, start: int, stop: int):
         yield b
 
 
-def _gunzip(f):
+def _gunzip(f, path: str):
     """Decompressed pieces of a gzip file, every member of a multi-member file included."""
-    d = zlib.decompressobj(wbits=31)
+    d, open_member = zlib.decompressobj(wbits=31), False
     for b in _pieces(f, 0, f.size()):
         while b:
+            open_member = True
             yield d.decompress(b, PIECE)
             b = d.unconsumed_tail
             if d.eof:       # the rest of the input is the next member
-                b, d = d.unused_data, zlib.decompressobj(wbits=31)
-    rest = d.flush()
-    if rest:
+                b, d, open_member = d.unused_data, zlib.decompressobj(wbits=31), False
+    if open_member:
+        rest = d.flush()
+        if not d.eof:
+            raise ValueError(f"{path}: the gzip stream is truncated")
         yield rest
 
 
 def chunks(f, split: Split):
     """(own text pieces, the pieces after them) of ``split``, both lazy."""
     if split.codec == "gzip":
-        return _gunzip(f), iter(())
+        return _gunzip(f, split.path), iter(())
     if split.codec == "plain":
         return _pieces(f, split.start, split.end), _pieces(f, split.end, split.size)
     from deeploc.bz2_blocks import BlockReader

@@ -42,7 +42,8 @@ def write_slice(lake: Lake, stage: str, labelled, rows_in: int | None, out_table
     try:
         labelled.write.mode("overwrite").parquet(flat)
         t1 = time.monotonic()
-        rows = labelled.sparkSession.read.parquet(flat)
+        # Staging folders start with "_", which Spark warns about when read by name: read the files.
+        rows = labelled.sparkSession.read.parquet(f"{flat}/*.parquet")
         rows = finish(rows) if finish else rows
         if rows_in is None:
             rows_in = rows.count()
@@ -58,7 +59,7 @@ def write_slice(lake: Lake, stage: str, labelled, rows_in: int | None, out_table
              stage, sl.label, t1 - t0, t2 - t1, time.monotonic() - t2)
     # Counted from what is on disk: the footers, and the one reason column of the rejects.
     rows_out, rejected = _written_rows(lake, out_dir), _written_rows(lake, rej_dir)
-    by_reason = {r[REASON]: r["n"] for r in labelled.sparkSession.read.parquet(rej_dir)
+    by_reason = {r[REASON]: r["n"] for r in labelled.sparkSession.read.parquet(f"{rej_dir}/*/*.parquet")
                  .groupBy(REASON).agg(F.count("*").alias("n")).collect()} if rejected else {}
     if sum(by_reason.values()) != rejected:
         raise LedgerError(f"{stage} [{sl.label}]: the rejects' reasons and footers disagree")
