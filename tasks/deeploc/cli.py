@@ -42,8 +42,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-images", action="store_true", help="metadata only (for benchmarks)")
 
     p = sub.add_parser("metadata", help="YFCC100M metadata files -> metadata/ + rejects (Spark)")
-    p.add_argument("--input", nargs="+", required=True, help="metadata files or globs (bz2, gz or plain)")
+    p.add_argument("--input", nargs="+", required=True,
+                   help="metadata files, folders or globs, local or s3:// (bz2, gz or plain)")
     p.add_argument("--layout", type=int, choices=(23, 25), help="force the column layout (default: detect)")
+    p.add_argument("--split-mb", type=int, default=64,
+                   help="input split size: one Spark task per split (default 64; smaller for more cores)")
     _lake(p)
     _slice_args(p)
 
@@ -111,11 +114,8 @@ def dispatch(a: argparse.Namespace):
         from deeploc.demo.generate import generate
         return generate(a.out, rows=a.rows, seed=a.seed, files=a.files, reuse=a.reuse, images=not a.no_images)["expected"]
     if a.command == "metadata":
-        import glob
-
         from deeploc.stages import metadata
-        paths = [m for pat in a.input for m in (sorted(glob.glob(pat)) if not pat.startswith("s3://") else [pat])]
-        return metadata.run(paths, a.lake, a.start, a.end, a.layout)
+        return metadata.run(a.input, a.lake, a.start, a.end, a.layout, a.split_mb)
     if a.command == "availability":
         from deeploc.stages import availability
         return availability.run(a.lake, a.bucket, a.start, a.end, a.min_bytes, a.check, a.objects_per_prefix,

@@ -21,14 +21,14 @@ REJECT_COLS = ["raw", "source_file", "photo_id"]
 IN_SLICE = "_in_slice"
 
 
-def read_lines(spark, paths: list[str]):
+def read_lines(spark, paths: list[str], split_bytes: int = 64 << 20):
     """Every input line with its file and a position that orders lines within the file; decoded by
     libbz2 / zlib in the tasks (``line_source``), split like Hadoop splits text."""
     from pyspark.sql import functions as F
 
     from deeploc.line_source import read_lines as lines_of
 
-    return lines_of(spark, paths).select(
+    return lines_of(spark, paths, split_bytes).select(
         F.make_valid_utf8(F.col("raw").cast("string")).alias("raw"),  # bad bytes in user text must not fail a row
         "source_file", "pos")
 
@@ -154,8 +154,9 @@ def mark_duplicates(rows, broadcast_below: int = 2_000_000):
 
 
 def run(inputs: list[str], lake_root: str, start: str | None = None, end: str | None = None,
-        layout: int | None = None) -> dict:
-    """Read ``inputs``, write the slice [start, end) of ``metadata/`` and its rejects; return the ledger."""
+        layout: int | None = None, split_mb: int = 64) -> dict:
+    """Read ``inputs`` (files, folders or globs), write the slice [start, end) of ``metadata/`` and its
+    rejects; return the ledger."""
     from deeploc.spark import session
 
     if not inputs:
@@ -163,7 +164,7 @@ def run(inputs: list[str], lake_root: str, start: str | None = None, end: str | 
     spark = session("deeploc-metadata")
     lake, sl = Lake(lake_root), Slice.of(start, end)
     n_layout = detect_layout(inputs, layout)
-    lines = read_lines(spark, inputs)
+    lines = read_lines(spark, inputs, split_mb << 20)
     log.info("metadata: %d input path(s), %d-column layout, slice %s", len(inputs), n_layout, sl.label)
     # Rows in: the slice's lines plus undated ones (labelling is 1:1 per line), counted on the
     # materialised rows inside write_slice so the input is decompressed only once.
