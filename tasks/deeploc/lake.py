@@ -71,6 +71,17 @@ class Slice:
         return (int((self.start or FIRST_MONTH).timestamp()), int((self.end or LAST_MONTH).timestamp()))
 
 
+def filesystem(uri: str):
+    """(pyarrow file system, path on it) for a local path or a URI such as ``s3://bucket/key``.
+    S3 takes region and credentials from the environment or the instance role, and
+    ``AWS_ENDPOINT_URL`` for S3-compatible stores (moto in the tests)."""
+    from pyarrow import fs
+
+    if "://" in uri:
+        return fs.FileSystem.from_uri(uri)
+    return fs.LocalFileSystem(), os.path.abspath(uri)
+
+
 class Lake:
     """A lake root: a local folder (the ``local`` target) or ``s3://bucket/prefix`` (the ``aws`` target).
 
@@ -82,16 +93,9 @@ class Lake:
     """
 
     def __init__(self, root: str):
-        from pyarrow import fs
-
         self.remote = root.startswith("s3://")
-        if self.remote:
-            # Region and credentials from the environment or the instance role; AWS_ENDPOINT_URL for
-            # S3-compatible stores (moto in the tests).
-            self.fs, base = fs.FileSystem.from_uri(root.rstrip("/"))
-            self.root = f"s3://{base}"
-        else:
-            self.fs, self.root = fs.LocalFileSystem(), os.path.abspath(root)
+        self.fs, base = filesystem(root.rstrip("/") if self.remote else root)
+        self.root = f"s3://{base}" if self.remote else base
 
     def __reduce__(self):  # Spark tasks get the root and open their own file system
         return Lake, (self.root,)
@@ -112,8 +116,10 @@ class Lake:
 
     def mtime(self, uri: str) -> float | None:
         """Seconds since the epoch of a file's last change; None when it does not exist."""
+        from pyarrow import fs
+
         info = self._info(uri)
-        return info.mtime.timestamp() if info.mtime is not None and self.exists(uri) else None
+        return info.mtime.timestamp() if info.type != fs.FileType.NotFound and info.mtime is not None else None
 
     def listdir(self, uri: str) -> list[str]:
         """Names directly under ``uri``; [] when it does not exist."""

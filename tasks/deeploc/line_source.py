@@ -24,18 +24,10 @@ from dataclasses import dataclass
 
 from pyspark.sql.datasource import DataSource, DataSourceReader, InputPartition
 
+from deeploc.lake import filesystem
+
 SCHEMA = "raw binary, source_file string, pos bigint"
 PIECE = 4 << 20                 # bytes read (plain) or decompressed (gzip) at a time
-
-
-def _fs(uri: str):
-    """(pyarrow filesystem, path) for a local path or a URI such as s3://bucket/key."""
-    from pyarrow import fs
-
-    if "://" in uri:
-        return fs.FileSystem.from_uri(uri)
-    import os
-    return fs.LocalFileSystem(), os.path.abspath(uri)
 
 
 def _uri(original: str, path: str) -> str:
@@ -71,7 +63,7 @@ def list_inputs(paths: list[str]) -> list[tuple[str, int]]:
 
     out = []
     for p in paths:
-        fs, path = _fs(p)
+        fs, path = filesystem(p)
         if any(c in path for c in "*?["):
             found = _glob(fs, path)
             if not found:
@@ -113,7 +105,7 @@ def plan(files: list[tuple[str, int]], split_bytes: int) -> list[Split]:
     """The splits of every file: byte ranges of ``split_bytes`` (one per gzip file)."""
     splits = []
     for path, size in files:
-        fs, p = _fs(path)
+        fs, p = filesystem(path)
         with fs.open_input_file(p) as f:
             codec = sniff(f.read(4))
         step = max(size, 1) if codec == "gzip" else split_bytes
@@ -224,7 +216,7 @@ def to_batch(text: bytes, source: str, pos0: int):
 
 def read_split(split: Split):
     """The Arrow batches of one split."""
-    fs, p = _fs(split.path)
+    fs, p = filesystem(split.path)
     with fs.open_input_file(p) as f:
         line = 0
         for text in owned_lines(*chunks(f, split), first=split.start == 0):
@@ -236,8 +228,8 @@ def read_split(split: Split):
 def head(paths: list[str], n: int) -> list[bytes]:
     """The first ``n`` lines of the inputs, in order, read on the caller's side (no Spark job)."""
     out: list[bytes] = []
-    for split in plan(list_inputs(paths), 1 << 62):
-        for batch in read_split(split):
+    for file in list_inputs(paths):             # planned one by one: most inputs are never opened
+        for batch in read_split(plan([file], 1 << 62)[0]):
             out.extend(batch.column(0).to_pylist()[:n - len(out)])
             if len(out) >= n:
                 return out
