@@ -136,6 +136,10 @@ class Lake:
         return sorted(i.path for i in self.fs.get_file_info(sel)
                       if i.type == fs.FileType.File and i.base_name.endswith(suffix))
 
+    def uri(self, fs_path: str) -> str:
+        """A path from ``files`` as Spark names it (s3:// again on S3)."""
+        return f"s3://{fs_path}" if self.remote else fs_path
+
     def rmtree(self, uri: str) -> None:
         if self.exists(uri):
             self.fs.delete_dir(self._fs(uri))

@@ -112,10 +112,11 @@ def label(lines, layout: int, sl: Slice):
     df = df.withColumn(REASON, reason)
 
     # This run's rows: those uploaded in the slice, and every undated row (they live in ``unknown``).
-    # Clean rows of other slices stay, stripped to their keys, for ``mark_duplicates``: the first
-    # occurrence of an id may sit in another slice.
+    # Rows of other slices stay, stripped to their keys: ``mark_duplicates`` needs the clean ones (the
+    # first occurrence of an id may sit in another slice) and drops the rest. Not filtered here: the
+    # optimizer would push the filter under the projection and evaluate the parse twice per row.
     in_slice = ~dated | ((F.col("upload_epoch") >= lo) & (F.col("upload_epoch") < hi))
-    df = df.withColumn(IN_SLICE, in_slice).filter(in_slice | F.col(REASON).isNull())
+    df = df.withColumn(IN_SLICE, in_slice)
 
     upload_time = F.timestamp_seconds("upload_epoch")
     payload = {
