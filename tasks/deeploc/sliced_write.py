@@ -31,10 +31,13 @@ def _parquet(df, path: str, partitioned: bool = False) -> None:
     (writer.partitionBy(PARTITION) if partitioned else writer).parquet(path)
 
 
+def _footer_rows(lake: Lake, files) -> int:
+    return sum(pq.ParquetFile(lake.fs.open_input_file(f)).metadata.num_rows for f in files)
+
+
 def _written_rows(lake: Lake, path: str) -> int:
     """Rows written under a staged table, read back from the Parquet footers."""
-    return sum(pq.ParquetFile(lake.fs.open_input_file(f)).metadata.num_rows
-               for f in lake.files(path, ".parquet") if f"/{PARTITION}=" in f)
+    return _footer_rows(lake, (f for f in lake.files(path, ".parquet") if f"/{PARTITION}=" in f))
 
 
 def _read_staged(lake: Lake, spark, folder: str):
@@ -83,15 +86,22 @@ def write_slice(lake: Lake, stage: str, labelled, rows_in: int | None, out_table
     return ledger
 
 
-def read_slice(spark, lake: Lake, table: str, sl: Slice, upstream: str):
-    """The rows of slice ``sl`` of an upstream table: an empty frame with the table's schema when the
-    slice has none, an error naming the stage to run first when the table does not exist."""
+def _slice_partitions(lake: Lake, table: str, sl: Slice, upstream: str) -> list[str]:
+    """The partition folders of an upstream table that hold slice ``sl``; an error naming the stage to
+    run first when the table does not exist."""
     parts = lake.partitions(table)
     if not parts:
         raise FileNotFoundError(f"no {table} table under {lake.path(table)}; run {upstream} first")
-    base = lake.path(table)
     wanted = {f"{PARTITION}={m}" for m in sl.months()}
-    in_slice = [lake.path(table, p) for p in parts if p in wanted]
+    return [lake.path(table, p) for p in parts if p in wanted]
+
+
+def read_slice(spark, lake: Lake, table: str, sl: Slice, upstream: str):
+    """The rows of slice ``sl`` of an upstream table, and how many there are (from the Parquet footers:
+    no Spark job). An empty frame with the table's schema when the slice has none."""
+    in_slice = _slice_partitions(lake, table, sl, upstream)
+    base = lake.path(table)
     if not in_slice:
-        return spark.createDataFrame([], spark.read.parquet(base).schema)
-    return spark.read.option("basePath", base).parquet(*in_slice)
+        return spark.createDataFrame([], spark.read.parquet(base).schema), 0
+    rows = _footer_rows(lake, (f for p in in_slice for f in lake.files(p, ".parquet")))
+    return spark.read.option("basePath", base).parquet(*in_slice), rows

@@ -141,8 +141,7 @@ def run(lake_root: str, bucket: str | Bucket, start: str | None = None, end: str
     bucket = bucket if isinstance(bucket, Bucket) else Bucket.of(bucket)
     spark = session("deeploc-availability")
     lake, sl = Lake(lake_root), Slice.of(start, end)
-    meta = read_slice(spark, lake, "metadata", sl, upstream="metadata")
-    rows_in = meta.count()
+    meta, rows_in = read_slice(spark, lake, "metadata", sl, upstream="metadata")
     prefixes = [r[0] for r in meta.select(F.substring("hash", 1, 3)).distinct().collect()]
     if check == "auto":
         check = choose_check(bucket, rows_in, len(prefixes), objects_per_prefix)

@@ -66,8 +66,7 @@ def run(lake_root: str, bucket: str | Bucket, start: str | None = None, end: str
     spark = session("deeploc-faces")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "256")
     lake, sl = Lake(lake_root), Slice.of(start, end)
-    imgs = read_slice(spark, lake, "images", sl, upstream="availability")
-    rows_in = imgs.count()
+    imgs, rows_in = read_slice(spark, lake, "images", sl, upstream="availability")
     # Spread the decoding over every core even when the slice is a single small file.
     imgs = imgs.repartition(max(2, spark.sparkContext.defaultParallelism * 2))
     log.info("faces: %d usable images in slice %s", rows_in, sl.label)
