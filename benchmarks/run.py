@@ -213,7 +213,7 @@ def main() -> None:
     p = sub.add_parser("availability", help="issue 4: listing vs per-object HEAD on a moto S3 server")
     p.add_argument("--objects", type=int, default=100_000)
     p = sub.add_parser("faces", help="issue 4: faces stage vs a bare cascade loop, per core")
-    p.add_argument("--rows", type=int, nargs="+", default=[3000, 20000],
+    p.add_argument("--rows", type=int, nargs="+", default=[3000, 40000],
                    help="demo set sizes: the small one shows the fixed cost per run, the large one the rate")
     a = ap.parse_args()
     {"partition": bench_partition, "metadata": bench_metadata, "availability": bench_availability,

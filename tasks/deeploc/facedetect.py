@@ -23,6 +23,8 @@ def cascade():
     """The cascade, loaded once per process (Spark reuses Python workers, so once per worker)."""
     import cv2
 
+    # Spark runs one task per core; OpenCV's own thread pool on top would oversubscribe the cores.
+    cv2.setNumThreads(1)
     clf = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE_FILE)
     if clf.empty():
         raise RuntimeError(f"OpenCV could not load {CASCADE_FILE}; is opencv-python-headless < 5 installed?")
