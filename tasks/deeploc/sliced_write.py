@@ -86,20 +86,15 @@ def write_slice(lake: Lake, stage: str, labelled, rows_in: int | None, out_table
     return ledger
 
 
-def _slice_partitions(lake: Lake, table: str, sl: Slice, upstream: str) -> list[str]:
-    """The partition folders of an upstream table that hold slice ``sl``; an error naming the stage to
-    run first when the table does not exist."""
+def read_slice(spark, lake: Lake, table: str, sl: Slice, upstream: str):
+    """The rows of slice ``sl`` of an upstream table, and how many there are (from the Parquet footers:
+    no Spark job). An empty frame with the table's schema when the slice has none; an error naming the
+    stage to run first when the table does not exist."""
     parts = lake.partitions(table)
     if not parts:
         raise FileNotFoundError(f"no {table} table under {lake.path(table)}; run {upstream} first")
     wanted = {f"{PARTITION}={m}" for m in sl.months()}
-    return [lake.path(table, p) for p in parts if p in wanted]
-
-
-def read_slice(spark, lake: Lake, table: str, sl: Slice, upstream: str):
-    """The rows of slice ``sl`` of an upstream table, and how many there are (from the Parquet footers:
-    no Spark job). An empty frame with the table's schema when the slice has none."""
-    in_slice = _slice_partitions(lake, table, sl, upstream)
+    in_slice = [lake.path(table, p) for p in parts if p in wanted]
     base = lake.path(table)
     if not in_slice:
         return spark.createDataFrame([], spark.read.parquet(base).schema), 0
