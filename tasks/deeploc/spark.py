@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+
+# Hadoop's "file:" file system with permissions set in-process (tasks/deeploc/jvm; ./dev builds the jar
+# when a JDK is there). Without it every file a local job writes costs a forked chmod process.
+LOCALFS_CLASS = "deeploc.hadoop.NioLocalFileSystem"
+
+
+def localfs_jar() -> str | None:
+    jar = os.environ.get("DEEPLOC_LOCALFS_JAR") or os.path.join(sys.prefix, "deeploc-localfs.jar")
+    return jar if os.path.isfile(jar) else None
 
 
 def session(app: str = "deeploc"):
@@ -15,15 +25,21 @@ def session(app: str = "deeploc"):
     builder = SparkSession.builder.appName(app).config("spark.sql.session.timeZone", "UTC")
     # Under spark-submit (an EMR step) the launcher chose the master and the resources: keep them.
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        master = os.environ.get("DEEPLOC_SPARK_MASTER", "local[2]")
         builder = (
-            builder.master(os.environ.get("DEEPLOC_SPARK_MASTER", "local[2]"))
+            builder.master(master)
             .config("spark.driver.memory", os.environ.get("DEEPLOC_SPARK_DRIVER_MEMORY", "3g"))
             .config("spark.sql.shuffle.partitions", os.environ.get("DEEPLOC_SPARK_SHUFFLE_PARTITIONS", "8"))
+            # List input folders on the driver: a distributed listing job only costs time on one machine.
+            .config("spark.sql.sources.parallelPartitionDiscovery.threshold", "100000")
             .config("spark.ui.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.driver.bindAddress", "127.0.0.1")
             .config("spark.driver.host", "127.0.0.1")
         )
+        jar = localfs_jar()
+        if jar and master.startswith("local"):  # executors elsewhere would not have the class
+            builder = builder.config("spark.driver.extraClassPath", jar).config("spark.hadoop.fs.file.impl", LOCALFS_CLASS)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("DEEPLOC_SPARK_LOG_LEVEL", "WARN"))
     return spark
