@@ -2,7 +2,7 @@
 FROM apache/airflow:3.3.2-python3.11
 USER root
 RUN apt-get update \
- && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
+ && apt-get install -y --no-install-recommends openjdk-17-jdk-headless \
  && rm -rf /var/lib/apt/lists/*
 USER airflow
 COPY --chown=airflow requirements.txt /opt/deeploc/requirements.txt
@@ -10,3 +10,7 @@ RUN pip install --no-cache-dir -r /opt/deeploc/requirements.txt
 COPY --chown=airflow pyproject.toml /opt/deeploc/pyproject.toml
 COPY --chown=airflow tasks /opt/deeploc/tasks
 RUN pip install --no-cache-dir --no-deps /opt/deeploc
+# Local Spark without a chmod process per file written (README, Quick start).
+COPY --chown=airflow scripts/build_localfs_jar.sh /opt/deeploc/scripts/build_localfs_jar.sh
+RUN /opt/deeploc/scripts/build_localfs_jar.sh python /home/airflow/deeploc-localfs.jar
+ENV DEEPLOC_LOCALFS_JAR=/home/airflow/deeploc-localfs.jar

@@ -45,3 +45,7 @@ def test_image_matches_the_pins():
     env = _compose()["services"]["airflow-scheduler"]["environment"]
     assert env["DEEPLOC_REQUIREMENTS"] == "/opt/deeploc/requirements.txt"  # where the Dockerfile puts the lock
     assert "/opt/deeploc/requirements.txt" in dockerfile
+    # The image has a JDK, so it builds the local file system jar and points the sessions at it.
+    assert "openjdk-17-jdk-headless" in dockerfile
+    built = re.search(r"^RUN \S*scripts/build_localfs_jar\.sh python (\S+)$", dockerfile, re.M)
+    assert built and f"ENV DEEPLOC_LOCALFS_JAR={built.group(1)}" in dockerfile

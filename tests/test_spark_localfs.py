@@ -5,9 +5,14 @@ the default umask), and modes java.nio cannot express (the sticky bit) must stil
 """
 
 import os
+import shutil
 import stat
+import subprocess
+import sys
+import zipfile
 
 import pytest
+from conftest import REPO
 
 from deeploc.spark import LOCALFS_CLASS, localfs_jar
 
@@ -49,3 +54,18 @@ def test_set_permission_sets_exactly_the_mode(local_fs, tmp_path, mode):
     fs.setPermission(jvm.org.apache.hadoop.fs.Path(str(target)), jvm.org.apache.hadoop.fs.permission.FsPermission(mode))
     assert stat.S_IMODE(os.stat(target).st_mode) == int(mode, 8)
     target.chmod(0o755)  # so that pytest can clean it up
+
+
+def test_build_script_makes_the_jar_or_says_there_is_no_jdk(tmp_path):
+    script, jar = REPO / "scripts" / "build_localfs_jar.sh", tmp_path / "fs.jar"
+    no_jdk = tmp_path / "bin"
+    no_jdk.mkdir()
+    for tool in ("bash", "dirname"):
+        os.symlink(shutil.which(tool), no_jdk / tool)
+    res = subprocess.run([str(script), sys.executable, str(jar)], env={"PATH": str(no_jdk)}, capture_output=True)
+    assert res.returncode == 3 and not jar.exists()
+    if shutil.which("javac") is None or shutil.which("jar") is None:
+        pytest.skip("no JDK here to build the jar with")
+    subprocess.run([str(script), sys.executable, str(jar)], check=True, timeout=120)
+    with zipfile.ZipFile(jar) as z:
+        assert "deeploc/hadoop/NioLocalFileSystem.class" in z.namelist()
