@@ -37,7 +37,7 @@ public class NioLocalFileSystem extends LocalFileSystem {
     @Override
     public void setPermission(Path p, FsPermission permission) throws IOException {
       int mode = permission.toShort();
-      if ((mode & ~0777) != 0) {  // sticky bit: java.nio cannot set it, Hadoop's own way can
+      if ((mode & ~0777) != 0) {  // sticky, setuid, setgid: beyond java.nio, so Hadoop's own way
         super.setPermission(p, permission);
         return;
       }
