@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 
@@ -46,7 +47,7 @@ def main() -> None:
         t0 = time.monotonic()
         ledger = faces.run(a.lake, a.bucket)
         rates.append(ledger["in"] / (time.monotonic() - t0))
-    print(json.dumps({"images": ledger["in"], "per_second": sorted(rates)[len(rates) // 2], "runs": rates}))
+    print(json.dumps({"images": ledger["in"], "per_second": statistics.median(rates), "runs": rates}))
 
 
 if __name__ == "__main__":

@@ -31,19 +31,15 @@ def _parquet(df, path: str, partitioned: bool = False) -> None:
     (writer.partitionBy(PARTITION) if partitioned else writer).parquet(path)
 
 
-def _footer_rows(lake: Lake, files) -> int:
+def _footer_rows(lake: Lake, files: list[str]) -> int:
+    """Rows in these Parquet files, from their footers (no Spark job)."""
     return sum(pq.ParquetFile(lake.fs.open_input_file(f)).metadata.num_rows for f in files)
 
 
-def _written_rows(lake: Lake, path: str) -> int:
-    """Rows written under a staged table, read back from the Parquet footers."""
-    return _footer_rows(lake, (f for f in lake.files(path, ".parquet") if f"/{PARTITION}=" in f))
-
-
-def _read_staged(lake: Lake, spark, folder: str):
-    """A staged table, read by its files: staging folders start with "_", which Spark's listing skips,
-    and a glob makes it log a stack trace."""
-    return spark.read.option("basePath", folder).parquet(*(lake.uri(f) for f in lake.files(folder, ".parquet")))
+def _read_files(spark, lake: Lake, base: str, files: list[str]):
+    """A table read by the files already listed: Spark does not list them again, and staging folders
+    (their names start with "_", which Spark's listing skips) need no glob, which logs a stack trace."""
+    return spark.read.option("basePath", base).parquet(*(lake.uri(f) for f in files))
 
 
 def write_slice(lake: Lake, stage: str, labelled, rows_in: int | None, out_table: str, out_cols: list[str],
@@ -61,7 +57,7 @@ def write_slice(lake: Lake, stage: str, labelled, rows_in: int | None, out_table
     try:
         _parquet(labelled, flat)
         t1 = time.monotonic()
-        rows = _read_staged(lake, labelled.sparkSession, flat)
+        rows = _read_files(labelled.sparkSession, lake, flat, lake.files(flat, ".parquet"))
         rows = finish(rows) if finish else rows
         if rows_in is None:
             rows_in = rows.count()
@@ -75,8 +71,9 @@ def write_slice(lake: Lake, stage: str, labelled, rows_in: int | None, out_table
     log.info("%s [%s]: labelled and materialised in %.1f s, finished in %.1f s, tables written in %.1f s",
              stage, sl.label, t1 - t0, t2 - t1, time.monotonic() - t2)
     # Counted from what is on disk: the footers, and the one reason column of the rejects.
-    rows_out, rejected = _written_rows(lake, out_dir), _written_rows(lake, rej_dir)
-    by_reason = {r[REASON]: r["n"] for r in _read_staged(lake, labelled.sparkSession, rej_dir)
+    out_files, rej_files = ([f for f in lake.files(d, ".parquet") if f"/{PARTITION}=" in f] for d in (out_dir, rej_dir))
+    rows_out, rejected = _footer_rows(lake, out_files), _footer_rows(lake, rej_files)
+    by_reason = {r[REASON]: r["n"] for r in _read_files(labelled.sparkSession, lake, rej_dir, rej_files)
                  .groupBy(REASON).agg(F.count("*").alias("n")).collect()} if rejected else {}
     if sum(by_reason.values()) != rejected:
         raise LedgerError(f"{stage} [{sl.label}]: the rejects' reasons and footers disagree")
@@ -94,9 +91,8 @@ def read_slice(spark, lake: Lake, table: str, sl: Slice, upstream: str):
     if not parts:
         raise FileNotFoundError(f"no {table} table under {lake.path(table)}; run {upstream} first")
     wanted = {f"{PARTITION}={m}" for m in sl.months()}
-    in_slice = [lake.path(table, p) for p in parts if p in wanted]
+    files = [f for p in parts if p in wanted for f in lake.files(lake.path(table, p), ".parquet")]
     base = lake.path(table)
-    if not in_slice:
+    if not files:
         return spark.createDataFrame([], spark.read.parquet(base).schema), 0
-    rows = _footer_rows(lake, (f for p in in_slice for f in lake.files(p, ".parquet")))
-    return spark.read.option("basePath", base).parquet(*in_slice), rows
+    return _read_files(spark, lake, base, files), _footer_rows(lake, files)
