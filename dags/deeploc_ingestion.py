@@ -1,7 +1,9 @@
-"""Ingestion: YFCC100M metadata -> clean, available, face-scored images, one upload-time slice per run.
+"""Ingestion: YFCC100M metadata -> parsed rows -> clean, available, face-scored images, one upload-time
+slice per run.
 
-Each run processes exactly its data interval of upload time and replaces that slice of the lake, so
-scheduled reruns and backfills (``airflow backfill create``) are safe. The last task updates the
+Each run parses what changed in the raw metadata (once per lake, a no-op when nothing changed), then
+processes exactly its data interval of upload time and replaces that slice of the lake, so scheduled
+reruns and backfills are safe, also several at once. The last run of a batch updates the
 ``deeploc_faces`` Asset, which triggers the model DAG.
 """
 
@@ -10,37 +12,55 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param
-from deeploc_airflow import targets
-from deeploc_airflow.assets import FACES
+from airflow.sdk import DAG, CronDataIntervalTimetable, TaskGroup, chain, task
+from deeploc_airflow import aws_operators as aws
+from deeploc_airflow.announce import announce_faces
+from deeploc_airflow.local import LocalStage, choose_target
+from deeploc_airflow.params import INGESTION
+from deeploc_airflow.settings import STEP_CEILING_H
 
-# A year per run by default: every run reads the whole metadata input, so fewer, wider slices are
-# cheaper on the full data set; ``@monthly`` works the same (slices are month-aligned).
+# A year per run by default; any month-aligned cron works (``@monthly``): slices are whole months.
 SCHEDULE = os.environ.get("DEEPLOC_INGEST_SCHEDULE", "@yearly")
-INTERVAL = {"start": "{{ data_interval_start.strftime('%Y-%m-%d') }}",
-            "end": "{{ data_interval_end.strftime('%Y-%m-%d') }}"}
+SLICE = {"start": "{{ data_interval_start | ds }}", "end": "{{ data_interval_end | ds }}"}
+# The stages in order, with their options: the same argument lists run in both lanes.
+STAGES = {"parse": {}, "metadata": SLICE, "availability": SLICE, "faces": SLICE}
+STEP_LIMIT = timedelta(hours=STEP_CEILING_H)
 
 with DAG(
     dag_id="deeploc_ingestion",
-    description="YFCC100M metadata -> metadata/ -> images/ -> faces/ for one upload-time slice",
+    description="YFCC100M metadata -> parsed/ -> metadata/ -> images/ -> faces/ for one upload-time slice",
     schedule=CronDataIntervalTimetable(SCHEDULE, timezone="UTC"),
     start_date=datetime(2004, 1, 1, tzinfo=timezone.utc),
     end_date=datetime(2014, 12, 31, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=2,
-    max_active_tasks=2,
-    dagrun_timeout=timedelta(hours=12),
+    max_active_tasks=4,
+    # Above everything a run may take (cluster start, every step at its limit, teardown), so that tasks
+    # end by their own limits and the teardown still runs; the clusters' idle end is the last backstop.
+    dagrun_timeout=timedelta(hours=2) + len(STAGES) * STEP_LIMIT,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True,
-                  "max_retry_delay": timedelta(minutes=20), "execution_timeout": timedelta(hours=4)},
-    params={"target": Param("", enum=["", "local", "aws"],
-                            description="where stages run (empty: Variable deeploc_target / env / local)"),
-            "cluster_id": Param("", type="string", description="aws: an existing EMR cluster (empty: a new one)"),
-            "lake": Param("", type="string", description="lake root (empty: variable / env / default)"),
-            "bucket": Param("", type="string", description="image bucket root (empty: variable / env / default)"),
-            "metadata": Param("", type="string", description="metadata files or glob (empty: variable / env / default)")},
+                  "max_retry_delay": timedelta(minutes=20), "execution_timeout": timedelta(hours=1)},
+    params=INGESTION,
     tags=["deeploc", "ingestion"],
     doc_md=__doc__,
 ) as dag:
-    targets.wire({"metadata": INTERVAL, "availability": INTERVAL, "faces": INTERVAL},
-                 aws_blocks=[("ingest", ["metadata", "availability", "faces"])],
-                 run="{{ data_interval_start.strftime('%Y-%m') }}", outlets=[FACES])
+    # local lane: each stage in the task's own process
+    local = [LocalStage(task_id=stage, stage=stage, options=options, execution_timeout=STEP_LIMIT)
+             for stage, options in STAGES.items()]
+
+    # aws lane: one transient EMR cluster (or a given one), one step per stage, removed whatever happens
+    with TaskGroup("aws", tooltip="the aws target: EMR steps on a transient cluster"):
+        plan = task(aws.plan, task_id="plan", multiple_outputs=True)(clusters={"ingest": list(STAGES)},
+                                                                      stages=list(STAGES))
+        cluster = aws.TransientCluster(task_id="create_cluster", job_flow_overrides=plan["job_flow_ingest"],
+                                       given_cluster=plan["cluster_id"])
+        steps = [aws.EmrStage(task_id=stage, stage=stage, options=options, plan=plan, job_flow_id=cluster.output,
+                              execution_timeout=STEP_LIMIT) for stage, options in STAGES.items()]
+        terminate = aws.TerminateTransientCluster(task_id="terminate_cluster", job_flow_id=cluster.output,
+                                                  given_cluster=plan["cluster_id"])
+
+    target = choose_target(local[0].task_id, "aws.plan")
+    announce = announce_faces()
+    chain(target, *local, announce)
+    chain(target, plan, cluster, *steps, announce)
+    chain(steps[-1], terminate.as_teardown(setups=cluster))

@@ -1,55 +1,75 @@
-"""Model: partition -> train -> infer -> evaluate -> publish, on the clean images of the lake.
+"""Model: partitioning -> train -> infer -> evaluate -> publish, on the clean images of the lake.
 
-Runs when the ingestion DAG updates the ``deeploc_faces`` Asset, or by hand from the UI with params.
+Runs when the last ingestion run of a batch updates the ``deeploc_faces`` Asset, with the deployment's
+profile (Variable ``deeploc_profile``), or by hand from the UI with params.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import DAG, Param
-from deeploc_airflow import targets
+from airflow.sdk import DAG, TaskGroup, chain, task
+from deeploc_airflow import aws_operators as aws
 from deeploc_airflow.assets import FACES
+from deeploc_airflow.local import LocalStage, choose_target
+from deeploc_airflow.params import MODEL
+from deeploc_airflow.settings import STEP_CEILING_H, TRAIN_CEILING_H
 
 RUN = "{{ params.run or run_id }}"
+IMAGES = {"image_set": "{{ params.image_set }}", "profile": "{{ params.profile }}"}
+# The stages in order, with their options: the same argument lists run in both lanes.
+STAGES = {
+    "partitioning": {**IMAGES, "partitionings": "{{ params.partitionings }}",
+                     "face_threshold": "{{ params.face_threshold }}"},
+    "train": {**IMAGES, "run": RUN, "epochs": "{{ params.epochs or '' }}", "backbone": "{{ params.backbone }}"},
+    "infer": {"run": RUN},
+    "evaluate": {"run": RUN},
+    "publish": {"run": RUN},
+}
+# aws: the EMR clusters, each removed as soon as its stages are done (none idles through training).
+CLUSTERS = {"prep": ["partitioning"], "serve": ["infer", "evaluate", "publish"]}
+STEP_LIMIT, TRAIN_LIMIT = timedelta(hours=STEP_CEILING_H), timedelta(hours=TRAIN_CEILING_H)
 
 with DAG(
     dag_id="deeploc_model",
-    description="S2 partitions, training, distributed inference, accuracy at 5 scales, web map",
+    description="S2 partitionings, training, distributed inference, accuracy at 5 scales, web map",
     schedule=[FACES],
     start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
-    dagrun_timeout=timedelta(hours=48),
+    dagrun_timeout=timedelta(hours=4) + (len(STAGES) - 1) * STEP_LIMIT + TRAIN_LIMIT,
     default_args={"retries": 1, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": True,
-                  "execution_timeout": timedelta(hours=6)},
-    params={
-        "target": Param("", enum=["", "local", "aws"],
-                        description="where stages run (empty: Variable deeploc_target / env / local)"),
-        "run": Param("", type="string", description="model run name (empty: the DAG run id)"),
-        "dataset": Param("full", enum=["full", "removal"], description="all images, or without faces"),
-        "face_threshold": Param(0.035, type="number", minimum=0, maximum=1),
-        "profile": Param("demo", enum=["demo", "yfcc"]),
-        "partitions": Param("", type="string", description="name:tau_min:tau_max,... (empty: the profile's)"),
-        "epochs": Param(0, type="integer", minimum=0, description="0: the profile's"),
-        "backbone": Param("", type="string", description="empty: the profile's"),
-        "lake": Param("", type="string"),
-        "bucket": Param("", type="string"),
-        "cluster_id": Param("", type="string", description="aws: an existing EMR cluster (empty: new ones)"),
-        "train_ami": Param("", type="string", description="aws: the training AMI (empty: Variable deeploc_aws)"),
-        "train_instance_type": Param("", type="string", description="aws: empty: g5.2xlarge or the Variable's"),
-        "train_instance_profile": Param("", type="string", description="aws: the instance's IAM profile"),
-        "train_subnet": Param("", type="string", description="aws: the instance's subnet"),
-        "train_timeout_hours": Param(0, type="integer", minimum=0, description="aws: 0: 36 or the Variable's"),
-    },
+                  "execution_timeout": timedelta(hours=1)},
+    params=MODEL,
     tags=["deeploc", "model"],
     doc_md=__doc__,
 ) as dag:
-    common = {"dataset": "{{ params.dataset }}", "profile": "{{ params.profile }}"}
-    targets.wire(
-        {"partition": {**common, "partitions": "{{ params.partitions }}",
-                       "face_threshold": "{{ params.face_threshold }}"},
-         "train": {**common, "run": RUN, "epochs": "{{ params.epochs or '' }}", "backbone": "{{ params.backbone }}"},
-         "infer": {"run": RUN}, "evaluate": {"run": RUN}, "publish": {"run": RUN}},
-        aws_blocks=[("prep", ["partition"]), "train", ("serve", ["infer", "evaluate", "publish"])],
-        run=RUN, local_overrides={"train": {"execution_timeout": timedelta(hours=36)}})
+    # local lane: each stage in the task's own process
+    local = [LocalStage(task_id=stage, stage=stage, options=options,
+                        execution_timeout=TRAIN_LIMIT if stage == "train" else STEP_LIMIT)
+             for stage, options in STAGES.items()]
+
+    # aws lane: a small cluster for the partitioning, a GPU instance for training, a GPU cluster to serve
+    with TaskGroup("aws", tooltip="the aws target: EMR steps and a GPU training instance"):
+        plan = task(aws.plan, task_id="plan", multiple_outputs=True)(clusters=CLUSTERS, stages=list(STAGES))
+        prep = aws.TransientCluster(task_id="create_prep_cluster", job_flow_overrides=plan["job_flow_prep"],
+                                    given_cluster=plan["cluster_id"])
+        partitioning = aws.EmrStage(task_id="partitioning", stage="partitioning", options=STAGES["partitioning"],
+                                    plan=plan, job_flow_id=prep.output, execution_timeout=STEP_LIMIT)
+        end_prep = aws.TerminateTransientCluster(task_id="terminate_prep_cluster", job_flow_id=prep.output,
+                                                 given_cluster=plan["cluster_id"])
+        train = aws.TrainOnInstance(task_id="train", options=STAGES["train"], plan=plan, execution_timeout=TRAIN_LIMIT)
+        end_train = aws.TerminateTrainingInstances(task_id="terminate_training_instances", label=plan["label"])
+        serve = aws.TransientCluster(task_id="create_serve_cluster", job_flow_overrides=plan["job_flow_serve"],
+                                     given_cluster=plan["cluster_id"])
+        steps = [aws.EmrStage(task_id=stage, stage=stage, options=STAGES[stage], plan=plan, job_flow_id=serve.output,
+                              execution_timeout=STEP_LIMIT) for stage in CLUSTERS["serve"]]
+        end_serve = aws.TerminateTransientCluster(task_id="terminate_serve_cluster", job_flow_id=serve.output,
+                                                  given_cluster=plan["cluster_id"])
+
+    target = choose_target(local[0].task_id, "aws.plan")
+    chain(target, *local)
+    chain(target, plan, prep, partitioning, train, serve, *steps)
+    chain(partitioning, end_prep.as_teardown(setups=prep))
+    chain(train, end_train.as_teardown(setups=train))
+    chain(steps[-1], end_serve.as_teardown(setups=serve))

@@ -8,12 +8,11 @@ environment that their worker processes may not share.
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 from typing import Iterable, Iterator
-from urllib.parse import urlparse
 
+from deeploc.uris import is_s3, s3_client, split_s3
 from deeploc.yfcc import IMAGE_PREFIX
 
 # The public bucket's region; also the default for any other S3 bucket unless DEEPLOC_S3_REGION says otherwise.
@@ -27,19 +26,6 @@ class ObjectMissing(FileNotFoundError):
 
 class ListingFailed(RuntimeError):
     """A prefix could not be listed even after retries: the stage must fail, not go on partial."""
-
-
-@functools.lru_cache(maxsize=8)
-def _s3_client(endpoint_url: str | None, unsigned: bool, region: str, max_attempts: int):
-    """One client per process and setting (boto3 clients are thread-safe and costly to make)."""
-    import boto3
-    from botocore import UNSIGNED
-    from botocore.config import Config
-
-    # Adaptive retries back off on 503 SlowDown, throttling and transient network errors.
-    cfg = Config(retries={"max_attempts": max_attempts, "mode": "adaptive"}, max_pool_connections=32,
-                 signature_version=UNSIGNED if unsigned else None)
-    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=cfg)
 
 
 @dataclass(frozen=True)
@@ -58,18 +44,17 @@ class Bucket:
 
     @property
     def is_s3(self) -> bool:
-        return self.location.startswith("s3://")
+        return is_s3(self.location)
 
     def _split(self) -> tuple[str, str]:
-        u = urlparse(self.location)
-        return u.netloc, u.path.strip("/")
+        return split_s3(self.location)
 
     def _key(self, key: str) -> str:
         root = self._split()[1]
         return f"{root}/{key}" if root else key
 
     def client(self):
-        return _s3_client(self.endpoint_url, self.unsigned, self.region, self.max_attempts)
+        return s3_client(self.endpoint_url, self.unsigned, self.region, self.max_attempts)
 
     def list_prefix(self, prefix: str) -> tuple[bool, list[tuple[str, int]]]:
         """(prefix exists, [(key, size)]) for ``data/images/<prefix>/``."""

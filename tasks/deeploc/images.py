@@ -45,6 +45,26 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise Unreadable("undecodable", f"{type(exc).__name__}: {exc}"[:300]) from None
 
 
+def read_each(bucket, keys, prepare, threads: int = 1) -> tuple[list, list, list]:
+    """Read, decode and ``prepare`` (array -> anything) every key; returns (results, reasons, details)
+    in key order: a result where the image was read, a reject reason and detail where it was not.
+    With ``threads`` > 1, reads and decodes overlap (Pillow and zlib release the GIL)."""
+    def one(key):
+        try:
+            return prepare(read_rgb(bucket, key)), None, None
+        except Unreadable as exc:
+            return None, exc.reason, exc.detail
+
+    if threads > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads) as pool:
+            done = list(pool.map(one, keys))
+    else:
+        done = [one(k) for k in keys]
+    return [d[0] for d in done], [d[1] for d in done], [d[2] for d in done]
+
+
 def read_rgb(bucket, key: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read an object from a ``Bucket`` and decode it. Every way of failing, including an object
     that vanished or cannot be read, is an ``Unreadable`` with a reason the stages can reject by."""
@@ -55,17 +75,32 @@ def read_rgb(bucket, key: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return decode(data, max_pixels)
 
 
-def resize_square(rgb: np.ndarray, side: int, crop_scale: float = 1.0) -> np.ndarray:
-    """Resize so the shorter side is ``side * crop_scale``, then take the centre ``side`` x ``side`` crop.
+# The report's transforms: images are resized so their shorter side is 1.5x the network's input, then
+# cropped to the input size: anywhere for training, in the centre for validation and prediction.
+EVAL_SCALE = 1.5
 
-    ``crop_scale`` 1.5 is the report's evaluation transform (resize to 1.5x, fixed centre crop).
-    """
+
+def centre_crop(rgb: np.ndarray, side: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    top, left = (h - side) // 2, (w - side) // 2
+    return rgb[top:top + side, left:left + side]
+
+
+def resize_square(rgb: np.ndarray, side: int) -> np.ndarray:
+    """Resize so the shorter side is ``side``, then take the centre ``side`` x ``side`` square."""
     from PIL import Image
 
     h, w = rgb.shape[:2]
-    short = max(side, int(round(side * crop_scale)))
-    scale = short / min(h, w)
+    scale = side / min(h, w)
     nw, nh = max(side, round(w * scale)), max(side, round(h * scale))
-    img = Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR)
-    left, top = (nw - side) // 2, (nh - side) // 2
-    return np.asarray(img.crop((left, top, left + side, top + side)))
+    return centre_crop(np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR)), side)
+
+
+def model_input(rgb: np.ndarray, side: int) -> np.ndarray:
+    """The evaluation transform: resize to 1.5x ``side`` (centre square), then the centre ``side`` crop."""
+    return centre_crop(resize_square(rgb, eval_side(side)), side)
+
+
+def eval_side(side: int) -> int:
+    """The side of the square every transform starts from: 1.5x the network's input."""
+    return int(round(side * EVAL_SCALE))

@@ -1,11 +1,10 @@
-"""The lake: table paths, upload-time slices, atomic slice replacement and the per-run ledger.
+"""The lake root and its storage primitives: a local folder (the ``local`` target) or
+``s3://bucket/prefix`` (the ``aws`` target), behind one interface.
 
-Tables written by the ingestion stages are partitioned by ``upload_month`` (``YYYY-MM``). A run for a
-data interval replaces exactly the months of its interval, one partition folder at a time by rename,
-so a reader always sees each month either wholly old or wholly new, reruns never duplicate rows, and a
-run killed halfway is repaired by the next one. Rows whose upload time cannot be read live in the
-partition ``upload_month=unknown``; every run rewrites it whole from the same input, so it too is
-idempotent.
+Locations handed around are strings as Spark names them: absolute local paths, or ``s3://`` URIs.
+Everything stages do to lake files goes through ``Lake`` (on a pyarrow file system), so a stage is
+written once for both. How outputs are swapped in is ``deeploc.commit``; row accounting is
+``deeploc.ledger``.
 """
 
 from __future__ import annotations
@@ -16,278 +15,274 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timezone
+
+from deeploc.uris import filesystem, is_s3, split_s3
 
 log = logging.getLogger(__name__)
-
-PARTITION = "upload_month"
-UNKNOWN = "unknown"
-# The data set's whole span; a slice without bounds means this.
-FIRST_MONTH = datetime(2000, 1, 1, tzinfo=timezone.utc)
-LAST_MONTH = datetime(2030, 1, 1, tzinfo=timezone.utc)
-
-
-def _utc(value: str | datetime | None) -> datetime | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
-@dataclass(frozen=True)
-class Slice:
-    """A half-open interval of upload time [start, end), aligned to months; None bounds = all."""
-
-    start: datetime | None = None
-    end: datetime | None = None
-
-    @classmethod
-    def of(cls, start: str | datetime | None, end: str | datetime | None) -> "Slice":
-        s = cls(_utc(start), _utc(end))
-        for bound in (s.start, s.end):
-            if bound and (bound.day, bound.hour, bound.minute, bound.second, bound.microsecond) != (1, 0, 0, 0, 0):
-                raise ValueError(f"slice bounds must be month starts (UTC), got {bound.isoformat()}")
-        if s.start and s.end and s.start >= s.end:
-            raise ValueError(f"empty slice: {s.start.isoformat()} >= {s.end.isoformat()}")
-        return s
-
-    @property
-    def label(self) -> str:
-        fmt = lambda d, dflt: d.strftime("%Y-%m") if d else dflt  # noqa: E731
-        return f"{fmt(self.start, 'begin')}_{fmt(self.end, 'end')}"
-
-    def months(self) -> list[str]:
-        cur, end = self.start or FIRST_MONTH, self.end or LAST_MONTH
-        out = []
-        while cur < end:
-            out.append(cur.strftime("%Y-%m"))
-            cur = cur.replace(year=cur.year + cur.month // 12, month=cur.month % 12 + 1)
-        return out
-
-    def bounds_epoch(self) -> tuple[int, int]:
-        return (int((self.start or FIRST_MONTH).timestamp()), int((self.end or LAST_MONTH).timestamp()))
-
-
-def filesystem(uri: str):
-    """(pyarrow file system, path on it) for a local path or a URI such as ``s3://bucket/key``.
-    S3 takes region and credentials from the environment or the instance role, and
-    ``AWS_ENDPOINT_URL`` for S3-compatible stores (moto in the tests)."""
-    from pyarrow import fs
-
-    if "://" in uri:
-        return fs.FileSystem.from_uri(uri)
-    return fs.LocalFileSystem(), os.path.abspath(uri)
+# How long an S3 lock outlives a holder that stopped renewing it (see _S3Store.lock).
+LEASE_S = 120.0
 
 
 class Lake:
-    """A lake root: a local folder (the ``local`` target) or ``s3://bucket/prefix`` (the ``aws`` target).
-
-    ``path`` gives locations Spark reads and writes directly (EMR reads ``s3://`` natively). Everything
-    else goes through the methods here, on a pyarrow file system, so stages never touch ``os`` for
-    lake files. On a local folder a swap is two renames. S3 has no rename: the old copy is deleted,
-    then the new one is copied in server-side, so a reader may briefly find a partition missing
-    (never mixed); a run killed in between is repaired by the next, which rewrites it whole.
-    """
-
     def __init__(self, root: str):
-        self.remote = root.startswith("s3://")
+        self.remote = is_s3(root)
         self.fs, base = filesystem(root.rstrip("/") if self.remote else root)
         self.root = f"s3://{base}" if self.remote else base
+        self._store = _S3Store(self) if self.remote else _LocalStore(self)
 
     def __reduce__(self):  # Spark tasks get the root and open their own file system
         return Lake, (self.root,)
 
+    # -- names ---------------------------------------------------------------------------------
     def path(self, *parts: str) -> str:
         return "/".join([self.root, *parts]) if self.remote else os.path.join(self.root, *parts)
 
-    def _fs(self, uri: str) -> str:
-        return uri[5:] if uri.startswith("s3://") else uri
+    def fs_path(self, location: str) -> str:
+        """The path of a location on ``self.fs`` (pyarrow names S3 objects without the scheme)."""
+        return location[5:] if location.startswith("s3://") else location
 
-    def _info(self, uri: str):
-        return self.fs.get_file_info(self._fs(uri))
+    def location(self, fs_path: str) -> str:
+        return f"s3://{fs_path}" if self.remote else fs_path
 
-    def exists(self, uri: str) -> bool:
+    # -- reading -------------------------------------------------------------------------------
+    def _info(self, location: str):
+        return self.fs.get_file_info(self.fs_path(location))
+
+    def exists(self, location: str) -> bool:
         from pyarrow import fs
 
-        return self._info(uri).type != fs.FileType.NotFound
+        return self._info(location).type != fs.FileType.NotFound
 
-    def mtime(self, uri: str) -> float | None:
+    def mtime(self, location: str) -> float | None:
         """Seconds since the epoch of a file's last change; None when it does not exist."""
         from pyarrow import fs
 
-        info = self._info(uri)
+        info = self._info(location)
         return info.mtime.timestamp() if info.type != fs.FileType.NotFound and info.mtime is not None else None
 
-    def listdir(self, uri: str) -> list[str]:
-        """Names directly under ``uri``; [] when it does not exist."""
+    def listdir(self, location: str) -> list[str]:
+        """Names directly under ``location``; [] when it does not exist."""
         from pyarrow import fs
 
-        sel = fs.FileSelector(self._fs(uri), allow_not_found=True)
+        sel = fs.FileSelector(self.fs_path(location), allow_not_found=True)
         return sorted(i.base_name for i in self.fs.get_file_info(sel))
 
-    def files(self, uri: str, suffix: str = "") -> list[str]:
-        """Every file under ``uri`` (recursively) ending in ``suffix``, as file-system paths."""
+    def files(self, location: str, suffix: str = "") -> list[str]:
+        """Every file under ``location`` (recursively) ending in ``suffix``."""
         from pyarrow import fs
 
-        sel = fs.FileSelector(self._fs(uri), recursive=True, allow_not_found=True)
-        return sorted(i.path for i in self.fs.get_file_info(sel)
+        sel = fs.FileSelector(self.fs_path(location), recursive=True, allow_not_found=True)
+        return sorted(self.location(i.path) for i in self.fs.get_file_info(sel)
                       if i.type == fs.FileType.File and i.base_name.endswith(suffix))
 
-    def uri(self, fs_path: str) -> str:
-        """A path from ``files`` as Spark names it (s3:// again on S3)."""
-        return f"s3://{fs_path}" if self.remote else fs_path
+    def open_input(self, location: str):
+        return self.fs.open_input_file(self.fs_path(location))
 
-    def rmtree(self, uri: str) -> None:
-        if self.exists(uri):
-            self.fs.delete_dir(self._fs(uri))
-
-    def move(self, src: str, dst: str) -> None:
-        """Move a folder (or file). Local: one rename. S3: server-side copies, then the source goes."""
-        if not self.remote:
-            os.replace(src, dst)
-            return
-        from concurrent.futures import ThreadPoolExecutor
-
-        src_fs, dst_fs = self._fs(src).rstrip("/"), self._fs(dst).rstrip("/")
-        files = self.files(src) or [src_fs]
-        with ThreadPoolExecutor(16) as pool:
-            list(pool.map(lambda f: self.fs.copy_file(f, dst_fs + f[len(src_fs):]), files))
-        self.rmtree(src) if len(files) > 1 or files[0] != src_fs else self.fs.delete_file(src_fs)
-
-    def read_bytes(self, uri: str) -> bytes:
+    def read_bytes(self, location: str) -> bytes:
         # compression=None: bytes as stored (pyarrow would otherwise decode a name ending .gz / .bz2)
-        with self.fs.open_input_stream(self._fs(uri), compression=None) as f:
+        with self.fs.open_input_stream(self.fs_path(location), compression=None) as f:
             return f.read()
 
-    def write_bytes(self, uri: str, data: bytes) -> None:
-        """Write a whole file; readers see the old or the new content, never a part."""
-        if self.remote:  # an S3 PUT is atomic
-            with self.fs.open_output_stream(self._fs(uri), compression=None) as f:
-                f.write(data)
-            return
-        os.makedirs(os.path.dirname(uri), exist_ok=True)
-        tmp = f"{uri}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, uri)
+    def read_json(self, rel: str):
+        return json.loads(self.read_bytes(self.path(rel)))
 
-    def read_parquet(self, uri: str, **kw):
-        """A Parquet file or folder as a pandas DataFrame."""
+    def read_parquet(self, location: str, **kw):
+        """A Parquet file or folder as a pandas DataFrame (``columns=[...]`` reads only those)."""
         import pyarrow.parquet as pq
 
-        return pq.read_table(self._fs(uri), filesystem=self.fs, **kw).to_pandas()
+        return pq.read_table(self.fs_path(location), filesystem=self.fs, **kw).to_pandas()
 
-    def dataset(self, uri: str, **kw):
+    def arrow_dataset(self, location: str, **kw):
         import pyarrow.dataset as ds
 
-        return ds.dataset(self._fs(uri), filesystem=self.fs, **kw)
+        return ds.dataset(self.fs_path(location), filesystem=self.fs, **kw)
 
-    def staging(self, table: str) -> str:
-        """A fresh hidden folder (readers skip names starting with ``_``) beside ``table``."""
-        return self.path(table, f"_staging-{uuid.uuid4().hex[:12]}")
+    def download(self, rel: str, dest: str | None = None) -> str:
+        """A local folder holding ``rel``: the folder itself on a local lake, else a fresh download."""
+        return self._store.download(self.path(rel), dest)
 
-    def replace_slice(self, table: str, staged: str, months: list[str], with_unknown: bool) -> None:
-        """Swap in the staged partitions of ``months`` (and ``unknown``); drop months that got no rows."""
-        base = self.path(table)
-        for old in self.listdir(base):
-            if old.startswith(("_staging-", "_trash-")) and self.path(table, old) != staged:
-                self.rmtree(self.path(table, old))  # left by a killed run
-        targets = months + ([UNKNOWN] if with_unknown else [])
-        staged_parts = {d.split("=", 1)[1] for d in self.listdir(staged) if d.startswith(PARTITION + "=")}
-        unexpected = staged_parts - set(targets)
-        if unexpected:
-            raise RuntimeError(f"{table}: staged rows outside the slice: {sorted(unexpected)[:5]}")
-        for month in targets:
-            part = f"{PARTITION}={month}"
-            # The old partition goes to a hidden name inside the table, which readers skip.
-            self.swap_in(f"{staged}/{part}" if month in staged_parts else None, self.path(table, part),
-                         trash=self.path(table, f"_trash-{uuid.uuid4().hex[:12]}"))
-        self.rmtree(staged)
-
-    def temp_beside(self, final: str) -> str:
-        """A fresh location next to ``final`` to build a whole output in before ``swap_in``."""
-        tmp = f"{final.rstrip('/')}.tmp-{uuid.uuid4().hex[:12]}"
-        if not self.remote:
-            os.makedirs(os.path.dirname(tmp), exist_ok=True)
-        return tmp
-
-    def swap_in(self, tmp: str | None, final: str, trash: str | None = None) -> None:
-        """Replace ``final`` by the finished ``tmp`` (None: just remove ``final``). Locally two renames,
-        so ``final`` is never half-written and is missing only for the instant between them; the old
-        copy goes to ``trash`` (default: beside ``final``) and is then deleted. On S3 see the class."""
-        if self.remote:
-            self.rmtree(final)
-            if tmp is not None:
-                self.move(tmp, final)
-            return
-        trash = trash or f"{final.rstrip('/')}.old-{uuid.uuid4().hex[:12]}"
-        if os.path.exists(final):
-            os.rename(final, trash)
-        if tmp is not None:
-            os.rename(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-
-    @contextlib.contextmanager
-    def building(self, rel: str):
-        """Yield a local folder to write a whole output in; on success it replaces ``rel``.
-        Locally the folder sits beside ``rel`` (one rename); for S3 it is uploaded, then swapped in."""
-        final = self.path(rel)
-        if not self.remote:
-            tmp = self.temp_beside(final)
-            os.makedirs(tmp)
-            try:
-                yield tmp
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            self.swap_in(tmp, final)
-            return
-        from pyarrow import fs
-
-        with tempfile.TemporaryDirectory(prefix="deeploc-") as local:
-            yield local
-            remote_tmp = self.temp_beside(final)
-            fs.copy_files(local, self._fs(remote_tmp), destination_filesystem=self.fs, use_threads=True)
-            self.swap_in(remote_tmp, final)
-
-    def local_copy(self, rel: str, dest: str | None = None) -> str:
-        """A local folder holding ``rel``: the folder itself for a local lake, else a download."""
-        if not self.remote:
-            return self.path(rel)
-        from pyarrow import fs
-
-        dest = dest or tempfile.mkdtemp(prefix="deeploc-")
-        fs.copy_files(self._fs(self.path(rel)), dest, source_filesystem=self.fs, use_threads=True)
-        return dest
-
-    def partitions(self, table: str) -> list[str]:
-        return [d for d in self.listdir(self.path(table)) if d.startswith(PARTITION + "=")]
+    # -- writing -------------------------------------------------------------------------------
+    def write_bytes(self, location: str, data: bytes) -> None:
+        """Write a whole file; readers see the old or the new content, never a part."""
+        self._store.write_bytes(location, data)
 
     def write_json(self, rel: str, obj) -> str:
         path = self.path(rel)
         self.write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
         return path
 
-    def read_json(self, rel: str):
-        return json.loads(self.read_bytes(self.path(rel)))
+    def delete(self, location: str) -> None:
+        """Remove a file or a folder; nothing happens when it does not exist."""
+        from pyarrow import fs
+
+        info = self._info(location)
+        if info.type == fs.FileType.Directory:
+            self.fs.delete_dir(self.fs_path(location))
+        elif info.type == fs.FileType.File:
+            self.fs.delete_file(self.fs_path(location))
+
+    def move(self, src: str, dst: str) -> None:
+        """Move a folder or file to a location that does not exist yet. Local: one rename. S3: server-side
+        copies, then the source goes (not atomic: see ``deeploc.commit``)."""
+        self._store.move(src, dst)
+
+    def upload(self, local_dir: str, location: str) -> None:
+        """Copy a local folder's contents to ``location`` (a new folder)."""
+        self._store.upload(local_dir, location)
+
+    def lock(self, name: str, wait_s: float = 3600.0):
+        """Hold the lake-wide lock ``name`` (a context manager); see ``deeploc.commit`` for what it guards."""
+        return self._store.lock(self.path("_locks", f"{name}.lock"), wait_s)
 
 
-class LedgerError(RuntimeError):
-    """Rows entered a stage and neither left in its output nor in its rejects."""
+class _LocalStore:
+    """A folder: renames are atomic, and an advisory file lock serialises writers."""
+
+    def __init__(self, lake: Lake):
+        self.lake = lake
+
+    def write_bytes(self, location: str, data: bytes) -> None:
+        os.makedirs(os.path.dirname(location), exist_ok=True)
+        tmp = f"{location}.tmp-{uuid.uuid4().hex[:8]}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, location)
+
+    def move(self, src: str, dst: str) -> None:
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.rename(src, dst)
+
+    def upload(self, local_dir: str, location: str) -> None:
+        shutil.copytree(local_dir, location)
+
+    def download(self, location: str, dest: str | None) -> str:
+        if dest is None:
+            return location
+        shutil.copytree(location, dest, dirs_exist_ok=True)
+        return dest
+
+    @contextlib.contextmanager
+    def lock(self, location: str, wait_s: float):
+        """An advisory file lock: released by the kernel if the holder dies, so it is never stale."""
+        import fcntl
+
+        os.makedirs(os.path.dirname(location), exist_ok=True)
+        with open(location, "a") as f:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"lock {location} still held after {wait_s:.0f} s") from None
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def record_ledger(lake: Lake, stage: str, run: str, rows_in: int, rows_out: int, rejects: dict[str, int],
-                  **extra) -> dict:
-    """Write ``_ledgers/<stage>/<run>.json`` and fail if in != out + rejects."""
-    rejects = {k: int(v) for k, v in sorted(rejects.items())}
-    ledger = {"stage": stage, "run": run, "in": int(rows_in), "out": int(rows_out), "rejected": sum(rejects.values()),
-              "rejects": rejects, "written_at": datetime.now(timezone.utc).isoformat(), **extra}
-    lake.write_json(f"_ledgers/{stage}/{run}.json", ledger)
-    summary = ", ".join(f"{k}={v}" for k, v in rejects.items()) or "none"
-    log.info("%s [%s]: in=%d out=%d rejected=%d (%s)", stage, run, rows_in, rows_out, ledger["rejected"], summary)
-    if ledger["in"] != ledger["out"] + ledger["rejected"]:
-        raise LedgerError(f"{stage} [{run}]: {rows_in} rows in != {rows_out} out + {ledger['rejected']} rejected")
-    return ledger
+class _S3Store:
+    """S3: a PUT is atomic, there is no rename, and conditional PUTs (If-None-Match / If-Match) give
+    compare-and-swap on one object, which the lake's locks are built on."""
+
+    def __init__(self, lake: Lake):
+        self.lake = lake
+
+    def _client(self):
+        from deeploc.uris import s3_client
+
+        return s3_client()
+
+    def write_bytes(self, location: str, data: bytes) -> None:
+        with self.lake.fs.open_output_stream(self.lake.fs_path(location), compression=None) as f:
+            f.write(data)
+
+    def move(self, src: str, dst: str) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        fs, src_p, dst_p = self.lake.fs, self.lake.fs_path(src).rstrip("/"), self.lake.fs_path(dst).rstrip("/")
+        files = [self.lake.fs_path(f) for f in self.lake.files(src)] or [src_p]
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda f: fs.copy_file(f, dst_p + f[len(src_p):]), files))
+        self.lake.delete(src)
+
+    def upload(self, local_dir: str, location: str) -> None:
+        from pyarrow import fs
+
+        fs.copy_files(local_dir, self.lake.fs_path(location), destination_filesystem=self.lake.fs, use_threads=True)
+
+    def download(self, location: str, dest: str | None) -> str:
+        from pyarrow import fs
+
+        dest = dest or tempfile.mkdtemp(prefix="deeploc-")
+        fs.copy_files(self.lake.fs_path(location), dest, source_filesystem=self.lake.fs, use_threads=True)
+        return dest
+
+    def _put(self, location: str, data: bytes, **condition) -> str | None:
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_s3(location)
+        try:
+            return self._client().put_object(Bucket=bucket, Key=key, Body=data, **condition)["ETag"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict",
+                                                             "NoSuchKey", "412", "409"):
+                return None
+            raise
+
+    def _get(self, location: str) -> tuple[bytes, str] | None:
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_s3(location)
+        try:
+            obj = self._client().get_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        return obj["Body"].read(), obj["ETag"]
+
+    @contextlib.contextmanager
+    def lock(self, location: str, wait_s: float):
+        """A lease: an object created with If-None-Match, renewed with If-Match every LEASE_S / 4 by a
+        thread while held. A holder that died stops renewing; after LEASE_S its lease may be taken
+        over, again with If-Match on the stale version, so two waiters never both win it."""
+        import threading
+
+        owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        lease = lambda: json.dumps({"owner": owner, "expires": time.time() + LEASE_S}).encode()  # noqa: E731
+        deadline, tag = time.monotonic() + wait_s, None
+        while tag is None:
+            tag = self._put(location, lease(), IfNoneMatch="*")
+            if tag is None:
+                held = self._get(location)
+                if held is not None and json.loads(held[0]).get("expires", 0) < time.time():
+                    tag = self._put(location, lease(), IfMatch=held[1])  # take over a dead holder's lease
+            if tag is None:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"lock {location} still held after {wait_s:.0f} s")
+                time.sleep(0.2)
+        state, stop = {"tag": tag}, threading.Event()
+
+        def renew():
+            while not stop.wait(LEASE_S / 4):
+                new = self._put(location, lease(), IfMatch=state["tag"])
+                if new is None:
+                    log.error("lost the lease on %s (renewal refused)", location)
+                    return
+                state["tag"] = new
+
+        keeper = threading.Thread(target=renew, daemon=True, name="lease-renewal")
+        keeper.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            keeper.join()
+            held = self._get(location)
+            if held is not None and held[1] == state["tag"]:
+                self.lake.delete(location)

@@ -3,17 +3,19 @@
 Why not ``spark.read.text``: Hadoop's splittable bzip2 codec decodes in Java at about half the speed
 of libbz2, and YFCC100M ships as bzip2; the metadata stage is meant to run at decompression speed.
 Here every task decodes its share with libbz2 / zlib and hands Spark Arrow batches (no Python per
-row). Splitting follows Hadoop's rule, so one 100M-line file still spreads over a whole cluster:
+row). Files are cut into chunks by Hadoop's rule, so one 100M-line file still spreads over a cluster:
 
-- a split is a byte range of a file (bzip2: the blocks whose magic starts in it; gzip: the whole
-  file, which cannot be split);
-- a split owns every line whose preceding newline lies in its range (the first split also owns the
-  file's first line); it reads past its end to finish its last line, and a split that does not start
-  the file skips everything up to its first newline, which the previous split finished.
+- a chunk is a byte range of a file (bzip2: the blocks whose magic starts in it; gzip: the whole
+  file, which cannot be cut);
+- a chunk owns every line whose preceding newline lies in its range (the first chunk also owns the
+  file's first line); it reads past its end to finish its last line, and a chunk that does not start
+  the file skips everything up to its first newline, which the previous chunk finished.
 
 Each row: ``raw`` (the line's bytes, newline and a trailing CR removed; not yet UTF-8 checked),
-``source_file`` and ``pos``, which orders lines within a file (split index << 32 | line in split).
-The codec is sniffed from the first bytes, not the file name.
+``source_file`` and ``position``, which orders lines within a file (chunk index << 32 | line in
+chunk). The codec is sniffed from the first bytes, not the file name. With the ``count_dir`` option,
+each task also writes how many lines its chunk held, counted from the newlines it decoded: the
+parse step's ledger checks its output against these counts.
 """
 
 from __future__ import annotations
@@ -24,16 +26,10 @@ from dataclasses import dataclass
 
 from pyspark.sql.datasource import DataSource, DataSourceReader, InputPartition
 
-from deeploc.lake import filesystem
+from deeploc.uris import filesystem, with_scheme
 
-SCHEMA = "raw binary, source_file string, pos bigint"
+SCHEMA = "raw binary, source_file string, position bigint"
 PIECE = 4 << 20                 # bytes read (plain) or decompressed (gzip) at a time
-
-
-def _uri(original: str, path: str) -> str:
-    """A listed path written the way the input was (s3://... stays a URI)."""
-    scheme = original.split("://", 1)[0] + "://" if "://" in original else ""
-    return scheme + path if scheme else path
 
 
 def _visible(path: str, base: str) -> bool:
@@ -57,8 +53,15 @@ def _glob(fs, pattern: str) -> list:
             and fnmatch.fnmatchcase(i.path, pattern)]
 
 
-def list_inputs(paths: list[str]) -> list[tuple[str, int]]:
-    """(file, size) for every input: a file, a glob, or a directory (its visible files, recursively)."""
+@dataclass(frozen=True)
+class InputFile:
+    path: str
+    size: int
+    mtime: float        # seconds since the epoch (S3: LastModified), to notice a changed file
+
+
+def list_inputs(paths: list[str]) -> list[InputFile]:
+    """Every input file: a file, a glob, or a directory (its visible files, recursively), in order."""
     from pyarrow import fs as pafs
 
     out = []
@@ -73,14 +76,18 @@ def list_inputs(paths: list[str]) -> list[tuple[str, int]]:
             if info.type == pafs.FileType.NotFound:
                 raise FileNotFoundError(f"input {p} does not exist")
             if info.type == pafs.FileType.File:
-                out.append((_uri(p, path), info.size))
+                out.append(_input(p, info))
                 continue
             found = [i for i in fs.get_file_info(pafs.FileSelector(path, recursive=True))
                      if i.type == pafs.FileType.File and _visible(i.path, path)]
             if not found:
                 raise FileNotFoundError(f"input directory {p} holds no files")
-        out.extend((_uri(p, i.path), i.size) for i in sorted(found, key=lambda i: i.path))
+        out.extend(_input(p, i) for i in sorted(found, key=lambda i: i.path))
     return out
+
+
+def _input(original: str, info) -> InputFile:
+    return InputFile(with_scheme(original, info.path), info.size, info.mtime.timestamp() if info.mtime else 0.0)
 
 
 def sniff(head: bytes) -> str:
@@ -92,26 +99,27 @@ def sniff(head: bytes) -> str:
 
 
 @dataclass
-class Split(InputPartition):
+class Chunk(InputPartition):
     path: str
     codec: str
-    index: int      # split number within its file
+    index: int      # chunk number within its file
     start: int      # byte range [start, end) of the file
     end: int
     size: int
 
 
-def plan(files: list[tuple[str, int]], split_bytes: int) -> list[Split]:
-    """The splits of every file: byte ranges of ``split_bytes`` (one per gzip file)."""
-    splits = []
-    for path, size in files:
-        fs, p = filesystem(path)
+def plan(files: list[InputFile], chunk_bytes: int) -> list[Chunk]:
+    """The chunks of every file: byte ranges of ``chunk_bytes`` (one per gzip file)."""
+    chunks_ = []
+    for file in files:
+        fs, p = filesystem(file.path)
         with fs.open_input_file(p) as f:
             codec = sniff(f.read(4))
-        step = max(size, 1) if codec == "gzip" else split_bytes
+        size = file.size
+        step = max(size, 1) if codec == "gzip" else chunk_bytes
         for i, start in enumerate(range(0, max(size, 1), step)):
-            splits.append(Split(path, codec, i, start, min(size, start + step), size))
-    return splits
+            chunks_.append(Chunk(file.path, codec, i, start, min(size, start + step), size))
+    return chunks_
 
 
 def _pieces(f, start: int, stop: int):
@@ -141,20 +149,20 @@ def _gunzip(f, path: str):
         yield rest
 
 
-def chunks(f, split: Split):
-    """(own text pieces, the pieces after them) of ``split``, both lazy."""
-    if split.codec == "gzip":
-        return _gunzip(f, split.path), iter(())
-    if split.codec == "plain":
-        return _pieces(f, split.start, split.end), _pieces(f, split.end, split.size)
+def texts(f, chunk: Chunk):
+    """(own text pieces, the pieces after them) of ``chunk``, both lazy."""
+    if chunk.codec == "gzip":
+        return _gunzip(f, chunk.path), iter(())
+    if chunk.codec == "plain":
+        return _pieces(f, chunk.start, chunk.end), _pieces(f, chunk.end, chunk.size)
     from deeploc.bz2_blocks import BlockReader
 
-    blocks = BlockReader(f, split.size).blocks_from(split.start)
+    blocks = BlockReader(f, chunk.size).blocks_from(chunk.start)
     first_after: list[bytes] = []       # the block that ended the own range, read once
 
     def own_blocks():
         for block, text in blocks:
-            if block.start >= 8 * split.end:
+            if block.start >= 8 * chunk.end:
                 first_after.append(text)
                 return
             yield text
@@ -167,7 +175,7 @@ def chunks(f, split: Split):
 
 
 def owned_lines(own, later, first: bool):
-    """Pieces of whole lines owned by a split: each ends with a newline, except the file's last line."""
+    """Pieces of whole lines owned by a chunk: each ends with a newline, except the file's last line."""
     carry, skipping = b"", not first
     for piece in own:
         if skipping:
@@ -183,7 +191,7 @@ def owned_lines(own, later, first: bool):
         carry = piece[cut + 1:]
     if skipping:
         return                              # no newline in the range: no line starts here
-    for piece in later:                     # finish the line begun in this split
+    for piece in later:                     # finish the line begun in this chunk
         k = piece.find(b"\n")
         if k >= 0:
             yield carry + piece[:k + 1]
@@ -211,25 +219,51 @@ def to_batch(text: bytes, source: str, pos0: int):
     raw = pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(arr[keep])])
     src = pa.DictionaryArray.from_arrays(np.zeros(n, np.int32), pa.array([source])).cast(pa.string())
     return pa.RecordBatch.from_arrays([raw, src, pa.array(pos0 + np.arange(n, dtype=np.int64))],
-                                      ["raw", "source_file", "pos"])
+                                      ["raw", "source_file", "position"])
 
 
-def read_split(split: Split):
-    """The Arrow batches of one split."""
-    fs, p = filesystem(split.path)
+def read_chunk(chunk: Chunk, count_dir: str | None = None):
+    """The Arrow batches of one chunk; with ``count_dir``, then a note of how many lines it held."""
+    fs, p = filesystem(chunk.path)
+    lines = 0
     with fs.open_input_file(p) as f:
-        line = 0
-        for text in owned_lines(*chunks(f, split), first=split.start == 0):
-            batch = to_batch(text, split.path, (split.index << 32) + line)
-            line += batch.num_rows
+        for text in owned_lines(*texts(f, chunk), first=chunk.start == 0):
+            batch = to_batch(text, chunk.path, (chunk.index << 32) + lines)
+            lines += batch.num_rows
             yield batch
+    if count_dir is not None:
+        write_count(count_dir, chunk, lines)
+
+
+def write_count(count_dir: str, chunk: Chunk, lines: int) -> None:
+    """One small file per chunk (a retried task writes the same one again)."""
+    import hashlib
+
+    name = f"{hashlib.sha1(chunk.path.encode()).hexdigest()[:16]}-{chunk.index}.json"
+    fs, p = filesystem(count_dir)
+    fs.create_dir(p, recursive=True)
+    with fs.open_output_stream(f"{p}/{name}", compression=None) as out:
+        out.write(json.dumps({"path": chunk.path, "chunk": chunk.index, "lines": lines}).encode())
+
+
+def read_counts(count_dir: str) -> dict[str, int]:
+    """Lines per input file, from the notes the tasks left in ``count_dir``."""
+    from pyarrow import fs as pafs
+
+    fs, p = filesystem(count_dir)
+    totals: dict[str, int] = {}
+    for info in fs.get_file_info(pafs.FileSelector(p, allow_not_found=True)):
+        with fs.open_input_stream(info.path, compression=None) as f:
+            note = json.loads(f.read())
+        totals[note["path"]] = totals.get(note["path"], 0) + note["lines"]
+    return totals
 
 
 def head(paths: list[str], n: int) -> list[bytes]:
     """The first ``n`` lines of the inputs, in order, read on the caller's side (no Spark job)."""
     out: list[bytes] = []
     for file in list_inputs(paths):             # planned one by one: most inputs are never opened
-        for batch in read_split(plan([file], 1 << 62)[0]):
+        for batch in read_chunk(plan([file], 1 << 62)[0]):
             out.extend(batch.column(0).to_pylist()[:n - len(out)])
             if len(out) >= n:
                 return out
@@ -239,13 +273,14 @@ def head(paths: list[str], n: int) -> list[bytes]:
 class LinesReader(DataSourceReader):
     def __init__(self, options):
         self.paths = json.loads(options["paths"])
-        self.split_bytes = int(options.get("split_bytes", 64 << 20))
+        self.chunk_bytes = int(options.get("chunk_bytes", 64 << 20))
+        self.count_dir = options.get("count_dir") or None
 
     def partitions(self):
-        return plan(list_inputs(self.paths), self.split_bytes)
+        return plan(list_inputs(self.paths), self.chunk_bytes)
 
-    def read(self, partition: Split):
-        yield from read_split(partition)
+    def read(self, partition: Chunk):
+        yield from read_chunk(partition, self.count_dir)
 
 
 class Lines(DataSource):
@@ -262,8 +297,8 @@ class Lines(DataSource):
         return LinesReader(self.options)
 
 
-def read_lines(spark, paths: list[str], split_bytes: int = 64 << 20):
-    """Every line of ``paths`` as (raw binary, source_file, pos)."""
+def read_lines(spark, paths: list[str], chunk_bytes: int = 64 << 20, count_dir: str | None = None):
+    """Every line of ``paths`` as (raw binary, source_file, position); see the module docstring."""
     spark.dataSource.register(Lines)
-    return (spark.read.format(Lines.name()).option("paths", json.dumps(paths))
-            .option("split_bytes", str(split_bytes)).load())
+    reader = spark.read.format(Lines.name()).option("paths", json.dumps(paths)).option("chunk_bytes", str(chunk_bytes))
+    return (reader.option("count_dir", count_dir) if count_dir else reader).load()

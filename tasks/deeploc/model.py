@@ -1,7 +1,7 @@
-"""The geolocation network: a backbone and one softmax head per partitioning.
+"""The geolocation network: a backbone and one softmax output per partitioning.
 
 Pixels go in as 0-255 floats; scaling to [-1, 1] (what ResNetV2 expects) happens inside the model,
-so training, Spark inference and the web's own-photo tool feed the same thing.
+so everything that feeds it (training, Spark inference, single-photo prediction) feeds the same thing.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ def _small_cnn(x):
     return layers.GlobalAveragePooling2D()(x)
 
 
-def build(backbone: str, input_size: int, heads: dict[str, int], weights: str | None = None):
-    """``heads`` maps partitioning name -> number of classes, coarse to fine."""
+def build(backbone: str, input_size: int, outputs: dict[str, int], weights: str | None = None):
+    """``outputs`` maps partitioning name -> number of classes, coarse to fine."""
     import keras
     from keras import layers
 
@@ -44,18 +44,18 @@ def build(backbone: str, input_size: int, heads: dict[str, int], weights: str | 
             net.load_weights(local)
         features = net(x)
     features = layers.Dropout(0.3)(features)
-    outputs = {name: layers.Dense(n, activation="softmax", name=name)(features) for name, n in heads.items()}
-    return keras.Model(inputs, outputs, name=f"deeploc_{backbone}")
+    probs = {name: layers.Dense(n, activation="softmax", name=name)(features) for name, n in outputs.items()}
+    return keras.Model(inputs, probs, name=f"deeploc_{backbone}")
 
 
-def compile_model(model, heads: list[str], learning_rate: float):
+def compile_model(model, outputs: list[str], learning_rate: float):
     import keras
 
-    # The report's loss: the mean of the heads' cross-entropies.
+    # The report's loss: the mean of the outputs' cross-entropies.
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss={h: keras.losses.SparseCategoricalCrossentropy() for h in heads},
-        loss_weights={h: 1.0 / len(heads) for h in heads},
-        metrics={h: [keras.metrics.SparseCategoricalAccuracy(name="acc")] for h in heads},
+        loss={o: keras.losses.SparseCategoricalCrossentropy() for o in outputs},
+        loss_weights={o: 1.0 / len(outputs) for o in outputs},
+        metrics={o: [keras.metrics.SparseCategoricalAccuracy(name="acc")] for o in outputs},
     )
     return model

@@ -66,7 +66,7 @@ def cached(lake_root: str, run_name: str) -> Predictor:
     each worker downloads the run's model once."""
     from deeploc.lake import Lake
 
-    return Predictor(Lake(lake_root).local_copy(f"models/{run_name}"))
+    return Predictor(Lake(lake_root).download(f"models/{run_name}"))
 
 
 def distances(locs: dict[str, dict[str, np.ndarray]], lat: np.ndarray, lon: np.ndarray) -> dict[str, np.ndarray]:

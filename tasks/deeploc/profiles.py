@@ -13,7 +13,7 @@ class Profile:
     batch_size: int
     epochs: int
     learning_rate: float
-    partitions: str        # Spec.parse format, coarse to fine
+    partitionings: str     # Spec.parse format, coarse to fine
     weights: str | None    # "imagenet" (needs a download), a local .h5/.weights.h5 file, or None
 
     def with_overrides(self, **kw) -> "Profile":

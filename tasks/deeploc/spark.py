@@ -22,12 +22,20 @@ def session(app: str = "deeploc"):
     # py4j logs every connection at INFO, including at interpreter exit after streams are closed.
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
-    builder = SparkSession.builder.appName(app).config("spark.sql.session.timeZone", "UTC")
+    # Folder columns (upload_month=2010-01, source=<hex id>) stay strings: inference could read an id
+    # of digits as a number.
+    builder = (SparkSession.builder.appName(app).config("spark.sql.session.timeZone", "UTC")
+               .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false"))
     # Under spark-submit (an EMR step) the launcher chose the master and the resources: keep them.
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
         master = os.environ.get("DEEPLOC_SPARK_MASTER", "local[2]")
+        # Python workers must run the interpreter that runs deeploc (its venv), not the python3 on PATH:
+        # PySpark reads the environment for UDF workers, the JVM the conf for data sources.
+        os.environ["PYSPARK_PYTHON"] = os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
         builder = (
             builder.master(master)
+            .config("spark.pyspark.python", sys.executable)
+            .config("spark.pyspark.driver.python", sys.executable)
             .config("spark.driver.memory", os.environ.get("DEEPLOC_SPARK_DRIVER_MEMORY", "3g"))
             .config("spark.sql.shuffle.partitions", os.environ.get("DEEPLOC_SPARK_SHUFFLE_PARTITIONS", "8"))
             # List input folders on the driver: a distributed listing job only costs time on one machine.

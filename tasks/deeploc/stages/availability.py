@@ -20,14 +20,13 @@ import re
 import time
 
 from deeploc.bucket import Bucket
-from deeploc.lake import Lake, Slice
-from deeploc.sliced_write import REASON, read_slice, write_slice
-from deeploc.stages.metadata import OUT_COLS as METADATA_COLS
+from deeploc.lake import Lake
+from deeploc.slice_io import read_slice, write_slice
+from deeploc.slices import Slice
+from deeploc.tables import IMAGES, IMAGES_REJECTS, REASON
 
 log = logging.getLogger(__name__)
 
-OUT_COLS = METADATA_COLS + ["exists", "size_bytes", "usable"]
-REJECT_COLS = ["photo_id", "object_key", "size_bytes"]
 MIN_BYTES = 1024
 OBJECTS_PER_PREFIX = 24_400
 CHECKS = ("auto", "list", "head")
@@ -48,14 +47,14 @@ def _schema():
                        StructField("size", LongType(), True)])
 
 
-def _tasks(items: int, per_task: int, most: int = 64) -> int:
+def _task_count(items: int, per_task: int, most: int = 64) -> int:
     """Enough tasks to spread the requests, few enough that each is worth its client set-up."""
     return max(1, min(most, math.ceil(items / per_task)))
 
 
 def listing(spark, bucket: Bucket, prefixes: list[str]):
     """DataFrame (prefix, key, size) of the bucket under the given prefixes; see ``Bucket.listing_rows``."""
-    rdd = spark.sparkContext.parallelize(sorted(prefixes), _tasks(len(prefixes), 32))
+    rdd = spark.sparkContext.parallelize(sorted(prefixes), _task_count(len(prefixes), 32))
     return spark.createDataFrame(rdd.mapPartitions(bucket.listing_rows), _schema())
 
 
@@ -85,7 +84,7 @@ def cached_listing(spark, lake: Lake, bucket: Bucket, prefixes: list[str], max_a
     oldest = time.time() - max_age_hours * 3600
     stale = [p for p in prefixes if (lake.mtime(f"{cache}/{p}.parquet") or 0) < oldest]
     if stale:
-        rdd = spark.sparkContext.parallelize(sorted(stale), _tasks(len(stale), 32))
+        rdd = spark.sparkContext.parallelize(sorted(stale), _task_count(len(stale), 32))
         rdd.mapPartitions(lambda ps: _list_into_cache(bucket, lake, cache, ps)).count()
     if not prefixes:
         return spark.createDataFrame([], _schema()), 0
@@ -108,12 +107,12 @@ def _head_rows(bucket: Bucket, keys):
 
 def heads(spark, bucket: Bucket, keys: list[str]):
     """DataFrame (prefix, key, size) from one HEAD per key (markers deduplicated across tasks)."""
-    rdd = spark.sparkContext.parallelize(sorted(keys), _tasks(len(keys), 64))
+    rdd = spark.sparkContext.parallelize(sorted(keys), _task_count(len(keys), 64))
     return spark.createDataFrame(rdd.mapPartitions(lambda ks: _head_rows(bucket, ks)), _schema()).dropDuplicates()
 
 
-def label(meta, objects, min_bytes: int = MIN_BYTES):
-    """Join the slice's metadata rows with the listing; one output row per metadata row."""
+def transform(meta, objects, min_bytes: int = MIN_BYTES):
+    """Join the slice's metadata rows with the listing (prefix, key, size); one row per metadata row."""
     from pyspark.sql import functions as F
 
     keys = objects.filter(F.col("key").isNotNull()).select(F.col("key").alias("object_key"),
@@ -129,26 +128,27 @@ def label(meta, objects, min_bytes: int = MIN_BYTES):
                      (F.col("size_bytes") >= min_bytes).alias("usable"), reason.alias(REASON))
 
 
-def run(lake_root: str, bucket: str | Bucket, start: str | None = None, end: str | None = None,
+def run(lake: str, bucket: Bucket, start: str | None = None, end: str | None = None,
         min_bytes: int = MIN_BYTES, check: str = "auto", objects_per_prefix: int = OBJECTS_PER_PREFIX,
-        listing_max_age_hours: float = LISTING_MAX_AGE_HOURS) -> dict:
+        listing_max_age: float = LISTING_MAX_AGE_HOURS) -> dict:
+    """Check the slice's objects in the bucket; write its ``images/`` months and rejects; return the ledger.
+    ``listing_max_age``: hours a kept S3 listing of a prefix is reused."""
     from pyspark.sql import functions as F
 
     from deeploc.spark import session
 
     if check not in CHECKS:
         raise ValueError(f"check must be one of {CHECKS}, got {check!r}")
-    bucket = bucket if isinstance(bucket, Bucket) else Bucket.of(bucket)
     spark = session("deeploc-availability")
-    lake, sl = Lake(lake_root), Slice.of(start, end)
-    meta, rows_in = read_slice(spark, lake, "metadata", sl, upstream="metadata")
+    lake, sl = Lake(lake), Slice.of(start, end)
+    meta, rows_in = read_slice(spark, lake, "metadata", sl)
     prefixes = [r[0] for r in meta.select(F.substring("hash", 1, 3)).distinct().collect()]
     if check == "auto":
         check = choose_check(bucket, rows_in, len(prefixes), objects_per_prefix)
     log.info("availability: %d rows, %s over %d prefixes of %s", rows_in, check, len(prefixes), bucket.location)
     listed_now = len(prefixes)
     if check == "list" and bucket.is_s3:
-        objects, listed_now = cached_listing(spark, lake, bucket, prefixes, listing_max_age_hours)
+        objects, listed_now = cached_listing(spark, lake, bucket, prefixes, listing_max_age)
     elif check == "list":
         objects = listing(spark, bucket, prefixes)
     else:
@@ -156,9 +156,8 @@ def run(lake_root: str, bucket: str | Bucket, start: str | None = None, end: str
     # The join reads the objects twice (keys, and prefixes present): cached, each request is made once.
     objects = objects.cache()
     try:
-        return write_slice(lake, "availability", label(meta, objects, min_bytes), rows_in, "images", OUT_COLS,
-                           REJECT_COLS, sl, extra={"bucket": bucket.location, "check": check,
-                                                   "prefixes": len(prefixes), "min_bytes": min_bytes,
-                                                   "prefixes_listed_now": listed_now if check == "list" else 0})
+        return write_slice(lake, "availability", transform(meta, objects, min_bytes), rows_in, "images", IMAGES,
+                           IMAGES_REJECTS, sl, bucket=bucket.location, check=check, prefixes=len(prefixes),
+                           min_bytes=min_bytes, prefixes_listed_now=listed_now if check == "list" else 0)
     finally:
         objects.unpersist()

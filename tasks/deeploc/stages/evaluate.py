@@ -13,7 +13,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from deeploc import geo
+from deeploc import commit, geo, runs
 from deeploc.lake import Lake
 from deeploc.predict import HIERARCHY
 
@@ -40,10 +40,10 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(lake_root: str, run_name: str | None = None) -> dict:
-    lake = Lake(lake_root)
-    if run_name is None:
-        run_name = lake.read_json("models/LATEST.json")["run"]
+def run(lake: str, run: str | None = None) -> dict:
+    """Accuracy of a run's predictions; publish ``metrics/<run>/``."""
+    lake = Lake(lake)
+    run_name = runs.resolve(lake, run)
     pred_dir = lake.path("predictions", run_name)
     if not lake.exists(pred_dir):
         raise FileNotFoundError(f"evaluate: no predictions under {pred_dir}; run infer first")
@@ -55,9 +55,9 @@ def run(lake_root: str, run_name: str | None = None) -> dict:
     top = fine.loc[fine["count"].idxmax()] if len(fine) else None
     table = accuracy_table(pred, [*order, HIERARCHY], None if top is None else (top["mean_lat"], top["mean_lon"]))
 
-    metrics = {"run": run_name, "dataset": summary["dataset"], "images": int(len(pred)),
+    metrics = {"run": run_name, "image_set": summary["image_set"], "images": int(len(pred)),
                "table": table.replace({np.nan: None}).to_dict(orient="records")}
-    with lake.building(f"metrics/{run_name}") as out:
+    with commit.building(lake, f"metrics/{run_name}") as out:
         table.to_csv(os.path.join(out, "accuracy.csv"), index=False)
         with open(os.path.join(out, "accuracy.md"), "w") as f:
             f.write(markdown(table))

@@ -2,8 +2,8 @@
 
 The OpenCV Haar cascade runs in ``mapInPandas`` batches (the cascade is loaded once per Python
 worker). Images that do not decode are rejected as ``undecodable`` (or ``too_many_pixels``) with the
-decoder's message, never a crashed task. The report's ``removal`` data set is a filter on
-``face_ratio`` (see ``removal_filter``); both data sets stay available downstream.
+decoder's message, never a crashed task. The report's ``removal`` image set is a filter on
+``face_ratio`` (``tables.removal_filter``); both image sets stay available downstream.
 """
 
 from __future__ import annotations
@@ -11,20 +11,12 @@ from __future__ import annotations
 import logging
 
 from deeploc.bucket import Bucket
-from deeploc.lake import Lake, Slice
-from deeploc.sliced_write import REASON, read_slice, write_slice
-from deeploc.stages.availability import OUT_COLS as IMAGE_COLS
+from deeploc.lake import Lake
+from deeploc.slice_io import read_slice, write_slice
+from deeploc.slices import Slice
+from deeploc.tables import FACES, FACES_REJECTS, REASON
 
 log = logging.getLogger(__name__)
-
-OUT_COLS = IMAGE_COLS + ["width", "height", "face_count", "face_ratio"]
-REJECT_COLS = ["photo_id", "object_key", "detail"]
-REMOVAL_THRESHOLD = 0.035
-
-
-def removal_filter(threshold: float = REMOVAL_THRESHOLD) -> str:
-    """SQL predicate keeping the images of the report's ``removal`` data set."""
-    return f"face_ratio <= {float(threshold)!r}"
 
 
 def _detect(batches, bucket: Bucket):
@@ -33,23 +25,19 @@ def _detect(batches, bucket: Bucket):
 
     from deeploc import facedetect, images
 
+    def measure(rgb):
+        ratio, n = facedetect.face_ratio(rgb)
+        return rgb.shape[1], rgb.shape[0], n, ratio
+
     for pdf in batches:
-        width, height, count, ratio, reason, detail = [], [], [], [], [], []
-        for key in pdf["object_key"]:
-            try:
-                rgb = images.read_rgb(bucket, key)
-                r, n = facedetect.face_ratio(rgb)
-                vals = (rgb.shape[1], rgb.shape[0], n, r, None, None)
-            except images.Unreadable as exc:
-                vals = (None, None, None, None, exc.reason, exc.detail)
-            for col, v in zip((width, height, count, ratio, reason, detail), vals):
-                col.append(v)
-        yield pdf.assign(width=pd.array(width, dtype="Int32"), height=pd.array(height, dtype="Int32"),
-                         face_count=pd.array(count, dtype="Int32"), face_ratio=pd.array(ratio, dtype="Float64"),
-                         **{REASON: reason}, detail=detail)
+        found, reasons, details = images.read_each(bucket, pdf["object_key"], measure)
+        cols = list(zip(*[f if f is not None else (None,) * 4 for f in found])) or [()] * 4
+        yield pdf.assign(width=pd.array(cols[0], dtype="Int32"), height=pd.array(cols[1], dtype="Int32"),
+                         face_count=pd.array(cols[2], dtype="Int32"), face_ratio=pd.array(cols[3], dtype="Float64"),
+                         **{REASON: reasons}, detail=details)
 
 
-def label(images_df, bucket: Bucket):
+def transform(images_df, bucket: Bucket):
     from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
 
     schema = StructType(images_df.schema.fields + [
@@ -59,15 +47,15 @@ def label(images_df, bucket: Bucket):
     return images_df.mapInPandas(lambda it: _detect(it, bucket), schema)
 
 
-def run(lake_root: str, bucket: str | Bucket, start: str | None = None, end: str | None = None) -> dict:
+def run(lake: str, bucket: Bucket, start: str | None = None, end: str | None = None) -> dict:
+    """Measure faces in the slice's usable images; write its ``faces/`` months and rejects; return the ledger."""
     from deeploc.spark import session
 
-    bucket = bucket if isinstance(bucket, Bucket) else Bucket.of(bucket)
     spark = session("deeploc-faces")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "256")
-    lake, sl = Lake(lake_root), Slice.of(start, end)
-    imgs, rows_in = read_slice(spark, lake, "images", sl, upstream="availability")
+    lake, sl = Lake(lake), Slice.of(start, end)
+    imgs, rows_in = read_slice(spark, lake, "images", sl)
     # Spread the decoding over every core even when the slice is a single small file.
     imgs = imgs.repartition(max(2, spark.sparkContext.defaultParallelism * 2))
-    log.info("faces: %d usable images in slice %s", rows_in, sl.label)
-    return write_slice(lake, "faces", label(imgs, bucket), rows_in, "faces", OUT_COLS, REJECT_COLS, sl)
+    log.info("faces: %d usable images in slice %s", rows_in, sl.name)
+    return write_slice(lake, "faces", transform(imgs, bucket), rows_in, "faces", FACES, FACES_REJECTS, sl)

@@ -12,14 +12,15 @@ import logging
 
 import numpy as np
 
+from deeploc import commit, ledger, runs
 from deeploc.bucket import Bucket
-from deeploc.lake import Lake, record_ledger
+from deeploc.lake import Lake
 from deeploc.predict import cached, distances
+from deeploc.tables import REASON
 
 log = logging.getLogger(__name__)
 
 KEEP = ["photo_id", "object_key", "latitude", "longitude", "title", "page_url", "license_name"]
-REASON = "reject_reason"
 
 
 def _schema(outputs: list[str]):
@@ -37,32 +38,24 @@ def _schema(outputs: list[str]):
     return StructType(fields + [StructField(REASON, StringType()), StructField("detail", StringType())])
 
 
-def _predict(batches, lake_root: str, run_name: str, bucket, top_k: int):
+def _predict(batches, lake_root: str, run: str, bucket: Bucket, top_k: int):
     """mapInPandas body: decode what decodes, predict in one go per Arrow batch."""
     import pandas as pd
 
     from deeploc import images
-    from deeploc.stages.train import load_resized
 
-    pred = cached(lake_root, run_name)
+    pred = cached(lake_root, run)
     side = pred.input_size
     for pdf in batches:
         pdf = pdf[KEEP].reset_index(drop=True)
-        arrays, ok, reason, detail = [], [], [None] * len(pdf), [None] * len(pdf)
-        for i, key in enumerate(pdf["object_key"]):
-            try:
-                big = load_resized(bucket, key, side)
-                off = (big.shape[0] - side) // 2
-                arrays.append(big[off:off + side, off:off + side])
-                ok.append(i)
-            except images.Unreadable as exc:
-                reason[i], detail[i] = exc.reason, exc.detail
+        arrays, reason, detail = images.read_each(bucket, pdf["object_key"], lambda rgb: images.model_input(rgb, side))
+        ok = [i for i, a in enumerate(arrays) if a is not None]
         out = pdf.copy()
         for o in pred.outputs:
             for suffix in ("class", "lat", "lon", "km", "topk_class", "topk_prob"):
                 out[f"{o}_{suffix}"] = pd.Series([None] * len(pdf), dtype=object)
         if ok:
-            locs = pred.locations(pred.probabilities(np.stack(arrays)), top_k)
+            locs = pred.locations(pred.probabilities(np.stack([arrays[i] for i in ok])), top_k)
             dist = distances(locs, pdf["latitude"].to_numpy()[ok], pdf["longitude"].to_numpy()[ok])
             for o, v in locs.items():
                 for col, vals in (("class", v["class"]), ("lat", v["lat"]), ("lon", v["lon"]), ("km", dist[o])):
@@ -73,34 +66,38 @@ def _predict(batches, lake_root: str, run_name: str, bucket, top_k: int):
         yield out
 
 
-def run(lake_root: str, bucket: str, run_name: str | None = None, split: str = "test", top_k: int = 5) -> dict:
+def run(lake: str, bucket: Bucket, run: str | None = None, split: str = "test", top_k: int = 5) -> dict:
+    """Predict the ``split`` photos of the run's image set; publish ``predictions/<run>/``; return the ledger."""
     from pyspark.sql import functions as F
 
     from deeploc.spark import session
 
-    lake, bucket = Lake(lake_root), bucket if isinstance(bucket, Bucket) else Bucket.of(bucket)
-    if run_name is None:
-        run_name = lake.read_json("models/LATEST.json")["run"]
-    pred = cached(lake.root, run_name)
-    labels = lake.path("partitions", pred.summary["dataset"], "labels.parquet")
+    lake_ = Lake(lake)
+    run = runs.resolve(lake_, run)
+    pred = cached(lake_.root, run)
+    photos = lake_.path("partitionings", pred.summary["image_set"], "photos.parquet")
     spark = session("deeploc-infer")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "256")
-    todo = spark.read.parquet(labels).filter(F.col("split") == split).select(*KEEP)
+    todo = spark.read.parquet(photos).filter(F.col("split") == split).select(*KEEP)
     rows_in = todo.count()
-    log.info("infer: run %s, %d %s images, outputs %s", run_name, rows_in, split, pred.outputs)
+    log.info("infer: run %s, %d %s images, outputs %s", run, rows_in, split, pred.outputs)
     todo = todo.repartition(max(2, spark.sparkContext.defaultParallelism))
-    root = lake.root
-    labelled = todo.mapInPandas(lambda it: _predict(it, root, run_name, bucket, top_k), _schema(pred.outputs)).cache()
+    root = lake_.root
+    labelled = todo.mapInPandas(lambda it: _predict(it, root, run, bucket, top_k), _schema(pred.outputs)).cache()
 
-    out, rej = lake.path("predictions", run_name), lake.path("rejects", "infer", run_name)
-    tmp_out, tmp_rej = lake.temp_beside(out), lake.temp_beside(rej)
-    labelled.filter(F.col(REASON).isNull()).drop(REASON, "detail").write.parquet(tmp_out)
-    labelled.filter(F.col(REASON).isNotNull()).select("photo_id", "object_key", REASON, "detail").write.parquet(tmp_rej)
-    rejects = {r[REASON]: r["n"] for r in labelled.filter(F.col(REASON).isNotNull())
-               .groupBy(REASON).agg(F.count("*").alias("n")).collect()}
-    rows_out = spark.read.parquet(tmp_out).count()
-    labelled.unpersist()
-    ledger = record_ledger(lake, "infer", run_name, rows_in, rows_out, rejects, split=split)
-    lake.swap_in(tmp_out, out)
-    lake.swap_in(tmp_rej, rej)
-    return ledger
+    staged_out, staged_rej = commit.new_staging(lake_, "predictions"), commit.new_staging(lake_, "rejects/infer")
+    try:
+        labelled.filter(F.col(REASON).isNull()).drop(REASON, "detail").write.parquet(staged_out)
+        labelled.filter(F.col(REASON).isNotNull()).select("photo_id", "object_key", REASON, "detail").write.parquet(staged_rej)
+        rejects = {r[REASON]: r["count"] for r in labelled.filter(F.col(REASON).isNotNull()).groupBy(REASON).count().collect()}
+        rows_out = ledger.footer_rows(lake_, lake_.files(staged_out, ".parquet"))
+        entry = ledger.record(lake_, "infer", run, rows_in, rows_out, rejects, split=split)
+    except BaseException:
+        lake_.delete(staged_out)
+        lake_.delete(staged_rej)
+        raise
+    finally:
+        labelled.unpersist()
+    commit.publish(lake_, f"predictions/{run}", [(staged_out, lake_.path("predictions", run))])
+    commit.publish(lake_, f"rejects/infer/{run}", [(staged_rej, lake_.path("rejects", "infer", run))])
+    return entry

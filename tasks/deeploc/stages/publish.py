@@ -2,7 +2,7 @@
 
 The page works from ``file://`` (no server, no network): data sits in a JSON block inside
 ``index.html``, the basemap is drawn from GeoNames places that ship with the project's
-dependencies. User text (titles) is untrusted: it is URL-decoded here, embedded as JSON with ``<``,
+dependencies (``deeploc.geonames``). User text (titles) is untrusted: it is URL-decoded here, embedded as JSON with ``<``,
 ``>`` and ``&`` escaped, and the page only ever writes it with ``textContent``.
 """
 
@@ -17,9 +17,9 @@ from urllib.parse import unquote_plus
 import numpy as np
 import pandas as pd
 
-from deeploc import images
+from deeploc import commit, images, runs
 from deeploc.bucket import Bucket
-from deeploc.demo.places import load_places
+from deeploc.geonames import load_places
 from deeploc.lake import Lake
 from deeploc.predict import HIERARCHY
 
@@ -71,11 +71,11 @@ def points(pred: pd.DataFrame, outputs: list[str]) -> list[dict]:
     return out
 
 
-def run(lake_root: str, bucket: str, run_name: str | None = None, max_points: int = 1000, max_images: int = 300,
+def run(lake: str, bucket: Bucket, run: str | None = None, max_points: int = 1000, max_images: int = 300,
         seed: int = 0) -> dict:
-    lake, bucket = Lake(lake_root), bucket if isinstance(bucket, Bucket) else Bucket.of(bucket)
-    if run_name is None:
-        run_name = lake.read_json("models/LATEST.json")["run"]
+    """Build the web map of a run's predictions; publish ``site/``."""
+    lake = Lake(lake)
+    run_name = runs.resolve(lake, run)
     pred = lake.read_parquet(lake.path("predictions", run_name))
     metrics = lake.read_json(f"metrics/{run_name}/metrics.json")
     summary = lake.read_json(f"models/{run_name}/summary.json")
@@ -84,13 +84,13 @@ def run(lake_root: str, bucket: str, run_name: str | None = None, max_points: in
 
     pts = points(sample, outputs)
     shown = 0
-    with lake.building("site") as tmp:
+    with commit.building(lake, "site") as tmp:
         os.makedirs(os.path.join(tmp, "img"))
         for rec, key in zip(pts, sample["object_key"]):
             if shown < max_images and _thumbnail(bucket, key, os.path.join(tmp, "img", f"{rec['id']}.jpg")):
                 rec["img"] = f"img/{rec['id']}.jpg"
                 shown += 1
-        data = {"run": run_name, "dataset": summary["dataset"], "outputs": outputs, "default_output": HIERARCHY,
+        data = {"run": run_name, "image_set": summary["image_set"], "outputs": outputs, "default_output": HIERARCHY,
                 "metrics": metrics["table"], "points": pts, "predicted_total": int(len(pred)), "basemap": basemap(),
                 "train": {k: summary[k] for k in ("train_images", "val_images", "best_epoch")}}
         # Read as package resources, so the site builds from the zipped code bundle on EMR too.

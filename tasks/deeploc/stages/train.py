@@ -1,4 +1,4 @@
-"""Train stage: labelled images -> ``models/<run>/`` (model, partitions, hierarchy, history).
+"""Train stage: labelled images -> ``models/<run>/`` (model, cells, hierarchy, history, summary).
 
 Training images get a random crop at the evaluation scale (resize the shorter side to 1.5x the input,
 crop an input-sized square anywhere); validation uses the fixed centre crop that inference uses. The
@@ -15,35 +15,29 @@ import shutil
 import numpy as np
 import pandas as pd
 
-from deeploc import images, profiles
+from deeploc import commit, images, profiles, runs
 from deeploc.bucket import Bucket
 from deeploc.lake import Lake
 
 log = logging.getLogger(__name__)
 
-EVAL_SCALE = 1.5
 CACHE_LIMIT_BYTES = 2 * 1024**3  # decoded images are cached in memory below this size
 
 
-def load_resized(bucket: Bucket, key: str, side: int) -> np.ndarray:
-    """Decode and resize so the shorter side is 1.5 x ``side`` (the common input of every transform)."""
-    rgb = images.read_rgb(bucket, key)
-    return images.resize_square(rgb, int(round(side * EVAL_SCALE)), crop_scale=1.0)
-
-
-def dataset(df: pd.DataFrame, heads: list[str], bucket: Bucket, side: int, batch: int, train: bool, seed: int):
-    """tf.data pipeline: (image, {head: label}, {head: weight}); a label of -1 gets weight 0."""
+def input_pipeline(df: pd.DataFrame, outputs: list[str], bucket: Bucket, side: int, batch: int, train: bool,
+                   seed: int):
+    """tf.data pipeline of (image, {output: class}, {output: weight}); a class of -1 gets weight 0."""
     import tensorflow as tf
 
-    big = int(round(side * EVAL_SCALE))
-    labels = {h: np.maximum(df[f"label_{h}"].to_numpy(np.int32), 0) for h in heads}
-    weights = {h: (df[f"label_{h}"].to_numpy() >= 0).astype(np.float32) for h in heads}
+    big = images.eval_side(side)
+    classes = {o: np.maximum(df[f"class_{o}"].to_numpy(np.int32), 0) for o in outputs}
+    weights = {o: (df[f"class_{o}"].to_numpy() >= 0).astype(np.float32) for o in outputs}
     keys = df["object_key"].to_numpy(str)
 
     def load(key):
-        return load_resized(bucket, key.decode(), side).astype(np.uint8)
+        return images.resize_square(images.read_rgb(bucket, key.decode()), big)
 
-    ds = tf.data.Dataset.from_tensor_slices((keys, labels, weights))
+    ds = tf.data.Dataset.from_tensor_slices((keys, classes, weights))
     ds = ds.map(lambda k, y, w: (tf.ensure_shape(tf.numpy_function(load, [k], tf.uint8), (big, big, 3)), y, w),
                 num_parallel_calls=tf.data.AUTOTUNE)
     if len(df) * big * big * 3 < CACHE_LIMIT_BYTES:
@@ -58,64 +52,65 @@ def dataset(df: pd.DataFrame, heads: list[str], bucket: Bucket, side: int, batch
     return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
 
 
-def run(lake_root: str, bucket: str, run_name: str, dataset_name: str = "full", profile: str = "demo",
+def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: str = "demo",
         epochs: int | None = None, backbone: str | None = None, weights: str | None = None, seed: int = 1) -> dict:
+    """Train the profile's network on an image set's partitionings; publish ``models/<run>/``."""
     import keras
 
     from deeploc import model as model_mod
 
-    lake, bucket = Lake(lake_root), bucket if isinstance(bucket, Bucket) else Bucket.of(bucket)
+    lake_ = Lake(lake)
     prof = profiles.get(profile).with_overrides(epochs=epochs, backbone=backbone)
     if weights is not None:
         prof = prof.with_overrides(weights=None if weights == "none" else weights)
-    if not lake.exists(lake.path("partitions", dataset_name, "labels.parquet")):
-        raise FileNotFoundError(f"train: no partitions under {lake.path('partitions', dataset_name)}; "
-                                "run the partition stage first")
-    part_dir = lake.local_copy(f"partitions/{dataset_name}")
+    if not lake_.exists(lake_.path("partitionings", image_set, "photos.parquet")):
+        raise FileNotFoundError(f"train: no partitionings under {lake_.path('partitionings', image_set)}; "
+                                "run the partitioning stage first")
+    part_dir = lake_.download(f"partitionings/{image_set}")
     with open(os.path.join(part_dir, "report.json")) as f:
         order = json.load(f)["order"]
     cells = pd.read_parquet(os.path.join(part_dir, "cells.parquet"))
-    labels = pd.read_parquet(os.path.join(part_dir, "labels.parquet"))
-    heads = {h: int((cells["partitioning"] == h).sum()) for h in order}
-    if min(heads.values()) < 2:
-        raise ValueError(f"train: every partitioning needs >= 2 classes, got {heads}; lower tau_max or add data")
-    tr, va = labels[labels["split"] == "train"], labels[labels["split"] == "val"]
-    log.info("train: profile %s, backbone %s %dpx, heads %s, %d train / %d val images, %d epochs",
-             prof.name, prof.backbone, prof.input_size, heads, len(tr), len(va), prof.epochs)
+    photos = pd.read_parquet(os.path.join(part_dir, "photos.parquet"))
+    outputs = {o: int((cells["partitioning"] == o).sum()) for o in order}
+    if min(outputs.values()) < 2:
+        raise ValueError(f"train: every partitioning needs >= 2 classes, got {outputs}; lower tau_max or add data")
+    tr, va = photos[photos["split"] == "train"], photos[photos["split"] == "val"]
+    log.info("train: profile %s, backbone %s %dpx, outputs %s, %d train / %d val images, %d epochs",
+             prof.name, prof.backbone, prof.input_size, outputs, len(tr), len(va), prof.epochs)
 
     keras.utils.set_random_seed(seed)
-    net = model_mod.compile_model(model_mod.build(prof.backbone, prof.input_size, heads, prof.weights),
-                                  list(heads), prof.learning_rate)
-    with lake.building(f"models/{run_name}") as tmp:
+    net = model_mod.compile_model(model_mod.build(prof.backbone, prof.input_size, outputs, prof.weights),
+                                  list(outputs), prof.learning_rate)
+    with commit.building(lake_, f"models/{run}") as tmp:
         best = os.path.join(tmp, "model.keras")
         history = net.fit(
-            dataset(tr, list(heads), bucket, prof.input_size, prof.batch_size, True, seed),
-            validation_data=dataset(va, list(heads), bucket, prof.input_size, prof.batch_size, False, seed),
+            input_pipeline(tr, list(outputs), bucket, prof.input_size, prof.batch_size, True, seed),
+            validation_data=input_pipeline(va, list(outputs), bucket, prof.input_size, prof.batch_size, False, seed),
             epochs=prof.epochs, verbose=2,
             callbacks=[keras.callbacks.ModelCheckpoint(best, monitor="val_loss", save_best_only=True)])
         net.save(os.path.join(tmp, "last.keras"))
         hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-        summary = _summary(hist, tr, va, order, heads, prof, run_name, dataset_name)
+        summary = _summary(hist, tr, va, order, outputs, prof, run, image_set)
         for name in ("cells.parquet", "hierarchy.parquet", "report.json"):
             shutil.copy(os.path.join(part_dir, name), tmp)
         for name, obj in (("history.json", hist), ("summary.json", summary)):
             with open(os.path.join(tmp, name), "w") as f:
                 json.dump(obj, f, indent=2)
-    lake.write_json("models/LATEST.json", {"run": run_name, "dataset": dataset_name})
+    runs.mark_latest(lake_, run, image_set)
     log.info("train: best epoch %d, val loss %.3f, fine val acc %.3f vs %.3f for the class prior -> %s",
              summary["best_epoch"], summary["best_val_loss"], summary["val_acc_fine_best"] or float("nan"),
-             summary["val_acc_fine_prior"] or float("nan"), lake.path("models", run_name))
+             summary["val_acc_fine_prior"] or float("nan"), lake_.path("models", run))
     return summary
 
 
-def _summary(hist: dict, tr, va, order: list[str], heads: dict, prof, run_name: str, dataset_name: str) -> dict:
+def _summary(hist: dict, tr, va, order: list[str], outputs: dict, prof, run: str, image_set: str) -> dict:
     """The run's summary, with the bar a model must clear: always predicting the most frequent cell."""
     fine = order[-1]
-    prior_class = int(tr[f"label_{fine}"][tr[f"label_{fine}"] >= 0].mode().iloc[0])
-    va_fine = va[f"label_{fine}"].to_numpy()
+    prior_class = int(tr[f"class_{fine}"][tr[f"class_{fine}"] >= 0].mode().iloc[0])
+    va_fine = va[f"class_{fine}"].to_numpy()
     best_epoch = int(np.argmin(hist["val_loss"]))
     return {
-        "run": run_name, "dataset": dataset_name, "profile": prof.as_dict(), "order": order, "heads": heads,
+        "run": run, "image_set": image_set, "profile": prof.as_dict(), "order": order, "outputs": outputs,
         "train_images": len(tr), "val_images": len(va), "best_epoch": best_epoch + 1,
         "best_val_loss": hist["val_loss"][best_epoch],
         "val_acc_fine_best": hist.get(f"val_{fine}_acc", [None] * (best_epoch + 1))[best_epoch],

@@ -1,0 +1,52 @@
+"""Row accounting: every stage run records what came in, went out and was rejected, by reason, in
+``_ledgers/<stage>/<scope>.json`` (scope: the slice, the model run, ...), and fails when the numbers
+do not add up, before anything is swapped into place.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+
+from deeploc.lake import Lake
+
+log = logging.getLogger(__name__)
+
+
+class LedgerError(RuntimeError):
+    """Rows entered a stage and neither left in its output nor in its rejects."""
+
+
+def footer_rows(lake: Lake, files: list[str]) -> int:
+    """Rows in these Parquet files, read from their footers (no data, no Spark job)."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for f in files:
+        with lake.open_input(f) as handle:
+            total += pq.ParquetFile(handle).metadata.num_rows
+    return total
+
+
+def location(lake: Lake, stage: str, scope: str) -> str:
+    return lake.path("_ledgers", stage, f"{scope}.json")
+
+
+def record(lake: Lake, stage: str, scope: str, rows_in: int, rows_out: int, rejects: dict[str, int],
+           **extra) -> dict:
+    """Write the ledger and raise ``LedgerError`` if in != out + rejected."""
+    rejects = {k: int(v) for k, v in sorted(rejects.items())}
+    entry = {"stage": stage, "scope": scope, "in": int(rows_in), "out": int(rows_out),
+             "rejected": sum(rejects.values()), "rejects": rejects,
+             "written_at": datetime.now(timezone.utc).isoformat(), **extra}
+    lake.write_json(f"_ledgers/{stage}/{scope}.json", entry)
+    summary = ", ".join(f"{k}={v}" for k, v in rejects.items()) or "none"
+    log.info("%s [%s]: in=%d out=%d rejected=%d (%s)", stage, scope, rows_in, rows_out, entry["rejected"], summary)
+    if entry["in"] != entry["out"] + entry["rejected"]:
+        raise LedgerError(f"{stage} [{scope}]: {rows_in} rows in != {rows_out} out + {entry['rejected']} rejected")
+    return entry
+
+
+def read(lake: Lake, stage: str, scope: str) -> dict | None:
+    path = location(lake, stage, scope)
+    return lake.read_json(path[len(lake.root) + 1:]) if lake.exists(path) else None

@@ -1,0 +1,167 @@
+"""The stages, declared once: name, options, the tables each reads and writes, where it runs on AWS,
+and the function that runs it. The command line (``deeploc <stage> ...``), the Airflow operators'
+argument lists and both DAG lanes are derived from these declarations.
+
+Adding a stage: a module under ``deeploc/stages/`` with a ``run(**options)`` function, and one
+``Stage(...)`` entry below. Nothing here imports a stage, Spark or TensorFlow: DAG parsing and
+``deeploc --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Option:
+    """One ``--flag`` of a stage; ``name`` is also the keyword its ``run`` function takes."""
+
+    name: str
+    help: str
+    type: Any = str                 # argparse type; bool: a bare switch
+    default: Any = None
+    required: bool = False
+    choices: tuple = ()
+    many: bool = False              # one or more values (nargs="+")
+    setting: str | None = None      # filled by the orchestrator from this setting (see deeploc_airflow.settings)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        if self.type is bool:
+            parser.add_argument(self.flag, dest=self.name, action="store_true", help=self.help)
+            return
+        kw: dict[str, Any] = {"dest": self.name, "type": self.type, "help": self.help, "required": self.required}
+        if self.default is not None:
+            kw["default"] = self.default
+            kw["help"] = f"{self.help} (default {self.default})"
+        if self.choices:
+            kw["choices"] = self.choices
+        if self.many:
+            kw["nargs"] = "+"
+        parser.add_argument(self.flag, **kw)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    help: str
+    runner: str                                  # "module:function"
+    options: tuple[Option, ...]
+    reads: tuple[str, ...] = ()                  # lake tables (folders under the root)
+    writes: tuple[str, ...] = ()
+    # Where the aws target runs it: "cluster" (an EMR step over core nodes), "primary" (an EMR step
+    # whose work stays on the primary node: no core nodes needed), "gpu_instance" (the training instance).
+    runs_on: str = "cluster"
+    gpu_workers: bool = False                    # aws: the cluster's core nodes are GPU instances
+    sliced: bool = False                         # takes --start / --end (one upload-time slice per run)
+    settings: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "settings", tuple(o.setting for o in self.options if o.setting))
+
+    def option(self, name: str) -> Option:
+        return next(o for o in self.options if o.name == name)
+
+    def run(self, **kwargs):
+        module, func = self.runner.split(":")
+        return getattr(importlib.import_module(module), func)(**_combined(kwargs))
+
+
+def _combined(kwargs: dict) -> dict:
+    """Options that travel as one value: the image bucket and how to reach it become a ``Bucket``."""
+    if "bucket" in kwargs:
+        from deeploc.bucket import Bucket
+
+        kwargs = dict(kwargs)
+        kwargs["bucket"] = Bucket.of(kwargs.pop("bucket"), kwargs.pop("unsigned", False),
+                                     kwargs.pop("endpoint_url", None))
+    return kwargs
+
+
+# -- option groups shared by several stages -----------------------------------------------------------
+LAKE = Option("lake", "lake root: a local folder or s3://bucket/prefix", required=True, setting="lake")
+SLICE = (Option("start", "slice start (ISO date of a month start, UTC); omit for no lower bound"),
+         Option("end", "slice end, exclusive (ISO date of a month start, UTC); omit for no upper bound"))
+BUCKET = (Option("bucket", "image bucket: a local folder laid out like s3://multimedia-commons/, or "
+                           "s3://bucket[/prefix]", required=True, setting="bucket"),
+          Option("unsigned", "anonymous S3 requests (the public multimedia-commons bucket)", bool),
+          Option("endpoint_url", "S3-compatible endpoint (default: AWS, or DEEPLOC_S3_ENDPOINT_URL)"))
+RUN = Option("run", "model run name (default: the latest, models/LATEST.json)")
+IMAGE_SET = Option("image_set", "full: every image; removal: images whose face ratio is at most the threshold",
+                   default="full", choices=("full", "removal"))
+PROFILE = Option("profile", "model profile: demo (small CNN, 64 px) or yfcc (the report's ResNet101V2, 224 px)",
+                 default="demo", choices=("demo", "yfcc"), setting="profile")
+
+STAGES: dict[str, Stage] = {s.name: s for s in [
+    Stage("parse", "raw YFCC100M metadata files -> parsed/ (typed, by upload month; once per changed file)",
+          "deeploc.stages.parse:run", (
+              Option("input", "metadata files, folders or globs, local or s3:// (bz2, gzip or plain)", many=True,
+                     required=True, setting="metadata"),
+              LAKE,
+              Option("layout", "force the column layout (default: detect per file)", int, choices=(23, 25)),
+              Option("chunk_mb", "bytes per Spark task when reading (MB; smaller for more cores)", int, 64)),
+          writes=("parsed", "rejects/parse")),
+    Stage("metadata", "parsed/ -> metadata/ (clean geotagged photos, object keys) for one upload-time slice",
+          "deeploc.stages.metadata:run", (LAKE, *SLICE),
+          reads=("parsed",), writes=("metadata", "rejects/metadata"), sliced=True),
+    Stage("availability", "metadata/ + a listing of the image bucket -> images/ for one slice",
+          "deeploc.stages.availability:run", (
+              LAKE, *BUCKET, *SLICE,
+              Option("min_bytes", "smallest usable object", int, 1024),
+              Option("check", "list prefixes, one HEAD request per object, or choose by request count",
+                     default="auto", choices=("auto", "list", "head")),
+              Option("objects_per_prefix", "estimated objects per prefix in the bucket, for --check auto",
+                     int, 24_400),
+              Option("listing_max_age", "hours a kept S3 listing of a prefix is reused by later slices",
+                     float, 720.0)),
+          reads=("metadata",), writes=("images", "rejects/availability"), sliced=True),
+    Stage("faces", "images/ + image bytes -> faces/ with the face ratio, for one slice (OpenCV)",
+          "deeploc.stages.faces:run", (LAKE, *BUCKET, *SLICE),
+          reads=("images",), writes=("faces", "rejects/faces"), sliced=True),
+    Stage("partitioning", "faces/ -> partitionings/<image set>/ (S2 cells, classes, hierarchy, split)",
+          "deeploc.stages.partitioning:run", (
+              LAKE, IMAGE_SET, PROFILE,
+              Option("partitionings", "name:tau_min:tau_max,... coarse to fine (default: the profile's)"),
+              Option("face_threshold", "face ratio above which the removal set drops an image", float, 0.035),
+              Option("test_fraction", "share of photos held out for inference and evaluation", float, 0.2),
+              Option("val_fraction", "share of the rest used for validation", float, 0.2)),
+          reads=("faces",), writes=("partitionings",), runs_on="primary"),
+    Stage("train", "partitionings/<image set>/ + images -> models/<run>/ (TensorFlow)",
+          "deeploc.stages.train:run", (
+              LAKE, *BUCKET, Option("run", "model run name", required=True), IMAGE_SET, PROFILE,
+              Option("epochs", "training epochs (default: the profile's)", int),
+              Option("backbone", "small_cnn or a keras.applications name (default: the profile's)"),
+              Option("weights", "imagenet, a local weights file, or none (default: the profile's)")),
+          reads=("partitionings",), writes=("models",), runs_on="gpu_instance"),
+    Stage("infer", "models/<run>/ + images -> predictions/<run>/ (Spark + TensorFlow)",
+          "deeploc.stages.infer:run", (
+              LAKE, *BUCKET, RUN,
+              Option("split", "which photos of the model's image set to predict", default="test",
+                     choices=("train", "val", "test")),
+              Option("top_k", "cells kept per output with their probabilities", int, 5)),
+          reads=("models", "partitionings"), writes=("predictions", "rejects/infer"), gpu_workers=True),
+    Stage("evaluate", "predictions/<run>/ -> metrics/<run>/ (accuracy at 1 / 25 / 200 / 750 / 2500 km)",
+          "deeploc.stages.evaluate:run", (LAKE, RUN),
+          reads=("predictions", "models"), writes=("metrics",), runs_on="primary"),
+    Stage("publish", "predictions + metrics -> site/ (the web map)",
+          "deeploc.stages.publish:run", (
+              LAKE, *BUCKET, RUN, Option("max_points", "photos on the map", int, 1000)),
+          reads=("predictions", "metrics", "models"), writes=("site",), runs_on="primary"),
+]}
+
+
+def get(name: str) -> Stage:
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; known: {sorted(STAGES)}")
+    return STAGES[name]
+
+
+def writer_of(table: str) -> str:
+    """The stage that writes ``table`` (for messages such as 'run availability first')."""
+    return next((s.name for s in STAGES.values() if table in s.writes), "the stage that writes it")

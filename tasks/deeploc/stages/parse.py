@@ -1,0 +1,228 @@
+"""Parse step: raw YFCC100M metadata files -> ``parsed/`` (typed rows by upload month) + rejects.
+
+Every input file is read once. A file already parsed (same path, size and modification time) is
+skipped; a changed one is parsed again and replaces its own rows. The slice stages then read only
+their months of ``parsed/`` and never the raw files. Lines that cannot be parsed are rejected here
+(``bad_field_count``, ``bad_photo_id``, ``bad_upload_time``); every other row is kept under its upload
+month, however early or late (the ledger counts those outside YFCC100M's 2004-2014).
+
+On the lake::
+
+    parsed/source=<id>/upload_month=YYYY-MM/   one folder per input file (id: a hash of its path)
+    parsed/_sources/<id>.json                   the file it came from: size, modification time, layout, counts
+    parsed/_duplicates/                         photo ids seen more than once, with their first occurrence
+    rejects/parse/source=<id>/                  unparseable lines: the raw line and a reason
+    _ledgers/parse/<id>.json, input.json        per file, and over the whole current input
+
+One parse runs per lake at a time (a lake lock): the runs of a backfill that start together wait for
+the first, then find nothing left to do. Duplicates are decided over the whole table, once per change:
+the first occurrence of an id (by file path, then position in the file) keeps it.
+
+The rows are parsed and written in one pass (no intermediate table): unparseable lines are written
+under a ``rejected`` month folder beside the good months and moved to ``rejects/parse/`` before
+publishing, so the parsed files carry an all-null ``raw`` column and the rejects all-null typed ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+
+from deeploc import commit, ledger, yfcc
+from deeploc.lake import Lake
+from deeploc.line_source import InputFile, head, list_inputs, read_counts, read_lines
+from deeploc.slice_io import month_of_file, read_files, write_parquet
+from deeploc.tables import MONTH, PARSED, REASON
+
+log = logging.getLogger(__name__)
+
+TABLE, REJECTS, DUPLICATES = "parsed", "rejects/parse", "parsed/_duplicates"
+REJECTED = "rejected"          # the month folder of unparseable lines until they move to rejects/parse
+SPAN = ("2004-01", "2015-01")  # YFCC100M's upload years [first month, end month)
+LOCK_WAIT_S = 6 * 3600         # a waiting parse outlasts a full parse on a cluster
+# Upload times a timestamp holds with a 4-digit year: 0001-01-01 to 9999-12-31.
+EPOCH_RANGE = (-62_135_596_800, 253_402_300_799)
+
+
+def source_id(path: str) -> str:
+    """The folder id of an input file; ``transform`` computes the same in Spark."""
+    return hashlib.sha1(path.encode()).hexdigest()[:16]
+
+
+def detect_layout(path: str, forced: int | None = None, sample: int = 1000) -> int:
+    """25 or 23 columns: forced, or the more common of the two field counts in the file's first lines."""
+    if forced:
+        if forced not in yfcc.LAYOUTS:
+            raise ValueError(f"unknown layout {forced}: use 25 (official) or 23 (variant)")
+        return forced
+    counts = Counter(line.count(b"\t") + 1 for line in head([path], sample))
+    seen = {n: counts.get(n, 0) for n in yfcc.LAYOUTS}
+    if not any(seen.values()):
+        raise ValueError(f"{path}: no line has 25 or 23 tab-separated fields (field counts seen: {sorted(counts)[:10]})")
+    return max(seen, key=lambda n: (seen[n], n))
+
+
+def number(text, kind: str):
+    """``text`` as a number, NULL where it is not one. Empty fields (every photo without a geotag) are
+    nulled first: a failed cast costs an exception, which would dominate the step."""
+    from pyspark.sql import functions as F
+
+    return F.nullif(text, F.lit("")).try_cast(kind)
+
+
+def transform(lines, layout: int):
+    """Lines (raw, source_file, position) -> the ``PARSED`` columns, ``reject_reason``, ``upload_month``
+    and ``source``; a rejected row keeps only its raw line (made valid UTF-8) and where it came from."""
+    from pyspark.sql import functions as F
+
+    raw = F.make_valid_utf8(F.col("raw").cast("string"))  # bad bytes in user text must not fail a row
+    fields = F.split(raw, "\t", -1)
+    f = {name: F.get(fields, i) for i, name in enumerate(yfcc.LAYOUTS[layout])}  # NULL past the end
+    epoch = number(f["date_uploaded"], "bigint")
+    reason = (F.when(F.size(fields) != layout, "bad_field_count")
+              .when(number(f["photo_id"], "bigint").isNull(), "bad_photo_id")
+              .when(~F.coalesce(epoch.between(*EPOCH_RANGE), F.lit(False)), "bad_upload_time"))
+    typed = {
+        "photo_id": number(f["photo_id"], "bigint"),
+        "line": number(f["line"], "bigint") if "line" in f else F.lit(None).cast("bigint"),
+        "given_hash": f["hash"] if "hash" in f else F.lit(None).cast("string"),
+        **{c: f[c] for c in ("user_nsid", "user_nickname", "date_taken", "title", "page_url", "download_url",
+                             "license_name", "license_url")},
+        "upload_time": F.timestamp_seconds(epoch),
+        "longitude": number(f["longitude"], "double"), "latitude": number(f["latitude"], "double"),
+        "coordinates_given": (F.coalesce(F.length(f["longitude"]), F.lit(0)) > 0)
+        | (F.coalesce(F.length(f["latitude"]), F.lit(0)) > 0),
+        "accuracy": number(f["accuracy"], "int"), "marker": number(f["marker"], "int"),
+    }
+    ok = F.col(REASON).isNull()
+    labelled = lines.select(raw.alias("raw"), "source_file", "position", reason.alias(REASON),
+                            *(v.alias(k) for k, v in typed.items()))
+    return labelled.select(
+        *(F.when(ok, F.col(c)).alias(c) if c in typed else F.col(c) for c in PARSED),
+        F.when(~ok, F.col("raw")).alias("raw"), REASON,
+        F.when(ok, F.date_format("upload_time", "yyyy-MM")).otherwise(F.lit(REJECTED)).alias(MONTH),
+        F.substring(F.sha1("source_file"), 1, 16).alias("source"))
+
+
+def _changed(manifest: dict | None, file: InputFile) -> bool:
+    return manifest is None or (manifest["size"], manifest["mtime"]) != (file.size, file.mtime)
+
+
+def _parse(spark, lake: Lake, files: list[InputFile], layout: int | None, chunk_bytes: int) -> None:
+    """Parse ``files`` in one Spark job, then check and publish each file's rows and rejects."""
+    from pyspark.sql import functions as F
+
+    layouts = {f.path: detect_layout(f.path, layout) for f in files}
+    staged, counts, rejects_staged = (commit.new_staging(lake, t) for t in (TABLE, TABLE, REJECTS))
+    try:
+        frames = [transform(read_lines(spark, [p for p, n in layouts.items() if n == want], chunk_bytes, counts), want)
+                  for want in sorted(set(layouts.values()))]
+        df = frames[0]
+        for more in frames[1:]:
+            df = df.unionByName(more)
+        write_parquet(df, staged, ("source", MONTH))
+        lines = read_counts(counts)
+        reject_files = [f for f in lake.files(staged, ".parquet") if month_of_file(f) == REJECTED]
+        reasons = Counter()
+        if reject_files:
+            for r in read_files(spark, staged, reject_files).groupBy("source", REASON).count().collect():
+                reasons[(r["source"], r[REASON])] = r["count"]
+        for file in files:
+            sid = source_id(file.path)
+            unit, rejected_unit = f"{staged}/source={sid}", f"{rejects_staged}/source={sid}"
+            month_files = [f for f in lake.files(unit, ".parquet") if month_of_file(f) != REJECTED]
+            entry = ledger.record(lake, "parse", sid, lines.get(file.path, 0), ledger.footer_rows(lake, month_files),
+                                  {r: n for (s, r), n in reasons.items() if s == sid},
+                                  path=file.path, layout=layouts[file.path])
+            if lake.exists(f"{unit}/{MONTH}={REJECTED}"):
+                lake.move(f"{unit}/{MONTH}={REJECTED}", rejected_unit)
+            commit.publish(lake, TABLE, [(unit if month_files else None, lake.path(TABLE, f"source={sid}"))])
+            commit.publish(lake, REJECTS, [(rejected_unit if lake.exists(rejected_unit) else None,
+                                            lake.path(REJECTS, f"source={sid}"))])
+            lake.write_json(f"{TABLE}/_sources/{sid}.json", {
+                "path": file.path, "size": file.size, "mtime": file.mtime, "layout": layouts[file.path],
+                "in": entry["in"], "out": entry["out"], "rejects": entry["rejects"],
+                "months": _rows_by_month(lake, month_files)})
+            log.info("parse: %s -> %d rows, %d rejected", file.path, entry["out"], entry["rejected"])
+    finally:
+        for d in (staged, counts, rejects_staged):
+            lake.delete(d)
+
+
+def _rows_by_month(lake: Lake, files: list[str]) -> dict[str, int]:
+    out: Counter = Counter()
+    for f in files:
+        out[month_of_file(f)] += ledger.footer_rows(lake, [f])
+    return dict(sorted(out.items()))
+
+
+def _basis(lake: Lake) -> list[list]:
+    """What the parsed table holds: (source id, size, modification time) of every parsed file."""
+    names = [n for n in lake.listdir(lake.path(TABLE, "_sources")) if n.endswith(".json")]
+    return sorted([n[:-5], m["size"], m["mtime"]] for n in names for m in [lake.read_json(f"{TABLE}/_sources/{n}")])
+
+
+def find_duplicates(spark, lake: Lake, basis: list[list]) -> int:
+    """Write ``parsed/_duplicates`` (photo_id, first_file, first_position) for every id that occurs more
+    than once in the whole parsed table, with the ``basis`` it was computed on; return how many ids repeat."""
+    from pyspark.sql import functions as F
+
+    files = [f for f in lake.files(lake.path(TABLE), ".parquet") if "/_" not in f[len(lake.root):]]
+    staged = commit.new_staging(lake, TABLE)
+    try:
+        keys = read_files(spark, lake.path(TABLE), files).select("photo_id", "source_file", "position")
+        first = F.min(F.struct("source_file", "position"))
+        repeated = (keys.groupBy("photo_id").agg(F.count("*").alias("n"), first.alias("first")).filter("n > 1")
+                    .select("photo_id", F.col("first.source_file").alias("first_file"),
+                            F.col("first.position").alias("first_position")))
+        write_parquet(repeated.coalesce(1), staged)
+        lake.write_bytes(f"{staged}/basis.json", json.dumps(basis).encode())
+        n = ledger.footer_rows(lake, lake.files(staged, ".parquet"))
+        commit.publish(lake, DUPLICATES, [(staged, lake.path(DUPLICATES))])
+    except BaseException:
+        lake.delete(staged)
+        raise
+    return n
+
+
+def _input_ledger(lake: Lake, files: list[InputFile], parsed_now: int, duplicates: int | None) -> dict:
+    """One ledger over the whole current input, from the files' manifests."""
+    manifests = [lake.read_json(f"{TABLE}/_sources/{source_id(f.path)}.json") for f in files]
+    rejects: Counter = Counter()
+    months: Counter = Counter()
+    for m in manifests:
+        rejects.update(m["rejects"])
+        months.update(m["months"])
+    before = sum(n for month, n in months.items() if month < SPAN[0])
+    after = sum(n for month, n in months.items() if month >= SPAN[1])
+    extra = {"files": len(files), "parsed_now": parsed_now, "first_month": min(months, default=None),
+             "last_month": max(months, default=None), "rows_before_2004": before, "rows_after_2014": after}
+    if duplicates is not None:
+        extra["repeated_photo_ids"] = duplicates
+    return ledger.record(lake, "parse", "input", sum(m["in"] for m in manifests), sum(m["out"] for m in manifests),
+                         dict(rejects), **extra)
+
+
+def run(input: list[str], lake: str, layout: int | None = None, chunk_mb: int = 64) -> dict:
+    """Parse what changed among ``input`` (files, folders or globs) into the lake; return the ledger
+    over the whole input."""
+    from deeploc.spark import session
+
+    lake_ = Lake(lake)
+    files = list_inputs(input)
+    with lake_.lock("parse", LOCK_WAIT_S):
+        todo = []
+        for file in files:
+            known = f"{TABLE}/_sources/{source_id(file.path)}.json"
+            if _changed(lake_.read_json(known) if lake_.exists(lake_.path(known)) else None, file):
+                todo.append(file)
+        log.info("parse: %d input file(s), %d new or changed", len(files), len(todo))
+        if todo:
+            _parse(session("deeploc-parse"), lake_, todo, layout, chunk_mb << 20)
+        basis, duplicates = _basis(lake_), None
+        done = f"{DUPLICATES}/basis.json"
+        if not lake_.exists(lake_.path(done)) or lake_.read_json(done) != basis:  # the table changed since
+            duplicates = find_duplicates(session("deeploc-parse"), lake_, basis)
+        return _input_ledger(lake_, files, len(todo), duplicates)
