@@ -31,6 +31,20 @@ def demo_set(tmp_path_factory):
     return out, manifest
 
 
+@pytest.fixture(scope="session")
+def ingested(spark, demo_set, tmp_path_factory):
+    """The demo set through parse, metadata, availability and faces (one unbounded slice):
+    (lake root, expected counts, the stages' ledgers). Tests must not change this lake."""
+    from deeploc.bucket import Bucket
+    from deeploc.stages import availability, faces, metadata, parse
+
+    out, manifest = demo_set
+    lake, bucket = str(tmp_path_factory.mktemp("lake")), Bucket(str(out / "bucket"))
+    ledgers = {"parse": parse.run([str(out / "metadata")], lake), "metadata": metadata.run(lake),
+               "availability": availability.run(lake, bucket), "faces": faces.run(lake, bucket)}
+    return lake, manifest["expected"], ledgers
+
+
 @pytest.fixture
 def shared_sample() -> Path:
     if not SHARED_SAMPLE.exists():

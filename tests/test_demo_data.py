@@ -40,31 +40,35 @@ def test_reuse_keeps_a_matching_set(tmp_path):
 
 
 def test_manifest_counts_add_up_and_match_the_files(demo_set):
+    """Each count in the manifest is enumerated from the rows' planned fates on its own: here they must
+    add up from stage to stage, and match what the files hold."""
     out, manifest = demo_set
     e = manifest["expected"]
-    assert e["metadata_in"] == e["metadata_out"] + sum(e["metadata_rejects"].values())
+    assert e["parse_in"] == e["parse_out"] + sum(e["parse_rejects"].values())
+    assert e["parse_out"] == e["metadata_out"] + sum(e["metadata_rejects"].values())
     assert e["metadata_out"] == e["availability_out"] + sum(e["availability_rejects"].values())
     assert e["availability_out"] == e["faces_out"] + sum(e["faces_rejects"].values())
-    for reason in ("no_coordinates", "video", "bad_field_count", "bad_coordinates", "duplicate_id",
-                   "hash_mismatch", "no_download_url"):
+    for reason in ("no_coordinates", "video", "bad_coordinates", "duplicate_id", "hash_mismatch", "no_download_url"):
         assert e["metadata_rejects"].get(reason, 0) > 0, reason
+    assert e["parse_rejects"]["bad_field_count"] > 0
     assert e["availability_rejects"]["missing_prefix"] > 0 and e["faces_rejects"]["undecodable"] > 0
-    assert e["faces_with_face"] > 0
+    assert e["faces_planted"] > 0
 
     lines = []
     for path in sorted(glob.glob(str(out / "metadata" / "*.bz2"))):
         with bz2.open(path, "rb") as f:
             lines += f.read().splitlines()
-    assert len(lines) == e["metadata_in"]
+    assert len(lines) == e["parse_in"]
     widths = [len(line.split(b"\t")) for line in lines]
-    assert sum(w != 25 for w in widths) == e["metadata_rejects"]["bad_field_count"]
+    assert sum(w != 25 for w in widths) == e["parse_rejects"]["bad_field_count"]
     good = [line.decode("utf-8", "replace").split("\t") for line in lines if len(line.split(b"\t")) == 25]
     mismatched = sum(r[2] != yfcc.flickr_hash(r[16]) for r in good if r[16])
     assert mismatched == e["metadata_rejects"]["hash_mismatch"]
     assert not os.path.exists(out / "bucket" / "data" / "images" / manifest["missing_prefix"])
     with open(out / "expected.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == e["metadata_in"]
+    assert len(rows) == e["parse_in"]
+    assert sum(r["face"] == "1" for r in rows) == e["faces_planted"]
     sizes = [os.path.getsize(p) for p in glob.glob(str(out / "bucket" / "data" / "images" / "*" / "*" / "*.jpg"))]
     assert min(sizes) == 0 and any(0 < s < 1024 for s in sizes)
     json.dumps(manifest)  # serialisable as written

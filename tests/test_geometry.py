@@ -69,6 +69,19 @@ def test_spec_parsing_errors():
         partitioning.Spec.parse("a:1:9,a:1:8")
 
 
+def test_split_hash_is_splitmix64():
+    # SplitMix64 (Steele, Lea, Flood 2014; Vigna's reference code) from state 0 gives 0xE220A8397B1DCDAF;
+    # the unit value is its top 53 bits.
+    assert splits.unit_hash([0])[0] == (0xE220A8397B1DCDAF >> 11) / 2.0**53
+
+
+def test_split_of_some_photo_ids_is_pinned():
+    """The one place where a hard-coded expectation is right: it pins the rule, so that a change to it
+    (which would move photos between train and test) cannot go unnoticed."""
+    ids = [1, 2, 3, 42, 1001, 10_000_001, 9_876_543_210, 2**40]
+    assert list(splits.assign(ids)) == ["train", "train", "test", "train", "val", "train", "train", "test"]
+
+
 def test_split_is_stable_when_rows_are_added():
     ids = np.arange(10_000, 20_000)
     first = splits.assign(ids)

@@ -1,4 +1,5 @@
-"""The line reader: bzip2 blocks decoded alone, splits that own each line exactly once, Spark parity."""
+"""The line reader: bzip2 blocks decoded alone, chunks that own each line exactly once, line counts
+per chunk, Spark parity."""
 
 import bz2
 import gzip
@@ -32,11 +33,11 @@ def _expected(text: bytes) -> list[bytes]:
     return [line[:-1] if line.endswith(b"\r") else line for line in lines]
 
 
-def _read_all(path, split_bytes):
+def _read_all(path, chunk_bytes, count_dir=None):
     rows = []
-    for split in line_source.plan(line_source.list_inputs([path]), split_bytes):
-        for batch in line_source.read_split(split):
-            rows.extend(zip(batch.column("raw").to_pylist(), batch.column("pos").to_pylist()))
+    for chunk in line_source.plan(line_source.list_inputs([path]), chunk_bytes):
+        for batch in line_source.read_chunk(chunk, count_dir):
+            rows.extend(zip(batch.column("raw").to_pylist(), batch.column("position").to_pylist()))
     return rows
 
 
@@ -69,7 +70,7 @@ def test_a_corrupt_or_truncated_block_fails_loudly():
 
 
 @pytest.mark.parametrize("newline_at_end", [True, False])
-def test_every_line_is_read_once_whatever_the_split_size(tmp_path, newline_at_end):
+def test_every_line_is_read_once_whatever_the_chunk_size(tmp_path, newline_at_end):
     text = b"\n".join(_lines(4000)) + (b"\n" if newline_at_end else b"")
     half = len(text) // 2
     files = {
@@ -81,11 +82,14 @@ def test_every_line_is_read_once_whatever_the_split_size(tmp_path, newline_at_en
     }
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
-        for split_bytes in (30_000, 1 << 30):
-            rows = _read_all(str(tmp_path / name), split_bytes)
-            assert [r for r, _ in rows] == _expected(text), (name, split_bytes)
+        for chunk_bytes in (30_000, 1 << 30):
+            counts = tmp_path / f"counts-{name}-{chunk_bytes}"
+            rows = _read_all(str(tmp_path / name), chunk_bytes, str(counts))
+            assert [r for r, _ in rows] == _expected(text), (name, chunk_bytes)
             positions = [p for _, p in rows]
             assert positions == sorted(positions) and len(set(positions)) == len(positions)
+            # the per-chunk notes add up to the lines of the file, counted here from the bytes
+            assert line_source.read_counts(str(counts)) == {str(tmp_path / name): len(_expected(text))}
 
 
 def test_directories_expand_and_missing_inputs_are_named(tmp_path):
@@ -94,9 +98,10 @@ def test_directories_expand_and_missing_inputs_are_named(tmp_path):
     (tmp_path / "in" / "_SUCCESS").write_bytes(b"")
     (tmp_path / "in" / "empty.tsv").write_bytes(b"")
     files = line_source.list_inputs([str(tmp_path / "in")])
-    assert [os.path.basename(f) for f, _ in files] == ["empty.tsv", "one.tsv"]
+    assert [(os.path.basename(f.path), f.size) for f in files] == [("empty.tsv", 0), ("one.tsv", 4)]
+    assert files[1].mtime == pytest.approx(os.path.getmtime(tmp_path / "in" / "one.tsv"))
     assert line_source.head([str(tmp_path / "in")], 10) == [b"1", b"2"]
-    assert [os.path.basename(f) for f, _ in line_source.list_inputs([str(tmp_path / "i*" / "o?e.tsv")])] == ["one.tsv"]
+    assert [os.path.basename(f.path) for f in line_source.list_inputs([str(tmp_path / "i*" / "o?e.tsv")])] == ["one.tsv"]
     with pytest.raises(FileNotFoundError, match="matches no file"):
         line_source.list_inputs([str(tmp_path / "in" / "*.bz2")])
     with pytest.raises(FileNotFoundError, match="nothere"):
@@ -107,7 +112,7 @@ def test_spark_reads_what_spark_text_reads(spark, tmp_path):
     text = b"\n".join(line for line in _lines(3000) if b"\r" not in line) + b"\n"
     (tmp_path / "t.tsv").write_bytes(text)
     (tmp_path / "t.bz2").write_bytes(bz2.compress(text, 1))
-    ours = line_source.read_lines(spark, [str(tmp_path / "t.bz2"), str(tmp_path / "t.tsv")], split_bytes=50_000)
+    ours = line_source.read_lines(spark, [str(tmp_path / "t.bz2"), str(tmp_path / "t.tsv")], chunk_bytes=50_000)
     assert ours.rdd.getNumPartitions() > 2
     got = sorted(r["raw"] for r in ours.collect())
     want = sorted(r["value"] for r in spark.read.format("text").option("wholetext", False)

@@ -80,10 +80,11 @@ def transform(lines, layout: int):
     raw = F.make_valid_utf8(F.col("raw").cast("string"))  # bad bytes in user text must not fail a row
     fields = F.split(raw, "\t", -1)
     f = {name: F.get(fields, i) for i, name in enumerate(yfcc.LAYOUTS[layout])}  # NULL past the end
-    epoch = number(f["date_uploaded"], "bigint")
+    given = number(f["date_uploaded"], "bigint")
+    epoch = F.when(given.between(*EPOCH_RANGE), given)  # NULL outside: converting it would overflow
     reason = (F.when(F.size(fields) != layout, "bad_field_count")
               .when(number(f["photo_id"], "bigint").isNull(), "bad_photo_id")
-              .when(~F.coalesce(epoch.between(*EPOCH_RANGE), F.lit(False)), "bad_upload_time"))
+              .when(epoch.isNull(), "bad_upload_time"))
     typed = {
         "photo_id": number(f["photo_id"], "bigint"),
         "line": number(f["line"], "bigint") if "line" in f else F.lit(None).cast("bigint"),
@@ -136,6 +137,7 @@ def _parse(spark, lake: Lake, files: list[InputFile], layout: int | None, chunk_
             entry = ledger.record(lake, "parse", sid, lines.get(file.path, 0), ledger.footer_rows(lake, month_files),
                                   {r: n for (s, r), n in reasons.items() if s == sid},
                                   path=file.path, layout=layouts[file.path])
+            months = _rows_by_month(lake, month_files)
             if lake.exists(f"{unit}/{MONTH}={REJECTED}"):
                 lake.move(f"{unit}/{MONTH}={REJECTED}", rejected_unit)
             commit.publish(lake, TABLE, [(unit if month_files else None, lake.path(TABLE, f"source={sid}"))])
@@ -144,7 +146,7 @@ def _parse(spark, lake: Lake, files: list[InputFile], layout: int | None, chunk_
             lake.write_json(f"{TABLE}/_sources/{sid}.json", {
                 "path": file.path, "size": file.size, "mtime": file.mtime, "layout": layouts[file.path],
                 "in": entry["in"], "out": entry["out"], "rejects": entry["rejects"],
-                "months": _rows_by_month(lake, month_files)})
+                "months": months})
             log.info("parse: %s -> %d rows, %d rejected", file.path, entry["out"], entry["rejected"])
     finally:
         for d in (staged, counts, rejects_staged):

@@ -1,0 +1,63 @@
+"""The partitioning stage on a small faces table: image set choice, classes, report, atomic output."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deeploc.demo.places import sample_locations
+from deeploc.stages import partitioning
+
+N = 3000
+
+
+@pytest.fixture
+def lake(tmp_path):
+    lat, lon, _ = sample_locations(np.random.default_rng(3), N)
+    faces = pd.DataFrame({"photo_id": np.arange(10_000, 10_000 + N), "object_key": "k", "latitude": lat,
+                          "longitude": lon, "face_ratio": np.where(np.arange(N) % 10 == 0, 0.2, 0.0),
+                          "title": "t", "page_url": "http://x/", "license_name": "l"})
+    for month, part in faces.groupby(np.arange(N) % 2):
+        folder = tmp_path / "faces" / f"upload_month=2010-0{month + 1}"
+        folder.mkdir(parents=True)
+        part.to_parquet(folder / "part-0.parquet", index=False)
+    (tmp_path / "faces" / "_staging-20260101T000000-abc").mkdir()  # another run's staging: never read
+    pd.DataFrame({"photo_id": [1]}).to_parquet(tmp_path / "faces" / "_staging-20260101T000000-abc" / "x.parquet")
+    return tmp_path
+
+
+def test_full_and_removal(lake):
+    spec = "coarse:5:400,fine:5:100"
+    full = partitioning.run(str(lake), "full", partitionings=spec)
+    removal = partitioning.run(str(lake), "removal", partitionings=spec)
+    # every 10th photo carries a face ratio of 0.2 (planted above)
+    assert full["images"] == N and removal["images"] == N - N // 10 and removal["removed_by_faces"] == N // 10
+    photos = pd.read_parquet(lake / "partitionings" / "removal" / "photos.parquet")
+    assert (photos["face_ratio"] <= 0.035).all()
+    cells = pd.read_parquet(lake / "partitionings" / "removal" / "cells.parquet")
+    train = photos[photos["split"] == "train"]
+    for name in ("coarse", "fine"):  # each cell counts exactly the training photos given its class
+        counted = cells[cells["partitioning"] == name].set_index("class")["count"].sort_index()
+        given = train[f"class_{name}"][train[f"class_{name}"] >= 0].value_counts().sort_index()
+        assert given.to_dict() == counted.to_dict()
+    report = json.load(open(lake / "partitionings" / "full" / "report.json"))
+    assert report["order"] == ["coarse", "fine"] and report["hierarchy_unresolved"] == 0
+    assert "| fine | 5 | 100 |" in (lake / "partitionings" / "full" / "report.md").read_text()
+    assert not [d for d in os.listdir(lake / "partitionings") if d.startswith("_")]
+
+
+def test_split_does_not_move_on_rerun(lake):
+    partitioning.run(str(lake), "full", partitionings="coarse:5:400,fine:5:100")
+    first = pd.read_parquet(lake / "partitionings" / "full" / "photos.parquet").set_index("photo_id")["split"]
+    partitioning.run(str(lake), "full", partitionings="coarse:5:300,fine:5:50")
+    again = pd.read_parquet(lake / "partitionings" / "full" / "photos.parquet").set_index("photo_id")["split"]
+    assert (first.sort_index() == again.sort_index()).all()
+
+
+def test_unknown_image_set_and_missing_input(tmp_path, lake):
+    with pytest.raises(ValueError, match="image set"):
+        partitioning.run(str(lake), "most")
+    with pytest.raises(FileNotFoundError, match="ingestion DAG"):
+        partitioning.run(str(tmp_path / "empty"))
