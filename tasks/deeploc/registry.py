@@ -70,7 +70,12 @@ class Stage:
 
     def run(self, **kwargs):
         module, func = self.runner.split(":")
-        return getattr(importlib.import_module(module), func)(**_combined(kwargs))
+        call = lambda: getattr(importlib.import_module(module), func)(**_combined(kwargs))  # noqa: E731
+        if not self.sliced:
+            return call()
+        from deeploc.slice_io import read_again_if_replaced  # a run of the same slice may replace its input
+
+        return read_again_if_replaced(call)
 
 
 def _combined(kwargs: dict) -> dict:

@@ -24,6 +24,20 @@ log = logging.getLogger(__name__)
 PARQUET_OPTIONS = {"compression": "zstd", "parquet.dictionary.page.size": str(64 << 10)}
 # How long a reader waits for a month that is being replaced on S3 (see deeploc.commit) to settle.
 SETTLE_TRIES, SETTLE_WAIT_S = 6, 5.0
+# How often a slice stage starts again when another run replaced its input while it read it.
+READ_AGAIN = 3
+
+
+def read_again_if_replaced(run):
+    """Run a slice stage; when another run (of the same slice) replaced input files it had listed, start
+    it again: it is idempotent and its staging is gone already. At most ``READ_AGAIN`` times."""
+    for attempt in range(READ_AGAIN + 1):
+        try:
+            return run()
+        except Exception as exc:
+            if "java.io.FileNotFoundException" not in str(exc) or attempt == READ_AGAIN:  # how Spark says so
+                raise
+            log.warning("input files replaced by another run while this one read them; reading the slice again")
 
 
 def write_parquet(df, location: str, folders: tuple[str, ...] = ()) -> None:

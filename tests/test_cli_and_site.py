@@ -1,0 +1,62 @@
+"""The command line derived from the stage registry, and the site's handling of untrusted text."""
+
+import importlib
+import inspect
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from deeploc import registry
+from deeploc.cli import parser
+from deeploc.stages.publish import points, safe_json
+
+
+@pytest.mark.parametrize("name", sorted(registry.STAGES))
+def test_each_stage_function_takes_exactly_its_declared_options(name):
+    stage = registry.get(name)
+    module, func = stage.runner.split(":")
+    params = inspect.signature(getattr(importlib.import_module(module), func)).parameters
+    declared = {o.name for o in stage.options} - {"unsigned", "endpoint_url"}  # folded into the bucket
+    assert declared <= set(params), declared - set(params)
+    required = {n for n, p in params.items() if p.default is inspect.Parameter.empty}
+    assert required <= declared, required - declared
+    assert all(registry.writer_of(t) in registry.STAGES for t in stage.reads), stage.reads  # each input has a writer
+
+
+def test_the_parser_has_every_declared_flag():
+    ap = parser()
+    subparsers = next(a for a in ap._actions if a.dest == "command").choices
+    for name, stage in registry.STAGES.items():
+        flags = {s for a in subparsers[name]._actions for s in a.option_strings}
+        assert {o.flag for o in stage.options} <= flags, name
+
+
+def test_cli_help_and_clear_errors(tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "deeploc.cli", "--help"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "demo-data" in ok.stdout and "publish" in ok.stdout and "parse" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "deeploc.cli", "partitioning", "--lake", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "run the ingestion DAG first" in bad.stderr
+    refused = subprocess.run([sys.executable, "-m", "deeploc.cli", "faces", "--lake", str(tmp_path)],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "--bucket" in refused.stderr
+
+
+def test_untrusted_text_cannot_escape_the_data_block():
+    hostile = '</script><script>alert("x")</script>&amp;\u2028'
+    text = safe_json({"title": hostile})
+    assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
+    assert json.loads(text)["title"] == hostile
+
+
+def test_points_decode_titles_and_drop_non_http_links():
+    df = pd.DataFrame({"photo_id": [1, 2], "latitude": [1.0, 2.0], "longitude": [3.0, 4.0],
+                       "title": ["%3Cscript%3Ealert%281%29%3C%2Fscript%3E", None],
+                       "page_url": ["javascript:alert(1)", "http://www.flickr.com/photos/x/2/"],
+                       "license_name": ["a", "b"],
+                       "fine_lat": [1.0, 2.0], "fine_lon": [3.0, 4.0], "fine_km": [0.0, 1.0]})
+    pts = points(df, ["fine"])
+    assert pts[0]["title"] == "<script>alert(1)</script>" and pts[0]["url"] is None
+    assert pts[1]["title"] == "" and pts[1]["url"].startswith("http://")
