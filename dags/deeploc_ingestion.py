@@ -35,9 +35,9 @@ with DAG(
     catchup=False,
     max_active_runs=2,
     max_active_tasks=4,
-    # Above everything a run may take (cluster start, every step at its limit, teardown), so that tasks
+    # Above everything a run may take (plan, cluster start, every step at its limit, teardown), so that tasks
     # end by their own limits and the teardown still runs; the clusters' idle end is the last backstop.
-    dagrun_timeout=timedelta(hours=2) + len(STAGES) * STEP_LIMIT,
+    dagrun_timeout=timedelta(hours=6) + len(STAGES) * STEP_LIMIT,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True,
                   "max_retry_delay": timedelta(minutes=20), "execution_timeout": timedelta(hours=1)},
     params=INGESTION,

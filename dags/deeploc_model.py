@@ -37,7 +37,8 @@ with DAG(
     start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
-    dagrun_timeout=timedelta(hours=4) + (len(STAGES) - 1) * STEP_LIMIT + TRAIN_LIMIT,
+    # Above everything a run may take, so that tasks end by their own limits and teardowns still run.
+    dagrun_timeout=timedelta(hours=8) + (len(STAGES) - 1) * STEP_LIMIT + TRAIN_LIMIT,
     default_args={"retries": 1, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": True,
                   "execution_timeout": timedelta(hours=1)},
     params=MODEL,
@@ -59,7 +60,7 @@ with DAG(
         end_prep = aws.TerminateTransientCluster(task_id="terminate_prep_cluster", job_flow_id=prep.output,
                                                  given_cluster=plan["cluster_id"])
         train = aws.TrainOnInstance(task_id="train", options=STAGES["train"], plan=plan, execution_timeout=TRAIN_LIMIT)
-        end_train = aws.TerminateTrainingInstances(task_id="terminate_training_instances", label=plan["label"])
+        end_train = aws.TerminateTrainingInstances(task_id="terminate_training_instances", run_label=plan["label"])
         serve = aws.TransientCluster(task_id="create_serve_cluster", job_flow_overrides=plan["job_flow_serve"],
                                      given_cluster=plan["cluster_id"])
         steps = [aws.EmrStage(task_id=stage, stage=stage, options=STAGES[stage], plan=plan, job_flow_id=serve.output,
@@ -71,5 +72,6 @@ with DAG(
     chain(target, *local)
     chain(target, plan, prep, partitioning, train, serve, *steps)
     chain(partitioning, end_prep.as_teardown(setups=prep))
-    chain(train, end_train.as_teardown(setups=train))
+    # The launch and the wait are one task that fails as a whole, so the teardown hangs on the plan.
+    chain(train, end_train.as_teardown(setups=plan))
     chain(steps[-1], end_serve.as_teardown(setups=serve))

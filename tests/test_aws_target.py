@@ -1,6 +1,8 @@
-"""The aws target against moto: both DAGs green, failures retried then failed with teardown still run,
-and the steps carry exactly the argument lists the local target runs (see aws_on_moto.py)."""
+"""The aws target against moto: both DAGs green; a step that fails once is submitted again and the run
+goes green; a terminal failure fails at once; a lost training instance is replaced; teardowns always
+run; the steps carry exactly the argument lists the local target runs (see aws_on_moto.py)."""
 
+import io
 import json
 import os
 import shlex
@@ -8,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import zipfile
-import io
 
 import pytest
 from conftest import REPO
@@ -30,7 +31,8 @@ def _env(home) -> dict:
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "PYTHONPATH": f"{REPO / 'plugins'}:{REPO / 'tasks'}", "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-west-2", "AWS_ENDPOINT_URL": "",
-            "DEEPLOC_LAKE": "", "DEEPLOC_BUCKET": "", "DEEPLOC_METADATA": "", "DEEPLOC_TARGET": ""}
+            "DEEPLOC_LAKE": "", "DEEPLOC_BUCKET": "", "DEEPLOC_METADATA": "", "DEEPLOC_TARGET": "",
+            "DEEPLOC_AWS": json.dumps({"poll_seconds": 1})}
 
 
 def scenario(tmp_path, db, *args) -> dict:
@@ -48,52 +50,84 @@ def _clusters(result) -> dict:
     return {c["name"].split("-")[1]: c for c in result["clusters"]}
 
 
+def _stage_args(step):  # spark-submit --deploy-mode client <step_main.py> <result> <stage argv...>
+    return step[5:]
+
+
 def test_both_dags_green_with_the_local_argument_lists(tmp_path, migrated_db):
     r = scenario(tmp_path, migrated_db)
     for dag_id, run in r["runs"].items():
         assert run["state"] == "success", (dag_id, run["tasks"])
         for task_id, ti in run["tasks"].items():
-            assert ti["state"] == ("success" if task_id.startswith("aws.") or task_id == "target" else "skipped"), \
-                (dag_id, task_id, ti)
+            want = "success" if task_id.startswith("aws.") or task_id in ("target", "announce_faces") else "skipped"
+            assert ti["state"] == want, (dag_id, task_id, ti)
     clusters = _clusters(r)
     assert set(clusters) == {"ingest", "prep", "serve"}
     assert all(c["state"] == "TERMINATED" for c in clusters.values())
-    # Each step is spark-submit of the code bundle with the stage's local argument list, in order.
+    assert all(c["tags"]["for-use-with-amazon-emr-managed-policies"] == "true" for c in clusters.values())
+    # the partitioning runs on the primary node: its cluster has no core nodes
+    assert clusters["prep"]["groups"] == ["MASTER"] and sorted(clusters["serve"]["groups"]) == ["CORE", "MASTER"]
+    # Each step is spark-submit of the step driver with the stage's local argument list, in order.
     local = {**r["runs"]["deeploc_ingestion"]["local_argv"], **r["runs"]["deeploc_model"]["local_argv"]}
-    for name, stages in {"ingest": ["metadata", "availability", "faces"], "prep": ["partition"],
+    for name, stages in {"ingest": ["parse", "metadata", "availability", "faces"], "prep": ["partitioning"],
                          "serve": ["infer", "evaluate", "publish"]}.items():
         steps = clusters[name]["steps"]
-        assert [s[6:] for s in steps] == [local[stage] for stage in stages], name
-        assert all(s[:5] == ["spark-submit", "--deploy-mode", "client", "--py-files", s[4]] for s in steps)
-        assert all(s[4].endswith("/deeploc.zip") and s[5].endswith("/deeploc_step.py") for s in steps)
+        assert [_stage_args(s) for s in steps] == [local[stage] for stage in stages], name
+        assert all(s[:3] == ["spark-submit", "--deploy-mode", "client"] and s[3].endswith("/step_main.py")
+                   and s[4].startswith("s3://deeploc-lake/lake/_markers/") for s in steps)
     assert local["metadata"][-4:] == ["--start", "2010-01-01", "--end", "2011-01-01"]
     # The training instance ran the local train arguments, and is gone.
     (inst,) = r["instances"]
     assert inst["state"] == "terminated" and inst["type"] == "g5.2xlarge"
-    assert " ".join(map(shlex.quote, local["train"])) in inst["user_data"]
-    assert "MARK=s3://deeploc-lake/lake/_markers/train/m1" in inst["user_data"]
-    assert sorted(k.rsplit("/", 1)[1] for k in r["code"]) == \
-        ["bootstrap.sh", "deeploc.zip", "deeploc_step.py", "requirements-worker.txt"]
+    assert f"ARGS=({' '.join(map(shlex.quote, local['train']))})" in inst["user_data"]
+    assert "HOURS=36" in inst["user_data"] and 'shutdown -h "+$((HOURS * 60 + 20))"' in inst["user_data"]
+    names = sorted(k.rsplit("/", 1)[1] for k in r["code"])
+    assert names[:3] == ["constraints.txt", "deeploc-0.1.0-py3-none-any.whl", "node_setup.sh"]
+    assert names[3:] == ["step_main.py"]
 
 
-def test_failed_step_retries_then_fails_and_the_cluster_still_goes(tmp_path, migrated_db):
-    r = scenario(tmp_path, migrated_db, "--fail-stage", "infer")
+def test_a_step_that_fails_once_is_submitted_again(tmp_path, migrated_db):
+    r = scenario(tmp_path, migrated_db, "--fail-once", "availability")
+    ing = r["runs"]["deeploc_ingestion"]
+    assert ing["state"] == "success" and ing["tasks"]["aws.availability"] == {"state": "success", "tries": 2}
+    steps = [_stage_args(s)[0] for s in _clusters(r)["ingest"]["steps"]]
+    assert steps == ["parse", "metadata", "availability", "availability", "faces"]  # resubmitted, not re-polled
+
+
+def test_a_terminal_failure_fails_at_once_and_the_cluster_still_goes(tmp_path, migrated_db):
+    r = scenario(tmp_path, migrated_db, "--fail-terminal", "infer")
     model = r["runs"]["deeploc_model"]
     assert model["state"] == "failed"
-    tasks = model["tasks"]
-    assert tasks["aws.wait_infer"] == {"state": "failed", "tries": 2}  # retries=1 in the model DAG
-    assert tasks["aws.evaluate"]["state"] == "upstream_failed"
-    assert tasks["aws.terminate_serve_cluster"]["state"] == "success"
+    assert model["tasks"]["aws.infer"] == {"state": "failed", "tries": 1}  # no retry burnt
+    assert model["tasks"]["aws.evaluate"]["state"] == "upstream_failed"
+    assert model["tasks"]["aws.terminate_serve_cluster"]["state"] == "success"
     assert _clusters(r)["serve"]["state"] == "TERMINATED"
-    assert [i["state"] for i in r["instances"]] == ["terminated"]
 
 
-def test_failed_marker_fails_training_and_the_instance_still_goes(tmp_path, migrated_db):
+def test_a_step_that_keeps_failing_uses_its_retries(tmp_path, migrated_db):
+    r = scenario(tmp_path, migrated_db, "--fail-always", "faces")
+    ing = r["runs"]["deeploc_ingestion"]
+    assert ing["state"] == "failed" and ing["tasks"]["aws.faces"] == {"state": "failed", "tries": 3}  # retries=2
+    assert ing["tasks"]["announce_faces"]["state"] == "upstream_failed"
+    assert ing["tasks"]["aws.terminate_cluster"]["state"] == "success"
+    assert [_stage_args(s)[0] for s in _clusters(r)["ingest"]["steps"]].count("faces") == 3
+
+
+def test_a_lost_training_instance_is_replaced(tmp_path, migrated_db):
+    r = scenario(tmp_path, migrated_db, "--lose-instance")
+    model = r["runs"]["deeploc_model"]
+    assert model["state"] == "success" and model["tasks"]["aws.train"] == {"state": "success", "tries": 2}
+    assert [i["state"] for i in r["instances"]] == ["terminated", "terminated"]
+    results = [next(line for line in i["user_data"].splitlines() if line.startswith("RESULT=")) for i in r["instances"]]
+    assert results[0].endswith("train-try1.json") and results[1].endswith("train-try2.json")
+
+
+def test_a_failed_training_fails_at_once_and_the_instance_still_goes(tmp_path, migrated_db):
     r = scenario(tmp_path, migrated_db, "--fail-training")
     tasks = r["runs"]["deeploc_model"]["tasks"]
     assert r["runs"]["deeploc_model"]["state"] == "failed"
-    assert tasks["aws.wait_train"] == {"state": "failed", "tries": 2}
-    assert tasks["aws.terminate_train_instance"]["state"] == "success"
+    assert tasks["aws.train"] == {"state": "failed", "tries": 1}
+    assert tasks["aws.terminate_training_instances"]["state"] == "success"
     assert tasks["aws.create_serve_cluster"]["state"] == "upstream_failed"
     assert [i["state"] for i in r["instances"]] == ["terminated"]
     assert "serve" not in _clusters(r) and _clusters(r)["prep"]["state"] == "TERMINATED"
@@ -103,7 +137,7 @@ def test_a_given_cluster_is_used_and_left_running(tmp_path, migrated_db):
     r = scenario(tmp_path, migrated_db, "--cluster-id")
     assert [c["id"] for c in r["clusters"]] == [r["given_cluster"]]
     (shared,) = r["clusters"]
-    assert shared["state"] in ("RUNNING", "WAITING") and len(shared["steps"]) == 7
+    assert shared["state"] in ("RUNNING", "WAITING") and len(shared["steps"]) == 8
     for run in r["runs"].values():
         assert run["state"] == "success"
         assert all(run["tasks"][t]["state"] == "skipped" for t in run["tasks"] if t.startswith("aws.terminate_")
@@ -112,45 +146,50 @@ def test_a_given_cluster_is_used_and_left_running(tmp_path, migrated_db):
 
 # The pieces, without Airflow running.
 
-def test_code_bundle_is_reproducible_and_complete():
-    from deeploc_airflow.aws import code_bundle
+def test_code_package_is_a_reproducible_wheel_of_the_project():
+    from deeploc_airflow.aws_package import code_package
 
-    blob = code_bundle()
-    assert blob == code_bundle()
-    names = zipfile.ZipFile(io.BytesIO(blob)).namelist()
-    assert "deeploc/cli.py" in names and "deeploc/stages/infer.py" in names
-    assert any(n.startswith("deeploc/site_template/") for n in names)
-    assert not any("__pycache__" in n for n in names)
-
-
-def test_worker_requirements_are_pinned_from_the_lock(tmp_path):
-    from deeploc_airflow.aws import WORKER_PACKAGES, worker_requirements
-
-    lines = worker_requirements().splitlines()
-    assert len(lines) == len(WORKER_PACKAGES) and all("==" in line for line in lines)
-    assert any(line.startswith("tensorflow") for line in lines)
-    lock = tmp_path / "requirements.txt"
-    lock.write_text("numpy==2.0.0\n")
-    with pytest.raises(RuntimeError, match="pins none of"):
-        worker_requirements(lock)
+    name, blob = code_package()
+    assert name == "deeploc-0.1.0-py3-none-any.whl" and blob == code_package()[1]
+    zf = zipfile.ZipFile(io.BytesIO(blob))
+    names = zf.namelist()
+    assert "deeploc/cli.py" in names and "deeploc/stages/infer.py" in names and "deeploc/step.py" in names
+    assert any(n.startswith("deeploc/site_template/") for n in names) and not any("__pycache__" in n for n in names)
+    meta = zf.read("deeploc-0.1.0.dist-info/METADATA").decode()
+    assert "Requires-Dist: numpy" in meta and 'Requires-Dist: tensorflow[and-cuda]; extra == "gpu"' in meta
+    assert 'Requires-Dist: pyspark; extra == "spark"' in meta  # EMR's own Spark is never replaced
 
 
-def test_job_flow_puts_inference_on_gpu_workers():
-    from deeploc_airflow.aws import job_flow
+def test_constraints_are_the_lock_plus_the_gpu_build():
+    from deeploc_airflow.aws_package import LOCK, constraints
+
+    text = constraints()
+    assert text.startswith(LOCK.read_text().rstrip("\n"))
+    cpu = next(line for line in text.splitlines() if line.lower().replace("_", "-").startswith("tensorflow-cpu=="))
+    assert f"tensorflow=={cpu.split('==')[1]}" in text.splitlines()
+
+
+def test_job_flow_sizes_clusters_by_their_stages():
+    from deeploc_airflow.aws_package import job_flow
     from deeploc_airflow.settings import AWS_DEFAULTS
 
-    plan = {"lake": "s3://l/lake", "bootstrap": "s3://c/b.sh", "requirements": "s3://c/r.txt"}
+    plan = {"lake": "s3://l/lake", "node_setup": "s3://c/n.sh", "constraints": "s3://c/c.txt", "wheel": "s3://c/w.whl"}
     cfg = {**AWS_DEFAULTS, "subnet": "subnet-1", "bootstrap": "s3://c/site.sh"}
-    serve, prep = (job_flow(n, s, cfg, plan, "x") for n, s in (("serve", ["infer"]), ("prep", ["partition"])))
-    core = lambda jf: jf["Instances"]["InstanceGroups"][1]  # noqa: E731
-    assert core(serve)["InstanceType"] == AWS_DEFAULTS["infer_core_type"]
-    assert core(prep)["InstanceType"] == AWS_DEFAULTS["core_type"]
+    serve, prep, ingest = (job_flow(n, s, cfg, plan, "x") for n, s in
+                           (("serve", ["infer", "evaluate"]), ("prep", ["partitioning"]), ("ingest", ["faces"])))
+    groups = lambda jf: {g["InstanceRole"]: g["InstanceType"] for g in jf["Instances"]["InstanceGroups"]}  # noqa: E731
+    assert groups(serve)["CORE"] == AWS_DEFAULTS["infer_core_type"] and groups(ingest)["CORE"] == AWS_DEFAULTS["core_type"]
+    assert set(groups(prep)) == {"MASTER"}
+    assert serve["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"][-1] == "gpu"
+    assert ingest["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"][-1] == "cpu"
+    props = serve["Configurations"][1]["Properties"]
+    assert props["spark.task.cpus"] == props["spark.executor.cores"]  # one inference task per executor (GPU)
     assert prep["Instances"]["Ec2SubnetId"] == "subnet-1" and prep["LogUri"] == "s3://l/lake/_logs/emr"
-    assert [b["ScriptBootstrapAction"]["Path"] for b in prep["BootstrapActions"]] == ["s3://c/b.sh", "s3://c/site.sh"]
-    assert prep["AutoTerminationPolicy"]["IdleTimeout"] > 0
+    assert [b["ScriptBootstrapAction"]["Path"] for b in prep["BootstrapActions"]] == ["s3://c/n.sh", "s3://c/site.sh"]
+    assert prep["AutoTerminationPolicy"]["IdleTimeout"] == 3600 and prep["EbsRootVolumeSize"] >= 32
 
 
-def test_aws_settings_refuse_unknown_keys(monkeypatch):
+def test_aws_settings_refuse_unknown_keys_and_waits_past_their_ceiling(monkeypatch):
     from deeploc_airflow.settings import resolve_aws
 
     monkeypatch.setenv("DEEPLOC_AWS", json.dumps({"core_count": 4, "core_typo": "x"}))
@@ -159,3 +198,22 @@ def test_aws_settings_refuse_unknown_keys(monkeypatch):
     monkeypatch.setenv("DEEPLOC_AWS", json.dumps({"core_count": 4}))
     cfg = resolve_aws({"train_ami": "ami-1", "train_instance_type": ""})
     assert (cfg["core_count"], cfg["train_ami"], cfg["train_instance_type"]) == (4, "ami-1", "g5.2xlarge")
+    with pytest.raises(ValueError, match="step_timeout_hours"):
+        resolve_aws({"step_timeout_hours": 13})
+
+
+@pytest.mark.parametrize("script", ["node_setup.sh", "train_instance.sh"])
+def test_the_node_scripts_pass_shellcheck(script):
+    path = REPO / "plugins" / "deeploc_airflow" / "scripts" / script
+    res = subprocess.run([shutil.which("shellcheck") or os.path.join(os.path.dirname(sys.executable), "shellcheck"),
+                          "--shell=bash", str(path)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout
+
+
+def test_the_training_user_data_is_valid_bash():
+    from deeploc_airflow.aws_package import training_user_data
+
+    plan = {"node_setup": "s3://c/n.sh", "constraints": "s3://c/c.txt", "wheel": "s3://c/w.whl", "python": "python3.11"}
+    script = training_user_data(plan, ["train", "--run", "a b'c"], "s3://l/r.json", "s3://l/r.log", 2.5)
+    assert "HOURS=3" in script and "ARGS=(train --run 'a b'\"'\"'c')" in script
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0

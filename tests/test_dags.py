@@ -21,70 +21,83 @@ def dagbag(tmp_path_factory):
 
 
 def test_no_import_errors(dagbag):
-    assert dagbag.import_errors == {}
+    assert dagbag.import_errors == {}  # a cycle, too, is an import error
     assert set(dagbag.dag_ids) == {"deeploc_ingestion", "deeploc_model"}
 
 
 def test_tags_and_docs(dagbag):
     for dag_id, dag in dagbag.dags.items():
-        assert "deeploc" in dag.tags, dag_id
-        assert dag.doc_md, dag_id
+        assert "deeploc" in dag.tags and dag.doc_md, dag_id
 
 
 def test_every_task_retries_and_times_out(dagbag):
     for dag_id, dag in dagbag.dags.items():
-        assert dag.dagrun_timeout is not None, dag_id
         for task in dag.tasks:
             assert task.retries >= 1, f"{dag_id}.{task.task_id} has no retries"
-            assert task.execution_timeout is not None and task.execution_timeout <= timedelta(hours=36), \
+            assert task.execution_timeout is not None and task.execution_timeout <= timedelta(hours=48), \
                 f"{dag_id}.{task.task_id} has no execution timeout"
-            if getattr(task, "timeout", None) is not None:  # sensors
-                assert task.timeout > 0, f"{dag_id}.{task.task_id}"
 
 
-def test_no_cycles(dagbag):
+def _longest_path(dag) -> timedelta:
+    """The most time the tasks of one path may take, each at its execution timeout (retries aside)."""
+    memo = {}
+
+    def from_(tid):
+        if tid not in memo:
+            task = dag.get_task(tid)
+            memo[tid] = task.execution_timeout + max((from_(d) for d in task.downstream_task_ids), default=timedelta(0))
+        return memo[tid]
+
+    return max(from_(t) for t in dag.task_ids)
+
+
+def test_a_run_outlasts_everything_in_it(dagbag):
+    """A run timeout would skip the teardowns: it must never fire before the tasks' own limits."""
     for dag_id, dag in dagbag.dags.items():
-        state = {}
+        assert dag.dagrun_timeout >= _longest_path(dag), dag_id
 
-        def visit(tid):
-            assert state.get(tid) != "open", f"cycle through {dag_id}.{tid}"
-            if state.get(tid) == "done":
-                return
-            state[tid] = "open"
-            for d in dag.get_task(tid).downstream_task_ids:
-                visit(d)
-            state[tid] = "done"
 
-        for t in dag.task_ids:
-            visit(t)
+def test_waits_stay_under_their_tasks_limits(dagbag):
+    from deeploc_airflow.settings import AWS_DEFAULTS, STEP_CEILING_H, TRAIN_CEILING_H
+
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            kind = type(task).__name__
+            if kind == "EmrStage":
+                assert task.execution_timeout == timedelta(hours=STEP_CEILING_H), task.task_id
+            if kind == "TrainOnInstance":
+                assert task.execution_timeout == timedelta(hours=TRAIN_CEILING_H)
+    assert AWS_DEFAULTS["step_timeout_hours"] <= STEP_CEILING_H and AWS_DEFAULTS["train_timeout_hours"] <= TRAIN_CEILING_H
 
 
 def test_shapes(dagbag):
     ing, model = dagbag.dags["deeploc_ingestion"], dagbag.dags["deeploc_model"]
     assert ing.catchup is False and ing.max_active_runs <= 4
     assert type(ing.timetable).__name__ == "CronDataIntervalTimetable"
-    assert ing.get_task("availability").upstream_task_ids == {"metadata"}
-    assert ing.get_task("faces").upstream_task_ids == {"availability"}
-    assert [o.name for o in ing.get_task("faces").outlets] == ["deeploc_faces"]
+    assert [ing.get_task(t).upstream_task_ids for t in ("metadata", "availability", "faces")] == \
+        [{"parse"}, {"metadata"}, {"availability"}]
+    announce = ing.get_task("announce_faces")
+    assert announce.upstream_task_ids == {"faces", "aws.faces"} and [o.name for o in announce.outlets] == ["deeploc_faces"]
     assert model.get_task("publish").upstream_task_ids == {"evaluate"}
     assert type(model.timetable).__name__ == "AssetTriggeredTimetable"
     assert [a.name for a in model.timetable.asset_condition.objects] == ["deeploc_faces"]
-    assert set(model.params.keys()) >= {"dataset", "profile", "partitions", "epochs", "backbone", "face_threshold"}
+    assert set(model.params.keys()) >= {"image_set", "profile", "partitionings", "epochs", "backbone", "face_threshold"}
+    assert model.params["profile"] == ""  # Asset-triggered runs use the deployment's profile
 
 
 def test_both_targets_share_one_shape(dagbag):
-    """A branch picks the lane; the aws lane runs the same stages in the same order, each EMR cluster
-    and the training instance torn down by a teardown task, every sensor in reschedule mode."""
+    """A branch picks the lane; the aws lane runs the same stages in the same order, and everything it
+    creates is removed by a teardown."""
     for dag in dagbag.dags.values():
-        local = [t.task_id for t in dag.tasks if type(t).__name__ == "StageOperator"]
+        local = [t.stage for t in dag.tasks if type(t).__name__ == "LocalStage"]
         assert dag.get_task("target").downstream_task_ids == {local[0], "aws.plan"}
-        submitted = [t.stage for t in dag.tasks if t.task_id.startswith("aws.") and hasattr(t, "stage")]
-        assert submitted == local, dag.dag_id
+        remote = [t.stage for t in dag.tasks if t.task_id.startswith("aws.") and hasattr(t, "stage")]
+        assert remote == local, dag.dag_id
+        creates = {t.task_id for t in dag.tasks if type(t).__name__ in ("TransientCluster", "TrainOnInstance")}
         teardowns = [t for t in dag.tasks if t.is_teardown]
-        assert teardowns and all(t.task_id.startswith("aws.terminate_") for t in teardowns)
-        for t in dag.tasks:
-            if hasattr(t, "poke"):
-                assert t.mode == "reschedule" and hasattr(t, "timeout_hours"), t.task_id
+        assert {u for t in teardowns for u in t.upstream_task_ids if u in creates} == creates
+        assert all(dag.get_task(u).is_setup for t in teardowns for u in t.upstream_task_ids
+                   if type(dag.get_task(u)).__name__ == "TransientCluster")
 
 
 def test_parsing_imports_nothing_heavy():
@@ -104,29 +117,52 @@ def test_operator_arguments_are_what_the_cli_takes(dagbag):
 
     import jinja2
     from deeploc.cli import parser
-    from deeploc_airflow.stage import StageOperator
+    from deeploc_airflow.local import LocalStage
 
+    env = jinja2.Environment()
+    env.filters["ds"] = lambda d: d.strftime("%Y-%m-%d")
     locations = {"lake": "/l", "bucket": "/b", "metadata": "/m/*.bz2"}
     for dag in dagbag.dags.values():
         params = {k: dag.params[k] for k in dag.params}
         context = {"params": params, "run_id": "manual__2024-05-01T00:00:00+00:00",
                    "data_interval_start": datetime(2010, 1, 1, tzinfo=timezone.utc),
                    "data_interval_end": datetime(2011, 1, 1, tzinfo=timezone.utc)}
-        for task in (t for t in dag.tasks if isinstance(t, StageOperator)):
-            task.options = {k: jinja2.Template(str(v)).render(**context) for k, v in task.options.items()}
+        for task in (t for t in dag.tasks if isinstance(t, LocalStage)):
+            task.options = {k: env.from_string(str(v)).render(**context) for k, v in task.options.items()}
             argv = task.argv({**params, **locations})
             ns = parser().parse_args(argv)  # exits (fails the test) on any flag or value the CLI refuses
             assert ns.command == task.stage and ns.lake == "/l"
+            if task.stage == "parse":
+                assert ns.input == ["/m/*.bz2"]
             if task.stage == "metadata":
                 assert (ns.start, ns.end) == ("2010-01-01", "2011-01-01")
             if task.stage in ("train", "infer", "evaluate", "publish"):
                 assert ns.run == "manual__2024-05-01T00_00_00_00_00"
+            if task.stage in ("partitioning", "train"):
+                assert ns.profile == "demo"  # the empty param resolved to the setting's default
+
+
+def test_an_unknown_option_is_refused_when_the_dag_is_parsed():
+    from deeploc_airflow.local import LocalStage
+
+    with pytest.raises(ValueError, match="takes no option"):
+        LocalStage(task_id="x", stage="faces", options={"strat": "2010-01-01"})
 
 
 def test_run_names_are_safe():
-    from deeploc_airflow.stage import safe_run_name
+    from deeploc_airflow.argv import safe_run_name
 
     assert safe_run_name("manual__2024-01-01T00:00:00+00:00") == "manual__2024-01-01T00_00_00_00_00"
     for hostile in ("../../etc", "..", "/abs/path", "a b;c"):
         name = safe_run_name(hostile)
         assert "/" not in name and not name.startswith(".") and " " not in name and name
+
+
+def test_the_asset_waits_for_runs_on_their_way():
+    from deeploc_airflow.announce import others_on_their_way
+
+    done = {"r1": {"announce_faces": "success"}, "r2": {"announce_faces": "upstream_failed"}}
+    assert others_on_their_way(0, {**done, "me": {"announce_faces": "running"}}, "me") == []
+    assert others_on_their_way(0, {**done, "r3": {"announce_faces": None}}, "me") == ["r3"]
+    assert others_on_their_way(0, {**done, "r4": {"announce_faces": "up_for_retry"}}, "me") == ["r4"]
+    assert others_on_their_way(1, done, "me") == ["a queued run"]

@@ -1,4 +1,4 @@
-"""The lake on S3 (moto): file operations, slice replacement, and the non-Spark stages end to end.
+"""The lake on S3 (moto): file operations, the commit protocol, and the non-Spark stages end to end.
 
 Spark cannot reach S3 here (no hadoop-aws jar offline; EMR reads s3:// natively), so the Spark
 stages run on a local lake and their tables are uploaded; partition, train, evaluate and publish then
@@ -12,8 +12,10 @@ import boto3
 import pytest
 from pyarrow import fs
 
-from deeploc import moto_s3
+from deeploc import commit, moto_s3
+from deeploc.bucket import Bucket
 from deeploc.lake import Lake
+from deeploc.slices import Slice
 
 ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-west-2"}
 
@@ -37,64 +39,82 @@ def test_files_json_and_folders(s3_lake, tmp_path):
     lake.write_json("x/one.json", {"n": 1})
     assert lake.read_json("x/one.json") == {"n": 1} and lake.exists(lake.path("x", "one.json"))
     assert lake.mtime(lake.path("x", "one.json")) > 0 and lake.mtime(lake.path("x", "none.json")) is None
-    with lake.building("out") as tmp:
+    with commit.building(lake, "out") as tmp:
         with open(os.path.join(tmp, "f.txt"), "w") as f:
             f.write("v1")
         os.makedirs(os.path.join(tmp, "sub"))
         with open(os.path.join(tmp, "sub", "g.txt"), "w") as f:
             f.write("g")
-    with lake.building("out") as tmp:  # a rebuild replaces the whole folder
+    with commit.building(lake, "out") as tmp:  # a rebuild replaces the whole folder
         with open(os.path.join(tmp, "f.txt"), "w") as f:
             f.write("v2")
     assert lake.listdir(lake.path("out")) == ["f.txt"]
-    local = lake.local_copy("out")
+    local = lake.download("out")
     assert open(os.path.join(local, "f.txt")).read() == "v2"
     with pytest.raises(RuntimeError):
-        with lake.building("out") as tmp:
+        with commit.building(lake, "out") as tmp:
             raise RuntimeError("a failed build leaves the old output")
     assert lake.read_bytes(lake.path("out", "f.txt")) == b"v2"
-    assert not [n for n in lake.listdir(lake.path()) if ".tmp-" in n]
+    assert not [n for n in lake.listdir(lake.path()) if n.startswith("_") and n != "_locks"]
 
 
-def test_replace_slice_on_s3(s3_lake):
+def test_publish_months_on_s3(s3_lake):
     lake = Lake(s3_lake)
     for month in ("2010-01", "2010-02", "2011-05"):
         lake.write_bytes(lake.path("t", f"upload_month={month}", "old.parquet"), b"old")
-    staged = lake.staging("t")
+    staged = commit.new_staging(lake, "t")
     lake.write_bytes(f"{staged}/upload_month=2010-01/new.parquet", b"new")
-    lake.replace_slice("t", staged, ["2010-01", "2010-02"], with_unknown=False)
-    assert lake.partitions("t") == ["upload_month=2010-01", "upload_month=2011-05"]  # 2010-02 got no rows
+    commit.publish_months(lake, "t", staged, Slice.of("2010-01-01", "2011-01-01"))
+    assert commit.months_in(lake, lake.path("t")) == ["2010-01", "2011-05"]  # 2010-02 got no rows
     assert lake.listdir(lake.path("t", "upload_month=2010-01")) == ["new.parquet"]
     assert lake.listdir(lake.path("t", "upload_month=2011-05")) == ["old.parquet"]  # outside the slice
     assert not [n for n in lake.listdir(lake.path("t")) if n.startswith("_")]
-    outside = lake.staging("t")
+    outside = commit.new_staging(lake, "t")
     lake.write_bytes(f"{outside}/upload_month=2012-01/x.parquet", b"x")
     with pytest.raises(RuntimeError, match="outside the slice"):
-        lake.replace_slice("t", outside, ["2010-01"], with_unknown=False)
+        commit.publish_months(lake, "t", outside, Slice.of("2010-01-01", "2010-02-01"))
 
 
-def test_model_stages_on_an_s3_lake(s3_lake, spark, demo_set, tmp_path):
-    from deeploc.stages import availability, evaluate, faces, infer, metadata, partition, publish, train
+def test_a_dead_holders_lock_is_taken_over(s3_lake, monkeypatch):
+    """A lease nobody renews expires; the next writer takes it over (with If-Match on the stale one)."""
+    import json
+    import time
 
-    data, _ = demo_set
-    local = str(tmp_path / "local")
-    bucket = str(data / "bucket")
-    metadata.run(sorted(str(p) for p in (data / "metadata").glob("*.bz2")), local)
-    availability.run(local, bucket)
-    faces.run(local, bucket)
+    from deeploc import lake as lake_mod
+
+    lake = Lake(s3_lake)
+    lake.write_bytes(lake.path("_locks", "stale.lock"), json.dumps({"owner": "gone", "expires": time.time() - 1}).encode())
+    monkeypatch.setattr(lake_mod, "LEASE_S", 2.0)
+    with lake.lock("stale", wait_s=10):
+        held = json.loads(lake.read_bytes(lake.path("_locks", "stale.lock")))
+        assert held["owner"] != "gone"
+        time.sleep(1.5)  # renewed meanwhile (every LEASE_S / 4)
+        assert json.loads(lake.read_bytes(lake.path("_locks", "stale.lock")))["expires"] > held["expires"]
+    assert not lake.exists(lake.path("_locks", "stale.lock"))
+    with lake.lock("busy", wait_s=10):
+        with pytest.raises(TimeoutError, match="still held"):
+            with lake.lock("busy", wait_s=0.5):
+                pass
+
+
+def test_model_stages_on_an_s3_lake(s3_lake, ingested, demo_set, tmp_path):
+    from deeploc.stages import evaluate, infer, partitioning, publish, train
+
+    local, _, _ = ingested
+    bucket = Bucket(str(demo_set[0] / "bucket"))
     remote = Lake(s3_lake + "/model")
     fs.copy_files(f"{local}/faces", remote.path("faces")[5:], destination_filesystem=remote.fs)
 
-    report = partition.run(remote.root, "full", "coarse:5:200,fine:5:60")
-    assert report["images"] > 0 and remote.exists(remote.path("partitions", "full", "labels.parquet"))
+    report = partitioning.run(remote.root, "full", partitionings="coarse:5:200,fine:5:60")
+    assert report["images"] > 0 and remote.exists(remote.path("partitionings", "full", "photos.parquet"))
     summary = train.run(remote.root, bucket, "s3run", epochs=1)
     assert summary["run"] == "s3run" and remote.read_json("models/LATEST.json")["run"] == "s3run"
     assert {"model.keras", "last.keras", "summary.json", "cells.parquet"} <= set(remote.listdir(remote.path("models", "s3run")))
 
     # infer is a Spark stage: run it on a local copy of the lake, then hand its output back.
     mirror = str(tmp_path / "mirror")
-    for rel in ("partitions", "models"):
-        remote.local_copy(rel, os.path.join(mirror, rel))
+    for rel in ("partitionings", "models"):
+        remote.download(rel, os.path.join(mirror, rel))
     ledger = infer.run(mirror, bucket, "s3run")
     fs.copy_files(f"{mirror}/predictions", remote.path("predictions")[5:], destination_filesystem=remote.fs)
 
@@ -118,8 +138,8 @@ def test_metadata_lines_read_from_s3(s3_lake):
     with fs.FileSystem.from_uri(s3_lake)[0].open_output_stream("lake/in/part-0.bz2", compression=None) as out:
         out.write(bz2.compress(b"\n".join(lines) + b"\n", 1))
     files = line_source.list_inputs(["s3://lake/in/*.bz2"])
-    assert [f for f, _ in files] == ["s3://lake/in/part-0.bz2"]
-    splits = line_source.plan(files, 100_000)
-    assert len(splits) > 2 and {s.codec for s in splits} == {"bz2"}
-    got = [r for s in splits for b in line_source.read_split(s) for r in b.column("raw").to_pylist()]
+    assert [f.path for f in files] == ["s3://lake/in/part-0.bz2"]
+    chunks = line_source.plan(files, 100_000)
+    assert len(chunks) > 2 and {c.codec for c in chunks} == {"bz2"}
+    got = [r for c in chunks for b in line_source.read_chunk(c) for r in b.column("raw").to_pylist()]
     assert got == lines

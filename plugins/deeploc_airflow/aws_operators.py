@@ -233,8 +233,8 @@ class TrainOnInstance(EC2CreateInstanceOperator):
         status, message = event.get("status"), event.get("message")
         if status == "success":
             return event["instance_id"]
+        self.hook.terminate_instances(instance_ids=[event["instance_id"]])  # a failed try leaves nothing running
         if status == "timeout":
-            self.hook.terminate_instances(instance_ids=[event["instance_id"]])
             raise AirflowFailException(f"training ran past train_timeout_hours; instance {event['instance_id']} terminated")
         if status == "fail":
             raise AirflowFailException(f"training failed, and a retry would fail the same way: {message}")
@@ -245,18 +245,18 @@ class TrainOnInstance(EC2CreateInstanceOperator):
 class TerminateTrainingInstances(EC2TerminateInstanceOperator):
     """Teardown: terminate every instance this run launched (one per try), found by its run tag."""
 
-    template_fields: Sequence[str] = (*EC2TerminateInstanceOperator.template_fields, "label")
+    template_fields: Sequence[str] = (*EC2TerminateInstanceOperator.template_fields, "run_label")
 
-    def __init__(self, *, label: str, **kwargs):
+    def __init__(self, *, run_label: str, **kwargs):
         super().__init__(instance_ids=[], **kwargs)
-        self.label = label
+        self.run_label = run_label
 
     def execute(self, context):
         found = self.hook.conn.describe_instances(Filters=[
-            {"Name": f"tag:{RUN_TAG}", "Values": [self.label]},
+            {"Name": f"tag:{RUN_TAG}", "Values": [self.run_label]},
             {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])
         self.instance_ids = [i["InstanceId"] for r in found["Reservations"] for i in r["Instances"]]
         if not self.instance_ids:
-            self.log.info("no instance of run %s is left", self.label)
+            self.log.info("no instance of run %s is left", self.run_label)
             return
         return super().execute(context)

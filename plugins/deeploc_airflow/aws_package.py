@@ -52,7 +52,7 @@ def constraints(lock: Path = LOCK) -> str:
     """pip constraints for the nodes: the project's lock, plus the lock's TensorFlow version for the
     CUDA build (``tensorflow``, which the ``gpu`` extra asks for) beside the CPU build's pin."""
     text = lock.read_text()
-    pin = re.search(r"^tensorflow-cpu==(\S+)$", text, re.M)
+    pin = re.search(r"^tensorflow[-_]cpu==(\S+)$", text, re.M | re.I)  # pip writes either spelling
     if not pin:
         raise RuntimeError(f"{lock} pins no tensorflow-cpu; relock requirements.in")
     return text.rstrip("\n") + f"\ntensorflow=={pin.group(1)}\n"
