@@ -1,0 +1,134 @@
+"""The deferred waits, run for real: the amazon provider's EMR step trigger (as ``EmrStage`` defers to
+it, with the configured hours) and ``TrainingTrigger``, polling a moto server over HTTP with
+aiobotocore, as the triggerer would. The test plays the cluster and the instance from moto's state."""
+
+import asyncio
+import json
+import os
+import time
+from types import SimpleNamespace
+
+import boto3
+import pytest
+
+from deeploc import moto_s3
+
+ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-west-2"}
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv, url = moto_s3.start()
+    saved = {k: os.environ.get(k) for k in [*ENV, "AWS_ENDPOINT_URL"]}
+    os.environ.update({**ENV, "AWS_ENDPOINT_URL": url})
+    boto3.client("s3").create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    yield url
+    for k, v in saved.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    srv.stop()
+
+
+
+
+async def _first_event(trigger, act=None, after=1.0):
+    """The trigger's first event; ``act`` runs ``after`` seconds in, while it polls."""
+    async def later():
+        await asyncio.sleep(after)
+        act()
+
+    task = asyncio.ensure_future(later()) if act else None
+    async for event in trigger.run():
+        if task:
+            await task
+        return event.payload
+
+
+def _cluster_with_step():
+    emr = boto3.client("emr")
+    cluster = emr.run_job_flow(Name="c", ReleaseLabel="emr-spark-8.0.0", JobFlowRole="r", ServiceRole="r",
+                               Instances={"MasterInstanceType": "m5.xlarge", "InstanceCount": 1,
+                                          "KeepJobFlowAliveWhenNoSteps": True})["JobFlowId"]
+    step = emr.add_job_flow_steps(JobFlowId=cluster, Steps=[{"Name": "deeploc faces", "ActionOnFailure": "CONTINUE",
+                                                             "HadoopJarStep": {"Jar": "command-runner.jar", "Args": ["x"]}}])
+    return cluster, step["StepIds"][0]
+
+
+def _set_step(cluster, step_id, state):
+    """As the cluster would (moto never runs a step). The server keeps it in whichever region it inferred."""
+    from moto.backends import get_backend
+
+    (found,) = [b.clusters[cluster] for account in get_backend("emr").values() for b in account.values()
+                if cluster in b.clusters]
+    for step in found.steps:
+        if step.id == step_id:
+            step.state = state
+
+
+def test_emr_stage_defers_with_the_configured_hours(server):
+    from airflow.providers.amazon.aws.triggers.emr import EmrAddStepsTrigger
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from deeploc_airflow.aws_operators import EmrStage
+    from deeploc_airflow.settings import AWS_DEFAULTS
+
+    cluster, _ = _cluster_with_step()
+    plan = {"lake": "s3://lake/root", "step_main": "s3://lake/code/step_main.py",
+            "settings": {**AWS_DEFAULTS, "poll_seconds": 30, "step_timeout_hours": 7}}
+    op = EmrStage(task_id="faces", stage="faces", options={"start": "2010-01-01", "end": "2011-01-01"}, plan=plan,
+                  job_flow_id=cluster, deferrable=True, aws_conn_id=None)
+    ti = SimpleNamespace(dag_id="d", run_id="r", try_number=1, xcom_push=lambda **kw: None)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute({"params": {"lake": "s3://lake/root", "bucket": "s3://images"}, "ti": ti})
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, EmrAddStepsTrigger)
+    assert trigger.waiter_delay * trigger.attempts == 7 * 3600  # 7 hours, not the provider's 30 minutes
+
+
+@pytest.mark.parametrize("state,status", [("COMPLETED", "success"), ("FAILED", "error")])
+def test_the_emr_step_trigger_follows_the_step(server, state, status):
+    from airflow.providers.amazon.aws.triggers.emr import EmrAddStepsTrigger
+
+    cluster, step = _cluster_with_step()
+    _set_step(cluster, step, "RUNNING")
+    trigger = EmrAddStepsTrigger(job_flow_id=cluster, step_ids=[step], waiter_delay=1, waiter_max_attempts=30,
+                                 aws_conn_id=None)
+    event = asyncio.run(_first_event(trigger, lambda: _set_step(cluster, step, state), after=2.5))
+    assert event["status"] == status
+
+
+def _instance():
+    ec2 = boto3.client("ec2")
+    ami = ec2.describe_images()["Images"][0]["ImageId"]
+    return ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+
+
+def test_training_trigger_sees_the_result(server):
+    from deeploc_airflow.training import TrainingTrigger
+
+    instance = _instance()
+    put = lambda: boto3.client("s3").put_object(Bucket="lake", Key="m/try-1.json", Body=json.dumps({"ok": True}))  # noqa: E731
+    trigger = TrainingTrigger(instance, "s3://lake/m/try-1.json", time.time() + 60, 0.5, aws_conn_id=None)
+    assert asyncio.run(_first_event(trigger, put, after=1.5))["status"] == "success"
+    assert TrainingTrigger(*trigger.serialize()[1].values()).serialize() == trigger.serialize()
+
+
+def test_training_trigger_sees_a_lost_instance_and_a_deadline(server):
+    from deeploc_airflow.training import TrainingTrigger
+
+    instance = _instance()
+    kill = lambda: boto3.client("ec2").terminate_instances(InstanceIds=[instance])  # noqa: E731
+    lost = TrainingTrigger(instance, "s3://lake/m/none.json", time.time() + 60, 0.5, aws_conn_id=None)
+    event = asyncio.run(_first_event(lost, kill, after=1.5))
+    assert event["status"] == "retry" and "terminated" in event["message"]
+    running = TrainingTrigger(_instance(), "s3://lake/m/none.json", time.time() + 1.0, 0.5, aws_conn_id=None)
+    assert asyncio.run(_first_event(running))["status"] == "timeout"
+
+
+def test_outcome_rules():
+    from deeploc_airflow.training import outcome
+
+    assert outcome({"ok": True}, "terminated")[0] == "success"  # wrote its result, then powered off
+    assert outcome({"ok": False, "terminal": True, "error": "x"}, "running") == ("fail", "x")
+    assert outcome({"ok": False, "terminal": False, "error": "y"}, "running") == ("retry", "y")
+    assert outcome(None, "running")[0] == "running" and outcome(None, "pending")[0] == "running"
+    assert outcome(None, "shutting-down", "Server.SpotInstanceTermination")[0] == "retry"
