@@ -2,7 +2,10 @@
 
 Ingestion runs once per data interval of its schedule between ``--from`` and ``--to`` (each run
 replaces its slice, so reruns are safe), then the model DAG runs once with ``--conf``. The runs are
-recorded in Airflow's database, so ``airflow standalone`` shows them afterwards.
+recorded in Airflow's database, so ``./dev ui`` shows them afterwards.
+
+The terminal gets one line per task (what it did, rows in / out / rejected, seconds); everything
+Airflow, Spark and TensorFlow log goes to a file under ``$DEEPLOC_LOGS``, named at the start and the end.
 """
 
 from __future__ import annotations
@@ -15,16 +18,15 @@ import time
 from datetime import datetime, timezone
 
 
-def interval_ends(expression: str, start: datetime, end: datetime) -> list[datetime]:
-    """Ends of the schedule's complete intervals in [start, end]: ``dag.test`` at an interval's end
-    runs the interval before it (the manual-run rule of data-interval timetables)."""
+def intervals(expression: str, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    """The schedule's complete intervals in [start, end]: ``dag.test`` at an interval's end runs the
+    interval before it (the manual-run rule of data-interval timetables)."""
     from croniter import croniter
 
-    it = croniter(expression, start)
-    ends = []
+    it, out = croniter(expression, start), []
     while (nxt := it.get_next(datetime)) <= end:
-        ends.append(nxt)
-    return ends
+        out.append((croniter(expression, nxt).get_prev(datetime), nxt))
+    return out
 
 
 def load_dags() -> dict:
@@ -39,24 +41,78 @@ def load_dags() -> dict:
     return bag.dags
 
 
-def run(dag, **kw) -> str:
+def describe(stage: str, result) -> str:
+    """What a stage's result says, in a few words."""
+    if not isinstance(result, dict):
+        return ""
+    if stage == "parse" and result.get("parsed_now") == 0:
+        return f"no new or changed file ({result['in']:,} lines parsed before)"
+    if "in" in result and "out" in result:
+        return f"in {result['in']:>6,}  out {result['out']:>6,}  rejected {result['rejected']:>5,}"
+    if stage == "partitioning":
+        return f"{result['images']:,} images, classes " + " / ".join(str(p["classes"]) for p in result["partitionings"])
+    if stage == "train":
+        return f"best epoch {result['best_epoch']}, fine-cell val accuracy {result['val_acc_fine_best']:.2f}"
+    if stage == "evaluate":
+        hier = next(r for r in result["table"] if r["method"] == "hierarchy")
+        return f"{result['images']:,} photos, hierarchy within 750 km: {100 * hier['country_750km']:.1f} %"
+    if stage == "publish":
+        return f"{result['points']:,} photos on the map"
+    return ""
+
+
+class TaskLines:
+    """An Airflow listener (task SDK): one terminal line per finished task of the local lane."""
+
+    def __init__(self, out):
+        self.out, self.started, self.label = out, {}, ""
+
+    def _hookimpl(fn):  # noqa: N805 - a decorator made lazily, so importing this file needs no Airflow
+        from airflow.sdk._shared.listeners import hookimpl
+
+        return hookimpl(fn)
+
+    def write(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    @_hookimpl
+    def on_task_instance_running(self, previous_state, task_instance):
+        self.started[task_instance.task_id] = time.monotonic()
+
+    @_hookimpl
+    def on_task_instance_success(self, previous_state, task_instance):
+        stage = getattr(task_instance.task, "stage", None)
+        if stage is None:
+            return
+        took = time.monotonic() - self.started.get(task_instance.task_id, time.monotonic())
+        result = task_instance.xcom_pull(task_ids=task_instance.task_id)
+        self.write(f"  {self.label:<15} {stage:<13} {describe(stage, result):<52} {took:6.1f} s")
+
+    @_hookimpl
+    def on_task_instance_failed(self, previous_state, task_instance, error):
+        self.write(f"  {self.label:<15} {task_instance.task_id:<13} FAILED: {str(error).splitlines()[0][:200]}")
+
+
+def run(dag, lines: TaskLines, label: str, **kw) -> bool:
     """``dag.test`` one run on the local target; anything short of every local task succeeding (and the
     aws lane skipped) is a failure: Airflow calls a run whose tasks were never scheduled a success."""
-    t0 = time.monotonic()
+    lines.label = label
     dr = dag.test(**kw)
     states = {ti.task_id: str(ti.state) for ti in dr.get_task_instances()} if dr else {}
     want = lambda tid: "skipped" if tid.startswith("aws.") else "success"  # noqa: E731
-    ok = bool(states) and set(states) == set(dag.task_ids) and all(s == want(t) for t, s in states.items())
-    state = "success" if ok else f"failed {states}"
-    print(f"[deeploc] {dag.dag_id} {kw.get('logical_date') or ''} -> {state} in {time.monotonic() - t0:.0f} s", flush=True)
-    return state
+    ok = bool(states) and set(states) == set(dag.task_ids) and all(
+        s == want(t) or (t == "announce_faces" and s == "skipped") for t, s in states.items())
+    if not ok:
+        lines.write(f"  {label}: not every task succeeded: {states}")
+    return ok
 
 
-def report(conf: dict) -> None:
+def report(conf: dict, out) -> None:
     """Where the results of the model run are, and its accuracy table."""
     sys.path.insert(0, os.environ.get("AIRFLOW__CORE__PLUGINS_FOLDER", ""))
+    from deeploc_airflow.argv import safe_run_name
     from deeploc_airflow.settings import resolve_local
-    from deeploc_airflow.stage import safe_run_name
 
     lake = conf.get("lake") or resolve_local("lake")
     run_name = safe_run_name(conf["run"]) if conf.get("run") else None
@@ -68,23 +124,57 @@ def report(conf: dict) -> None:
             ("accuracy table", f"metrics/{run_name}/accuracy.md", "also .csv and metrics.json"),
             ("web map", "site/index.html", "open it in a browser; works from file://"),
             ("row ledgers", "_ledgers/", "rows in = out + rejects, per stage and slice")]
-    print("\n[deeploc] done. Results:")
+    out.write("\n[deeploc] done. Results:\n")
     for name, rel, note in rows:
-        print(f"  {name:<15} {os.path.join(lake, rel)}  ({note})")
-    print(f"  {'Airflow UI':<15} ./dev ui   then open http://127.0.0.1:{port} (the runs above are there)\n")
+        out.write(f"  {name:<15} {os.path.join(lake, rel)}  ({note})\n")
+    out.write(f"  {'Airflow UI':<15} ./dev ui   then open http://127.0.0.1:{port} (the runs above are there)\n\n")
     with open(os.path.join(lake, "metrics", run_name, "accuracy.md")) as f:
-        print(f.read())
+        out.write(f.read())
+
+
+def to_log_file(folder: str):
+    """Send this process's own output (and its children's: Spark's JVM) to a new log file; return
+    (the terminal, the log's path)."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"dags-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}.log")
+    terminal = os.fdopen(os.dup(1), "w")
+    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    return terminal, path
 
 
 def main() -> int:
+    terminal, log_path = to_log_file(os.environ.get("DEEPLOC_LOGS") or os.path.join(os.getcwd(), ".deeploc", "logs"))
+    terminal.write(f"[deeploc] full logs (Airflow, Spark, TensorFlow): {log_path}\n")
+    try:
+        return run_all(terminal, log_path)
+    except BaseException as exc:
+        import traceback
+
+        terminal.write("".join(traceback.format_exception(exc)[-6:]) + f"[deeploc] stopped; full logs: {log_path}\n")
+        return 1
+    finally:
+        terminal.flush()
+
+
+def run_all(terminal, log_path: str) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--from", dest="start", default="2004-01-01")
     ap.add_argument("--to", dest="end", default="2015-01-01")
     ap.add_argument("--conf", default='{"run": "demo"}', help="model DAG run conf (JSON)")
     ap.add_argument("--skip-model", action="store_true")
     a = ap.parse_args()
+    from airflow.sdk.listener import get_listener_manager
+
+    from deeploc.slices import Slice
+
+    lines = TaskLines(terminal)
+    get_listener_manager().add_listener(lines)
     utc = lambda s: datetime.fromisoformat(s).replace(tzinfo=timezone.utc)  # noqa: E731
-    failed = []
+    failed, t0 = [], time.monotonic()
     dags = load_dags()
     ingestion = dags["deeploc_ingestion"]
     # dag.test names an interval by its end (the manual-run rule), and the last interval's end lies
@@ -92,20 +182,22 @@ def main() -> int:
     ingestion.end_date = None
     for task in ingestion.tasks:
         task.end_date = None
-    schedule = os.environ.get("DEEPLOC_INGEST_SCHEDULE", "@yearly")
-    for end in interval_ends(schedule, utc(a.start), utc(a.end)):
-        if run(ingestion, logical_date=end) != "success":
-            failed.append(f"deeploc_ingestion {end:%Y-%m-%d}")
+    todo = intervals(os.environ.get("DEEPLOC_INGEST_SCHEDULE", "@yearly"), utc(a.start), utc(a.end))
+    for i, (start, end) in enumerate(todo):
+        label = f"ingestion {Slice.of(start, end).name}"
+        terminal.write(f"[{i + 1}/{len(todo)}] {label}\n")
+        if not run(ingestion, lines, label, logical_date=end):
+            failed.append(label)
     if not a.skip_model and not failed:
         conf = json.loads(a.conf)
-        if run(dags["deeploc_model"], run_conf=conf) != "success":
-            failed.append("deeploc_model")
+        terminal.write("[model] deeploc_model\n")
+        if run(dags["deeploc_model"], lines, "model", run_conf=conf):
+            report(conf, terminal)
         else:
-            report(conf)
-    if failed:
-        print(f"[deeploc] FAILED: {', '.join(failed)} (task logs: $AIRFLOW_HOME/logs)", file=sys.stderr)
-        return 1
-    return 0
+            failed.append("deeploc_model")
+    terminal.write(f"[deeploc] {'FAILED: ' + ', '.join(failed) if failed else 'all runs succeeded'} "
+                   f"in {time.monotonic() - t0:.0f} s; full logs: {log_path}\n")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -16,40 +16,52 @@ def demo_run(tmp_path_factory):
     home = tmp_path_factory.mktemp("deeploc-home")
     env = {**os.environ, "DEEPLOC_HOME": str(home), "DEEPLOC_DEMO_ROWS": "1500", "DEEPLOC_DEMO_SEED": "5",
            "DEEPLOC_MODEL_CONF": json.dumps({"run": "e2e", "epochs": 8})}
-    for var in ("DEEPLOC_LAKE", "DEEPLOC_BUCKET", "DEEPLOC_METADATA", "AIRFLOW_HOME"):
+    for var in ("DEEPLOC_LAKE", "DEEPLOC_BUCKET", "DEEPLOC_METADATA", "AIRFLOW_HOME", "DEEPLOC_LOGS"):
         env.pop(var, None)
     res = subprocess.run([str(REPO / "dev"), "demo"], env=env, capture_output=True, text=True, timeout=1200)
-    assert res.returncode == 0, res.stderr[-4000:]
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     return home, env, res
 
 
 def _ledgers(lake, stage):
     folder = os.path.join(lake, "_ledgers", stage)
-    return {f: json.load(open(os.path.join(folder, f))) for f in sorted(os.listdir(folder))}
+    return {f[:-5]: json.load(open(os.path.join(folder, f))) for f in sorted(os.listdir(folder))}
 
 
 def test_every_row_is_accounted_for(demo_run):
     home, _, _ = demo_run
     lake = str(home / "lake")
     e = json.load(open(home / "demo" / "manifest.json"))["expected"]
+    parse = _ledgers(lake, "parse")["input"]
+    assert (parse["in"], parse["out"], parse["rejects"]) == (e["parse_in"], e["parse_out"], e["parse_rejects"])
     for stage in ("metadata", "availability", "faces"):
         ledgers = _ledgers(lake, stage)
-        assert len(ledgers) == 11, sorted(ledgers)  # one per yearly slice, 2004-2014
+        assert sorted(ledgers) == [str(y) for y in range(2004, 2015)]  # one per yearly slice, named by its year
         assert all(lg["in"] == lg["out"] + lg["rejected"] for lg in ledgers.values())
         rej = pd.read_parquet(os.path.join(lake, "rejects", stage))["reject_reason"].value_counts().to_dict()
         assert rej == e[f"{stage}_rejects"], stage
-    assert sum(lg["out"] for lg in _ledgers(lake, "metadata").values()) == e["metadata_out"]
+    assert sum(lg["in"] for lg in _ledgers(lake, "metadata").values()) == e["parse_out"]
     assert len(pd.read_parquet(os.path.join(lake, "metadata"))) == e["metadata_out"]
     assert len(pd.read_parquet(os.path.join(lake, "images"))) == e["availability_out"]
     assert len(pd.read_parquet(os.path.join(lake, "faces"))) == e["faces_out"]
 
 
+def test_the_terminal_gets_a_line_per_task_and_the_logs_a_file(demo_run):
+    home, _, res = demo_run
+    out = res.stdout
+    assert "[1/11] ingestion 2004" in out and "[11/11] ingestion 2014" in out
+    assert out.count(" faces ") == 11 and "  model           train " in out
+    assert len(out.splitlines()) < 100  # Airflow's own logging went to the file
+    log = next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("[deeploc] full logs"))
+    assert log.startswith(str(home / "logs")) and os.path.getsize(log) > 10_000
+
+
 def test_model_beats_the_prior_and_site_is_safe(demo_run):
     home, _, res = demo_run
     lake = home / "lake"
-    labels = pd.read_parquet(lake / "partitions" / "full" / "labels.parquet")
+    photos = pd.read_parquet(lake / "partitionings" / "full" / "photos.parquet")
     pred = pd.read_parquet(lake / "predictions" / "e2e")
-    assert len(pred) == (labels["split"] == "test").sum()
+    assert len(pred) == (photos["split"] == "test").sum()
     table = pd.read_csv(lake / "metrics" / "e2e" / "accuracy.csv").set_index("method")
     assert list(table.index[:4]) == ["coarse", "medium", "fine", "hierarchy"]
     prior = table.loc["prior (most frequent cell)"]
@@ -66,6 +78,7 @@ def test_rerunning_a_slice_duplicates_nothing(demo_run):
     before = {t: len(pd.read_parquet(os.path.join(lake, t))) for t in ("metadata", "images", "faces")}
     res = subprocess.run([str(REPO / "dev"), "dags", "--from", "2010-01-01", "--to", "2011-01-01", "--skip-model"],
                          env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "no new or changed file" in res.stdout
     after = {t: len(pd.read_parquet(os.path.join(lake, t))) for t in ("metadata", "images", "faces")}
     assert after == before

@@ -36,6 +36,8 @@ from deeploc.progress import Progress
 
 log = logging.getLogger(__name__)
 
+# Raised whenever the generator's output changes, so that ``reuse`` never keeps a set made by another.
+GENERATOR_VERSION = 2
 YEARS = list(range(2004, 2015))
 # Flickr uploads grew over the decade; the weights give every yearly slice some rows.
 YEAR_WEIGHTS = np.array([1, 2, 4, 7, 10, 12, 13, 14, 14, 13, 10], dtype=float)
@@ -230,7 +232,8 @@ def generate(out: str, rows: int = 3000, seed: int = 7, files: int = 4, rates: D
     generator is deterministic, so it would come out identical).
     """
     rates = rates or DefectRates()
-    params = {"rows": rows, "seed": seed, "files": files, "rates": asdict(rates), "images": images}
+    params = {"rows": rows, "seed": seed, "files": files, "rates": asdict(rates), "images": images,
+              "generator": GENERATOR_VERSION}
     manifest_path = os.path.join(out, "manifest.json")
     if reuse and os.path.exists(manifest_path):
         with open(manifest_path) as f:
