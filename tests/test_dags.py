@@ -163,6 +163,7 @@ def test_the_asset_waits_for_runs_on_their_way():
 
     done = {"r1": {"announce_faces": "success"}, "r2": {"announce_faces": "upstream_failed"}}
     assert others_on_their_way(0, {**done, "me": {"announce_faces": "running"}}, "me") == []
+    assert others_on_their_way(0, {**done, "r5": {"announce_faces": "running"}}, "me") == []  # reached it
     assert others_on_their_way(0, {**done, "r3": {"announce_faces": None}}, "me") == ["r3"]
     assert others_on_their_way(0, {**done, "r4": {"announce_faces": "up_for_retry"}}, "me") == ["r4"]
     assert others_on_their_way(1, done, "me") == ["a queued run"]
