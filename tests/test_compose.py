@@ -28,11 +28,42 @@ def test_services_images_and_commands():
     assert services["airflow-apiserver"]["ports"] == ["127.0.0.1:8080:8080"]  # not on every interface
 
 
-def test_mounts_exist_and_land_where_airflow_looks():
+def test_mounts_land_where_airflow_looks_and_every_service_shares_the_secrets():
     for name in AIRFLOW_SERVICES:
-        mounts = dict(v.split(":", 1) for v in _compose()["services"][name]["volumes"])
+        svc = _compose()["services"][name]
+        mounts = dict(v.split(":", 1) for v in svc["volumes"])
         assert mounts["./dags"] == "/opt/airflow/dags" and mounts["./plugins"] == "/opt/airflow/plugins", name
-        assert (REPO / "dags").is_dir() and (REPO / "plugins" / "deeploc_airflow").is_dir()
+        assert mounts["airflow-secrets"] == "/opt/airflow/secrets", name
+        env = svc["environment"]
+        assert env["AIRFLOW__API_AUTH__JWT_SECRET_CMD"] == "cat /opt/airflow/secrets/jwt_secret", name
+        assert env["AIRFLOW__CORE__FERNET_KEY_CMD"] == "cat /opt/airflow/secrets/fernet_key", name
+        assert not {"AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__FERNET_KEY"} & set(env), name
+        if name != "airflow-init":  # everything waits for the init service
+            assert svc["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully", name
+
+
+def test_the_init_service_prepares_secrets_and_writable_folders(tmp_path):
+    """The init command as compose runs it (as root, before the others): secrets made once and kept."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    init = _compose()["services"]["airflow-init"]
+    assert init["user"] == "0:0" and "deeploc_airflow.deploy_init" in init["command"][0]
+    assert "--folder /opt/deeploc-data" in init["command"][0] and "airflow db migrate" in init["command"][0]
+    cmd = [sys.executable, "-m", "deeploc_airflow.deploy_init", "--secrets", str(tmp_path / "s"),
+           "--uid", "4321", "--folder", str(tmp_path / "data")]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "plugins")}
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    secrets = {p.name: p.read_text() for p in (tmp_path / "s").iterdir()}
+    subprocess.run(cmd, env=env, capture_output=True, check=True)
+    assert {p.name: p.read_text() for p in (tmp_path / "s").iterdir()} == secrets  # kept, not remade
+    assert len(secrets["jwt_secret"]) >= 60 and len(secrets["fernet_key"]) == 44
+    assert json.loads(secrets["passwords.json"])["airflow"] in first.stdout
+    if os.geteuid() == 0:
+        assert (tmp_path / "data").stat().st_uid == 4321 and (tmp_path / "s" / "jwt_secret").stat().st_uid == 4321
+    assert oct((tmp_path / "s" / "fernet_key").stat().st_mode & 0o777) == "0o600"
 
 
 def test_image_matches_the_pins():
@@ -44,6 +75,7 @@ def test_image_matches_the_pins():
     assert "requirements.txt" in dockerfile and "COPY --chown=airflow tasks" in dockerfile
     env = _compose()["services"]["airflow-scheduler"]["environment"]
     assert env["DEEPLOC_REQUIREMENTS"] == "/opt/deeploc/requirements.txt"  # where the Dockerfile puts the lock
+    assert env["DEEPLOC_SOURCE"] == "/opt/deeploc" and "COPY --chown=airflow pyproject.toml /opt/deeploc/" in dockerfile
     assert "/opt/deeploc/requirements.txt" in dockerfile
     # The image has a JDK, so it builds the local file system jar and points the sessions at it.
     assert "openjdk-17-jdk-headless" in dockerfile

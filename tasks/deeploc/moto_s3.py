@@ -7,6 +7,7 @@ It runs in a thread of the calling process, so that process can also reach moto'
 from __future__ import annotations
 
 import socket
+import urllib.request
 
 
 def start():
@@ -18,4 +19,7 @@ def start():
         port = sock.getsockname()[1]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    return server, f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}"
+    # moto keeps its state per process, not per server: start every server empty.
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=30).read()
+    return server, url
