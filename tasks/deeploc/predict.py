@@ -1,4 +1,9 @@
-"""Turning images into locations with a trained run: per-partitioning and hierarchical predictions."""
+"""From pixels to places with a trained run: the probabilities of every partitioning's cells, the
+hierarchy's, optional test-time crops, and the top-k cells of each output with their locations.
+
+``Predictor`` is what the Spark inference job, ``deeploc predict`` and ``deeploc serve`` share, so a photo
+gets the same answer wherever it is predicted.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,30 @@ import os
 import numpy as np
 import pandas as pd
 
-from deeploc import geo
+from deeploc import geo, images
 
 HIERARCHY = "hierarchy"
+CROPS = (1, 5)  # the centre crop; or GeoEstimation's test-time crops: centre and four corners
+
+
+def hierarchy_scores(probs: dict[str, np.ndarray], order: list[str], parents: pd.DataFrame) -> np.ndarray:
+    """p_fine * p_medium(parent) * p_coarse(parent) for each fine cell, renormalised to sum to 1 per photo
+    (a fine cell whose mean lies in no coarser cell scores 0). The ranking is the product's."""
+    h = probs[order[-1]].astype(np.float64).copy()
+    for p in order[:-1]:
+        parent = parents[p].to_numpy()
+        h *= np.where(parent >= 0, probs[p][:, np.maximum(parent, 0)], 0.0)
+    total = h.sum(axis=1, keepdims=True)
+    return np.divide(h, total, out=np.zeros_like(h), where=total > 0)
+
+
+def crops_of(square: np.ndarray, side: int, n: int) -> list[np.ndarray]:
+    """``n`` crops of ``side`` from the evaluation-scale square: the centre (n=1), or centre and corners."""
+    if n == 1:
+        return [images.centre_crop(square, side)]
+    big = square.shape[0]
+    corners = [(0, 0), (0, big - side), (big - side, 0), (big - side, big - side)]
+    return [images.centre_crop(square, side)] + [square[t:t + side, left:left + side] for t, left in corners]
 
 
 class Predictor:
@@ -26,38 +52,68 @@ class Predictor:
         self.input_size: int = self.summary["profile"]["input_size"]
         self.model = keras.models.load_model(os.path.join(model_dir, "model.keras"), compile=False)
         cells = pd.read_parquet(os.path.join(model_dir, "cells.parquet"))
-        self.cells = {p: cells[cells["partitioning"] == p].sort_values("class") for p in self.order}
+        self.cells = {p: cells[cells["partitioning"] == p].sort_values("class").reset_index(drop=True) for p in self.order}
         self.hier = pd.read_parquet(os.path.join(model_dir, "hierarchy.parquet"))
 
     @property
     def outputs(self) -> list[str]:
         return [*self.order, HIERARCHY]
 
-    def probabilities(self, batch: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
-        """Softmax per head, and the hierarchical score p_fine * p_parent(medium) * p_parent(coarse)."""
-        probs = self.model.predict(batch.astype(np.float32), batch_size=batch_size, verbose=0)
-        probs = {p: np.asarray(probs[p]) for p in self.order}
-        fine = self.order[-1]
-        h = probs[fine].copy()
-        for p in self.order[:-1]:
-            parent = self.hier[p].to_numpy()
-            # A fine cell whose mean lies in no coarser cell gets no hierarchical score.
-            h *= np.where(parent >= 0, probs[p][:, np.maximum(parent, 0)], 0.0)
-        probs[HIERARCHY] = h
+    def prepare(self, rgb: np.ndarray, crops: int = 1) -> np.ndarray:
+        """An image as the network's input: (crops, side, side, 3) uint8 from the evaluation transform."""
+        square = images.resize_square(rgb, images.eval_side(self.input_size))
+        return np.stack(crops_of(square, self.input_size, crops))
+
+    def probabilities(self, batch: np.ndarray, crops: int = 1, batch_size: int = 64) -> dict[str, np.ndarray]:
+        """Softmax per partitioning for a batch of prepared images ((photos * crops), side, side, 3),
+        combined over each photo's crops by the element-wise maximum (GeoEstimation's rule) and
+        renormalised; and the hierarchy's probabilities."""
+        raw = self.model.predict(batch.astype(np.float32), batch_size=batch_size, verbose=0)
+        probs = {}
+        for p in self.order:
+            per_crop = np.asarray(raw[p], dtype=np.float64).reshape(-1, crops, raw[p].shape[-1])
+            best = per_crop.max(axis=1)
+            probs[p] = best / best.sum(axis=1, keepdims=True)
+        probs[HIERARCHY] = hierarchy_scores(probs, self.order, self.hier)
         return probs
 
     def locations(self, probs: dict[str, np.ndarray], k: int = 5) -> dict[str, dict[str, np.ndarray]]:
-        """Per output: predicted class, its mean lat/lon, and the top-k classes with probabilities."""
+        """Per output: the predicted class, its location (the cell's mean), and the top-k classes with
+        their probabilities and locations."""
         out = {}
         for name, p in probs.items():
             cells = self.cells[self.order[-1] if name == HIERARCHY else name]
-            kk = min(k, p.shape[1])
-            top = np.argsort(-p, axis=1)[:, :kk]
-            best = top[:, 0]
-            out[name] = {"class": best, "lat": cells["mean_lat"].to_numpy()[best],
-                         "lon": cells["mean_lon"].to_numpy()[best],
-                         "topk_class": top, "topk_prob": np.take_along_axis(p, top, axis=1)}
+            lat, lon = cells["mean_lat"].to_numpy(), cells["mean_lon"].to_numpy()
+            top = np.argsort(-p, axis=1, kind="stable")[:, :min(k, p.shape[1])]
+            out[name] = {"class": top[:, 0], "lat": lat[top[:, 0]], "lon": lon[top[:, 0]], "topk_class": top,
+                         "topk_prob": np.take_along_axis(p, top, axis=1), "topk_lat": lat[top], "topk_lon": lon[top]}
         return out
+
+    def predict_images(self, rgbs: list[np.ndarray], k: int = 5, crops: int = 1) -> dict[str, dict[str, np.ndarray]]:
+        return self.locations(self.probabilities(np.concatenate([self.prepare(r, crops) for r in rgbs]), crops), k)
+
+
+def as_records(locs: dict[str, dict[str, np.ndarray]], cells_of: dict[str, pd.DataFrame], order: list[str]) -> list[dict]:
+    """One JSON-ready record per photo: per output, the prediction and its top-k cells."""
+    n = len(next(iter(locs.values()))["class"])
+    records = []
+    for i in range(n):
+        rec = {}
+        for name, v in locs.items():
+            tokens = cells_of[order[-1] if name == HIERARCHY else name]["token"].to_numpy()
+            rec[name] = {"lat": float(v["lat"][i]), "lon": float(v["lon"][i]), "cell": str(tokens[v["class"][i]]),
+                         "top": [{"cell": str(tokens[c]), "probability": float(pr), "lat": float(la), "lon": float(lo)}
+                                 for c, pr, la, lo in zip(v["topk_class"][i], v["topk_prob"][i], v["topk_lat"][i],
+                                                          v["topk_lon"][i])]}
+        records.append(rec)
+    return records
+
+
+def predict_bytes(predictor: Predictor, data: bytes, k: int = 5, crops: int = 1) -> dict:
+    """One photo's prediction from its file's bytes. Only the pixels reach the network: EXIF (GPS
+    included) is read for nothing but the orientation."""
+    rgb = images.decode(data, min_side=images.eval_side(predictor.input_size))
+    return as_records(predictor.predict_images([rgb], k, crops), predictor.cells, predictor.order)[0]
 
 
 @functools.lru_cache(maxsize=2)

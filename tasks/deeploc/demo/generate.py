@@ -37,7 +37,7 @@ from deeploc.progress import Progress
 log = logging.getLogger(__name__)
 
 # Raised whenever the generator's output changes, so that ``reuse`` never keeps a set made by another.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 YEARS = list(range(2004, 2015))
 # Flickr uploads grew over the decade; the weights give every yearly slice some rows.
 YEAR_WEIGHTS = np.array([1, 2, 4, 7, 10, 12, 13, 14, 14, 13, 10], dtype=float)
@@ -78,6 +78,7 @@ class Row:
     lat: float | None
     lon: float | None
     place: int
+    user: int = 0              # the uploader: a user's photos are taken around their home place
     marker: int = 0
     stage: str = ""            # stage expected to reject the row ("" = reaches the faces output)
     reason: str = ""
@@ -101,11 +102,18 @@ def _plan(rng: np.random.Generator, n: int, rates: DefectRates) -> list[Row]:
     """Decide every row's fate; duplicates are copies appended after their original."""
     n_dup = _count(rates.duplicate_id, n)
     base = n - n_dup
-    lat, lon, place = places_mod.sample_locations(rng, base)
+    # Users with a home place each; some upload far more than others (a heavy tail, as on Flickr), and
+    # a user's photos are taken within a few km of home: the near-duplicates a split must keep together.
+    n_users = max(10, base // 6)
+    home_lat, home_lon, home_place = places_mod.sample_locations(rng, n_users)
+    weight = 1.0 / np.arange(1, n_users + 1) ** 0.8
+    user = rng.choice(n_users, size=base, p=weight / weight.sum())
+    lat, lon = places_mod.jitter(rng, home_lat[user], home_lon[user], 2.0)
     uploads = _upload_times(rng, base)
     # Distinct ids in Flickr's range: a sorted random walk with positive steps, then shuffled.
     ids = rng.permutation(10**9 + np.cumsum(rng.integers(1, 10**6, base)))
-    rows = [Row(0, int(ids[i]), int(uploads[i]), float(lat[i]), float(lon[i]), int(place[i])) for i in range(base)]
+    rows = [Row(0, int(ids[i]), int(uploads[i]), float(lat[i]), float(lon[i]), int(home_place[user[i]]), int(user[i]))
+            for i in range(base)]
 
     order = rng.permutation(base)
     cursor = 0
@@ -144,8 +152,8 @@ def _plan(rng: np.random.Generator, n: int, rates: DefectRates) -> list[Row]:
     originals = [r for r in rows if r.stage not in ("parse", "metadata")]
     for src in rng.choice(len(originals), size=n_dup, replace=False):
         o = originals[src]
-        rows.append(Row(0, o.photo_id, o.upload, o.lat, o.lon, o.place, stage="metadata", reason="duplicate_id",
-                        extra={"duplicate_of": o.photo_id}))
+        rows.append(Row(0, o.photo_id, o.upload, o.lat, o.lon, o.place, o.user, stage="metadata",
+                        reason="duplicate_id", extra={"duplicate_of": o.photo_id}))
     # Shuffle, then put every duplicate somewhere behind its original, so "first occurrence kept"
     # is well defined (linear: each duplicate is attached to a row index at or after its original).
     rows = [rows[i] for i in rng.permutation(len(rows))]
@@ -171,7 +179,7 @@ def _urls(rng: np.random.Generator, photo_id: int) -> dict:
 
 def _line(rng: np.random.Generator, r: Row, urls: dict, names: list[str]) -> bytes:
     """One metadata line in the official 25-column layout, as bytes (some carry invalid UTF-8)."""
-    nsid = f"{int(rng.integers(10**6, 10**8))}@N0{int(rng.integers(0, 9))}"
+    nsid = f"{10_000_000 + 7919 * r.user}@N0{r.user % 9}"
     taken = datetime.fromtimestamp(r.upload - int(rng.integers(0, 400 * 86400)), tz=timezone.utc)
     title = HOSTILE_TITLES[r.line % len(HOSTILE_TITLES)] if r.line % 97 == 5 else f"Trip to {names[r.place]}"
     lon = "" if r.lon is None else f"{r.lon:.6f}"
@@ -185,7 +193,7 @@ def _line(rng: np.random.Generator, r: Row, urls: dict, names: list[str]) -> byt
         h = h[::-1]
     lic, lic_url = LICENSES[r.photo_id % len(LICENSES)]
     fields = [
-        str(r.line), str(r.photo_id), h, nsid, quote_plus(f"user{r.photo_id % 997}"),
+        str(r.line), str(r.photo_id), h, nsid, quote_plus(f"user {r.user}"),
         taken.strftime("%Y-%m-%d %H:%M:%S.0"), str(r.upload), DEVICES[r.photo_id % len(DEVICES)],
         quote_plus(title), quote_plus(f"Photo near {names[r.place]}.\nShot on holiday."),
         "travel,holiday", "", lon, lat, "" if r.lat is None else str(int(rng.integers(1, 17))),

@@ -1,7 +1,8 @@
 """Partitioning stage: ``faces/`` -> ``partitionings/<image set>/``.
 
 Chooses the image set (``full``, or ``removal``: images with a face ratio at or below the threshold),
-splits it deterministically (test / train / val by a hash of the photo id), builds the adaptive S2
+optionally a stable sample of it (``max_images``), splits it deterministically (test / train / val by a
+hash of the user id, or of the photo id: ``deeploc.splits``), builds the adaptive S2
 partitionings from the training split only, gives train and val images their class in each, and links
 every fine class to its coarser parents. Published whole (``deeploc.commit``).
 
@@ -24,7 +25,8 @@ from deeploc.tables import IMAGE_SETS, REMOVAL_THRESHOLD, removal_filter
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["photo_id", "object_key", "latitude", "longitude", "face_ratio", "title", "page_url", "license_name"]
+COLUMNS = ["photo_id", "object_key", "latitude", "longitude", "face_ratio", "title", "page_url", "license_name",
+           "license_url", "user_nsid", "user_nickname"]
 
 
 def read_faces(lake: Lake) -> pd.DataFrame:
@@ -32,6 +34,9 @@ def read_faces(lake: Lake) -> pd.DataFrame:
     if not commit.months_in(lake, lake.path("faces")):
         raise FileNotFoundError(f"partitioning: no faces table under {lake.path('faces')}; run the ingestion DAG first")
     table = lake.arrow_dataset(lake.path("faces"), format="parquet", partitioning="hive")
+    missing = sorted(set(COLUMNS) - set(table.schema.names))
+    if missing:
+        raise ValueError(f"the faces table has no {missing}: it was written by an older version; rerun the ingestion DAG")
     return table.to_table(columns=COLUMNS).to_pandas()
 
 
@@ -43,8 +48,11 @@ def choose(df: pd.DataFrame, image_set: str, threshold: float) -> pd.DataFrame:
 
 def report_markdown(report: dict) -> str:
     """Classes per partitioning (the shape of the report's Table 3), class sizes, unassigned images."""
+    rule = report["split_rule"]
     lines = [f"# Partitionings of the {report['image_set']} image set", "",
-             f"{report['images']} images ({report['removed_by_faces']} removed by faces); split {report['split']}.", "",
+             f"{report['images']} images ({report['removed_by_faces']} removed by faces, "
+             f"{report['left_out_by_sample']} left out by the sample); split by {rule['by']} "
+             f"(test {rule['test_fraction']}, then val {rule['val_fraction']} of the rest): {report['split']}.", "",
              "| partitioning | tau_min | tau_max | classes | S2 levels | images per class (min / median / max) "
              "| training images in no cell |", "|---|---|---|---|---|---|---|"]
     for p in report["partitionings"]:
@@ -58,19 +66,24 @@ def report_markdown(report: dict) -> str:
 
 
 def run(lake: str, image_set: str = "full", profile: str = "demo", partitionings: str | None = None,
-        face_threshold: float = REMOVAL_THRESHOLD, test_fraction: float = 0.2, val_fraction: float = 0.2) -> dict:
+        face_threshold: float = REMOVAL_THRESHOLD, test_fraction: float = 0.2, val_fraction: float = 0.2,
+        split_by: str = "user", max_images: int | None = None, seed: int = 0) -> dict:
     """Build the partitionings of an image set (``partitionings``: the profile's unless given)."""
     lake = Lake(lake)
-    specs = partitioning.Spec.parse(partitionings or profiles.get(profile).partitionings)
+    spec = partitionings or profiles.get(profile).partitionings
+    specs = partitioning.Spec.parse(spec)
     faces = read_faces(lake)
-    df = choose(faces, image_set, face_threshold).reset_index(drop=True)
-    df["split"] = splits.assign(df["photo_id"].to_numpy(), test_fraction, val_fraction)
+    chosen = choose(faces, image_set, face_threshold)
+    df = chosen[splits.sample(chosen["photo_id"], max_images, seed)].reset_index(drop=True)
+    df["split"] = splits.split(df, split_by, test_fraction, val_fraction)
     train = (df["split"] == "train").to_numpy()
     lat, lon = df["latitude"].to_numpy(float), df["longitude"].to_numpy(float)
     leaf = s2.leaf_ids(lat, lon)
 
-    tables, report = {}, {"image_set": image_set, "profile": profile, "face_threshold": face_threshold, "images": len(df),
-                          "removed_by_faces": len(faces) - len(df),
+    tables, report = {}, {"image_set": image_set, "profile": profile, "spec": spec, "face_threshold": face_threshold,
+                          "images": len(df), "removed_by_faces": len(faces) - len(chosen),
+                          "left_out_by_sample": len(chosen) - len(df), "max_images": max_images, "seed": seed,
+                          "split_rule": {"by": split_by, "test_fraction": test_fraction, "val_fraction": val_fraction},
                           "split": {k: int((df["split"] == k).sum()) for k in splits.SPLITS},
                           "partitionings": []}
     for s in specs:

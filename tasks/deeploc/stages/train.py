@@ -1,8 +1,11 @@
-"""Train stage: labelled images -> ``models/<run>/`` (model, cells, hierarchy, history, summary).
+"""Train stage: an image set's partitionings and its prepared shards -> ``models/<run>/``.
 
-Training images get a random crop at the evaluation scale (resize the shorter side to 1.5x the input,
-crop an input-sized square anywhere); validation uses the fixed centre crop that inference uses. The
-checkpoint with the lowest validation loss is the model; the last epoch is kept beside it.
+Each completed epoch is checkpointed in the lake (``deeploc.checkpoints``); the same command after a
+kill resumes after the last completed epoch, with the optimizer's state, the learning-rate schedule's
+position and the history as they were. The exported model is the one with the lowest validation loss;
+the last epoch's is kept beside it, with the cells, the hierarchy, ``history.csv`` (one row per epoch)
+and TensorBoard logs. Training reads the shards (``deeploc shards``); ``--input images`` reads the
+images themselves every epoch, which only suits tiny sets.
 """
 
 from __future__ import annotations
@@ -11,91 +14,131 @@ import json
 import logging
 import os
 import shutil
+import tempfile
+import time
 
 import numpy as np
 import pandas as pd
 
-from deeploc import commit, images, profiles, runs
+from deeploc import commit, profiles, runs, training_data
 from deeploc.bucket import Bucket
+from deeploc.checkpoints import Checkpoints
 from deeploc.lake import Lake
 
 log = logging.getLogger(__name__)
+INPUTS = ("shards", "images")
 
-CACHE_LIMIT_BYTES = 2 * 1024**3  # decoded images are cached in memory below this size
+
+def _partitionings(lake: Lake, image_set: str, profile: str, any_partitionings: bool) -> tuple[str, dict]:
+    """A local folder with the image set's partitionings, and their report; refused when they were built
+    for another profile (unless ``any_partitionings``)."""
+    if not lake.exists(lake.path("partitionings", image_set, "photos.parquet")):
+        raise FileNotFoundError(f"train: no partitionings under {lake.path('partitionings', image_set)}; "
+                                "run the partitioning stage first")
+    folder = lake.download(f"partitionings/{image_set}")
+    with open(os.path.join(folder, "report.json")) as f:
+        report = json.load(f)
+    if report.get("profile") != profile and not any_partitionings:
+        raise ValueError(f"train: the {image_set} partitionings were built for profile {report.get('profile')!r}, "
+                         f"not {profile!r}; rebuild them (deeploc partitioning --profile {profile}) or pass "
+                         "--any-partitionings")
+    return folder, report
 
 
-def input_pipeline(df: pd.DataFrame, outputs: list[str], bucket: Bucket, side: int, batch: int, train: bool,
-                   seed: int):
-    """tf.data pipeline of (image, {output: class}, {output: weight}); a class of -1 gets weight 0."""
-    import tensorflow as tf
-
-    big = images.eval_side(side)
-    classes = {o: np.maximum(df[f"class_{o}"].to_numpy(np.int32), 0) for o in outputs}
-    weights = {o: (df[f"class_{o}"].to_numpy() >= 0).astype(np.float32) for o in outputs}
-    keys = df["object_key"].to_numpy(str)
-
-    def load(key):
-        return images.resize_square(images.read_rgb(bucket, key.decode()), big)
-
-    ds = tf.data.Dataset.from_tensor_slices((keys, classes, weights))
-    ds = ds.map(lambda k, y, w: (tf.ensure_shape(tf.numpy_function(load, [k], tf.uint8), (big, big, 3)), y, w),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    if len(df) * big * big * 3 < CACHE_LIMIT_BYTES:
-        ds = ds.cache()
-    if train:
-        ds = ds.shuffle(min(len(df), 10_000), seed=seed, reshuffle_each_iteration=True)
-        crop = lambda img: tf.image.random_crop(img, (side, side, 3), seed=seed)  # noqa: E731
-    else:
-        off = (big - side) // 2
-        crop = lambda img: img[off:off + side, off:off + side, :]  # noqa: E731
-    ds = ds.map(lambda img, y, w: (tf.cast(crop(img), tf.float32), y, w), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+def _shard_files(lake: Lake, image_set: str, side: int, order: list[str], local: str) -> dict[str, list[str]]:
+    """The shards of each split as local files (downloaded once from an S3 lake), checked against the run."""
+    rel = f"shards/{image_set}"
+    if not lake.exists(lake.path(rel, "index.json")):
+        raise FileNotFoundError(f"train: no shards under {lake.path(rel)}; run deeploc shards first "
+                                "(or --input images for a tiny set)")
+    index = lake.read_json(f"{rel}/index.json")
+    if index["side"] != side or index["partitionings"] != order:
+        raise ValueError(f"train: the shards under {lake.path(rel)} are for side {index['side']} and partitionings "
+                         f"{index['partitionings']}, not {side} and {order}; run deeploc shards again")
+    folder = lake.download(rel, local if lake.remote else None)
+    return {s: [os.path.join(folder, e["file"]) for e in index["splits"][s]] for s in ("train", "val")}
 
 
 def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: str = "demo",
-        epochs: int | None = None, backbone: str | None = None, weights: str | None = None, seed: int = 1) -> dict:
-    """Train the profile's network on an image set's partitionings; publish ``models/<run>/``."""
+        epochs: int | None = None, backbone: str | None = None, weights: str | None = None,
+        learning_rate: float | None = None, batch_size: int | None = None, schedule: str | None = None,
+        warmup_epochs: float | None = None, input: str = "shards", any_partitionings: bool = False,
+        seed: int = 1) -> dict:
+    """Train (or resume training) the run; publish ``models/<run>/``; return its summary."""
     import keras
 
     from deeploc import model as model_mod
+    from deeploc.images import eval_side
 
+    if input not in INPUTS:
+        raise ValueError(f"input must be one of {INPUTS}, got {input!r}")
     lake_ = Lake(lake)
-    prof = profiles.get(profile).with_overrides(epochs=epochs, backbone=backbone)
+    prof = profiles.get(profile).with_overrides(epochs=epochs, backbone=backbone, learning_rate=learning_rate,
+                                                batch_size=batch_size, schedule=schedule, warmup_epochs=warmup_epochs)
     if weights is not None:
         prof = prof.with_overrides(weights=None if weights == "none" else weights)
-    if not lake_.exists(lake_.path("partitionings", image_set, "photos.parquet")):
-        raise FileNotFoundError(f"train: no partitionings under {lake_.path('partitionings', image_set)}; "
-                                "run the partitioning stage first")
-    part_dir = lake_.download(f"partitionings/{image_set}")
-    with open(os.path.join(part_dir, "report.json")) as f:
-        order = json.load(f)["order"]
+    part_dir, report = _partitionings(lake_, image_set, profile, any_partitionings)
+    order = report["order"]
     cells = pd.read_parquet(os.path.join(part_dir, "cells.parquet"))
     photos = pd.read_parquet(os.path.join(part_dir, "photos.parquet"))
     outputs = {o: int((cells["partitioning"] == o).sum()) for o in order}
     if min(outputs.values()) < 2:
         raise ValueError(f"train: every partitioning needs >= 2 classes, got {outputs}; lower tau_max or add data")
     tr, va = photos[photos["split"] == "train"], photos[photos["split"] == "val"]
-    log.info("train: profile %s, backbone %s %dpx, outputs %s, %d train / %d val images, %d epochs",
-             prof.name, prof.backbone, prof.input_size, outputs, len(tr), len(va), prof.epochs)
-
+    devices = model_mod.configure_devices()
     keras.utils.set_random_seed(seed)
-    net = model_mod.compile_model(model_mod.build(prof.backbone, prof.input_size, outputs, prof.weights),
-                                  list(outputs), prof.learning_rate)
-    with commit.building(lake_, f"models/{run}") as tmp:
-        best = os.path.join(tmp, "model.keras")
-        history = net.fit(
-            input_pipeline(tr, list(outputs), bucket, prof.input_size, prof.batch_size, True, seed),
-            validation_data=input_pipeline(va, list(outputs), bucket, prof.input_size, prof.batch_size, False, seed),
-            epochs=prof.epochs, verbose=2,
-            callbacks=[keras.callbacks.ModelCheckpoint(best, monitor="val_loss", save_best_only=True)])
-        net.save(os.path.join(tmp, "last.keras"))
-        hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-        summary = _summary(hist, tr, va, order, outputs, prof, run, image_set)
-        for name in ("cells.parquet", "hierarchy.parquet", "report.json"):
-            shutil.copy(os.path.join(part_dir, name), tmp)
-        for name, obj in (("history.json", hist), ("summary.json", summary)):
-            with open(os.path.join(tmp, name), "w") as f:
-                json.dump(obj, f, indent=2)
+    work = tempfile.mkdtemp(prefix="deeploc-train-")
+    try:
+        side = eval_side(prof.input_size)
+        if input == "shards":
+            files = _shard_files(lake_, image_set, side, order, os.path.join(work, "shards"))
+            train_ds = training_data.from_shards(files["train"], order, side, prof.input_size, prof.batch_size, True, seed)
+            val_ds = training_data.from_shards(files["val"], order, side, prof.input_size, prof.batch_size, False, seed)
+        else:
+            train_ds = training_data.from_images(tr, order, bucket, prof.input_size, prof.batch_size, True, seed)
+            val_ds = training_data.from_images(va, order, bucket, prof.input_size, prof.batch_size, False, seed)
+        steps = -(-len(tr) // prof.batch_size)
+        config = {"profile": prof.as_dict(), "image_set": image_set, "order": order, "outputs": outputs,
+                  "input": input, "split_rule": report["split_rule"], "seed": seed}
+        ckpt = Checkpoints(lake_, run)
+        state, history = ckpt.state(), ckpt.history()
+        if state is not None and state["config"] != config:
+            raise ValueError(f"train: {lake_.path('checkpoints', run)} holds a run with other settings; "
+                             "use another --run, or delete that folder to start over")
+        if state is None:
+            net = model_mod.build(prof.backbone, prof.input_size, outputs, prof.weights)
+            model_mod.compile_model(net, order, model_mod.learning_rate(
+                prof.learning_rate, prof.schedule, steps, prof.epochs, prof.warmup_epochs))
+            start, best, resumed = 0, {"val_loss": float("inf"), "epoch": 0}, []
+            log.info("train: profile %s, backbone %s %dpx, outputs %s, %d train / %d val images, %d epochs, %s",
+                     prof.name, prof.backbone, prof.input_size, outputs, len(tr), len(va), prof.epochs, input)
+        else:
+            start, best, resumed = state["epoch"], state["best"], [*state.get("resumed_after", []), state["epoch"]]
+            net = keras.models.load_model(ckpt.fetch(state["model"], os.path.join(work, state["model"])))
+            history = [h for h in history if int(h["epoch"]) <= start]
+            log.info("train: resuming after epoch %d of %d (best val loss %.4f at epoch %d)", start, prof.epochs,
+                     best["val_loss"], best["epoch"])
+        tensorboard = os.path.join(work, "tensorboard")
+        if state is not None:
+            ckpt.download_tensorboard(tensorboard)
+        saver = epoch_saver(ckpt, work, history, best, {"config": config, "resumed_after": resumed}, tensorboard)
+        if start < prof.epochs:
+            net.fit(train_ds, validation_data=val_ds, epochs=prof.epochs, initial_epoch=start, verbose=2,
+                    callbacks=[keras.callbacks.TensorBoard(tensorboard, histogram_freq=0, write_graph=False), saver])
+        summary = _summary(saver.history, saver.best, tr, va, order, outputs, prof, run, image_set, report, devices,
+                           resumed, input)
+        with commit.building(lake_, f"models/{run}") as out:
+            ckpt.fetch("best.keras", os.path.join(out, "model.keras"))
+            ckpt.fetch(ckpt.state()["model"], os.path.join(out, "last.keras"))
+            for name in ("cells.parquet", "hierarchy.parquet", "report.json"):
+                shutil.copy(os.path.join(part_dir, name), out)
+            ckpt.fetch("history.csv", os.path.join(out, "history.csv"))
+            ckpt.download_tensorboard(os.path.join(out, "tensorboard"))
+            with open(os.path.join(out, "summary.json"), "w") as f:
+                json.dump(summary, f, indent=2)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ckpt.clear()
     runs.mark_latest(lake_, run, image_set)
     log.info("train: best epoch %d, val loss %.3f, fine val acc %.3f vs %.3f for the class prior -> %s",
              summary["best_epoch"], summary["best_val_loss"], summary["val_acc_fine_best"] or float("nan"),
@@ -103,16 +146,50 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
     return summary
 
 
-def _summary(hist: dict, tr, va, order: list[str], outputs: dict, prof, run: str, image_set: str) -> dict:
+def epoch_saver(*args):
+    """A Keras callback: after every epoch, the model, the best one, the history and the state, to the lake."""
+    import keras
+
+    class _Saver(keras.callbacks.Callback):
+        def __init__(self, ckpt, work, history, best, state, tensorboard):
+            super().__init__()
+            self.ckpt, self.work, self.history, self.best = ckpt, work, history, best
+            self.state, self.tensorboard, self.t0 = state, tensorboard, time.monotonic()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            done = epoch + 1
+            lr = self.model.optimizer.learning_rate
+            row = {"epoch": done, **{k: float(v) for k, v in (logs or {}).items()},
+                   "learning_rate": float(lr.numpy() if hasattr(lr, "numpy") else lr),
+                   "seconds": round(time.monotonic() - self.t0, 2)}
+            self.history = [*self.history, row]
+            last = os.path.join(self.work, "last.keras")
+            self.model.save(last)
+            improved = row["val_loss"] < self.best["val_loss"]
+            if improved:
+                self.best = {"val_loss": row["val_loss"], "epoch": done}
+            self.ckpt.save_epoch(done, last, last if improved else None, self.history,
+                                 {**self.state, "best": self.best}, self.tensorboard)
+
+    return _Saver(*args)
+
+
+def _summary(history: list[dict], best: dict, tr, va, order: list[str], outputs: dict, prof, run: str,
+             image_set: str, report: dict, devices: dict, resumed: list[int], input: str) -> dict:
     """The run's summary, with the bar a model must clear: always predicting the most frequent cell."""
     fine = order[-1]
     prior_class = int(tr[f"class_{fine}"][tr[f"class_{fine}"] >= 0].mode().iloc[0])
     va_fine = va[f"class_{fine}"].to_numpy()
-    best_epoch = int(np.argmin(hist["val_loss"]))
+    best_row = next(h for h in history if int(h["epoch"]) == best["epoch"])
+    acc = best_row.get(f"val_{fine}_acc")
     return {
         "run": run, "image_set": image_set, "profile": prof.as_dict(), "order": order, "outputs": outputs,
-        "train_images": len(tr), "val_images": len(va), "best_epoch": best_epoch + 1,
-        "best_val_loss": hist["val_loss"][best_epoch],
-        "val_acc_fine_best": hist.get(f"val_{fine}_acc", [None] * (best_epoch + 1))[best_epoch],
+        "train_images": len(tr), "val_images": len(va), "epochs": len(history), "best_epoch": best["epoch"],
+        "best_val_loss": best["val_loss"], "val_acc_fine_best": None if acc in (None, "") else float(acc),
         "val_acc_fine_prior": float(np.mean(va_fine[va_fine >= 0] == prior_class)) if (va_fine >= 0).any() else None,
+        "split_rule": report["split_rule"], "partitioning_report": {k: report.get(k) for k in ("profile", "spec")},
+        "devices": devices, "resumed_after_epochs": resumed, "input": input,
     }

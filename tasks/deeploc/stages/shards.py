@@ -1,0 +1,127 @@
+"""Shards stage: the training and validation photos of an image set, each read once, turned into the
+common input of every training transform (shorter side resized to 1.5x the network's input, centre
+square) and written as GZIP-compressed TFRecord shards: training then reads large files in sequence
+instead of decoding millions of small objects every epoch.
+
+On the lake, ``shards/<image set>/``: ``<split>/part-*.tfrecord.gz`` and ``index.json`` (the files, their
+record counts, the side, the partitionings); ``rejects/shards/<image set>/`` holds the photos that could
+not be read, with the reason. Each record: ``image`` (raw uint8 pixels, side x side x 3: exactly what
+``images.resize_square`` gives after the shared reader, no second lossy encoding), ``photo_id`` and ``class_<partitioning>``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import uuid
+
+from deeploc import commit, images, ledger, profiles
+from deeploc.bucket import Bucket
+from deeploc.lake import Lake
+from deeploc.tables import REASON
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val")
+TARGET_SHARD_BYTES = 256 << 20  # raw pixels per shard (about half of it on disk)
+
+
+def serialize(rgb, photo_id: int, classes: dict[str, int]) -> bytes:
+    """One ``tf.train.Example``."""
+    import tensorflow as tf
+
+    feature = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[rgb.tobytes()])),
+               "photo_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(photo_id)])),
+               **{f"class_{k}": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)])) for k, v in classes.items()}}
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _write_shards(batches, lake_root: str, staged: str, bucket: Bucket, side: int, outputs: list[str]):
+    """mapInPandas body: one shard file per split and task; yields each photo's fate."""
+    import pandas as pd
+    import tensorflow as tf
+
+    lake = Lake(lake_root)
+    writers, local = {}, tempfile.mkdtemp(prefix="deeploc-shards-")
+    task = uuid.uuid4().hex[:12]  # a retried task writes new files; only those it reports are indexed
+    fates = []
+    try:
+        for pdf in batches:
+            arrays, reasons, details = images.read_each(bucket, pdf["object_key"], lambda rgb: images.resize_square(rgb, side),
+                                                        threads=4, min_side=side)
+            names = []
+            for row, rgb, reason in zip(pdf.itertuples(index=False), arrays, reasons):
+                if rgb is None:
+                    names.append(None)
+                    continue
+                name = f"{row.split}/part-{task}.tfrecord.gz"
+                if name not in writers:
+                    writers[name] = tf.io.TFRecordWriter(os.path.join(local, name.replace("/", "_")), "GZIP")
+                writers[name].write(serialize(rgb, row.photo_id, {o: getattr(row, f"class_{o}") for o in outputs}))
+                names.append(name)
+            fates.append(pd.DataFrame({"photo_id": pdf["photo_id"], "object_key": pdf["object_key"], "split": pdf["split"],
+                                       "shard": names, REASON: reasons, "detail": details}))
+        for name, writer in writers.items():
+            writer.close()
+            with open(os.path.join(local, name.replace("/", "_")), "rb") as f:
+                lake.write_bytes(f"{staged}/{name}", f.read())
+    finally:
+        for writer in writers.values():
+            writer.close()
+        import shutil
+
+        shutil.rmtree(local, ignore_errors=True)
+    yield from fates
+
+
+def run(lake: str, bucket: Bucket, image_set: str = "full", profile: str = "demo") -> dict:
+    """Write the shards of an image set's train and validation photos for the profile's input size."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+    from deeploc.slice_io import write_parquet
+    from deeploc.spark import session
+
+    lake_ = Lake(lake)
+    photos_file = lake_.path("partitionings", image_set, "photos.parquet")
+    if not lake_.exists(photos_file):
+        raise FileNotFoundError(f"shards: no partitionings under {lake_.path('partitionings', image_set)}; "
+                                "run the partitioning stage first")
+    report = lake_.read_json(f"partitionings/{image_set}/report.json")
+    outputs, side = report["order"], images.eval_side(profiles.get(profile).input_size)
+    spark = session("deeploc-shards")
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "128")
+    photos = (spark.read.parquet(photos_file)
+              .filter(F.col("split").isin(*SPLITS)).select("photo_id", "object_key", "split", *(f"class_{o}" for o in outputs)))
+    rows_in = photos.count()
+    per_shard = max(1, TARGET_SHARD_BYTES // (side * side * 3))
+    tasks = max(spark.sparkContext.defaultParallelism, -(-rows_in // per_shard))
+    staged, rej = commit.new_staging(lake_, "shards"), commit.new_staging(lake_, "rejects/shards")
+    schema = StructType([StructField("photo_id", LongType()), StructField("object_key", StringType()),
+                         StructField("split", StringType()), StructField("shard", StringType()),
+                         StructField(REASON, StringType()), StructField("detail", StringType())])
+    root = lake_.root
+    log.info("shards: %d photos of %s (%s) at %d px into ~%d tasks", rows_in, image_set, "/".join(SPLITS), side, tasks)
+    try:
+        # Hash-partitioned by photo id: every shard mixes months, places and users.
+        fates = (photos.repartition(tasks, "photo_id")
+                 .mapInPandas(lambda it: _write_shards(it, root, staged, bucket, side, outputs), schema).cache())
+        counts = fates.filter(F.col("shard").isNotNull()).groupBy("split", "shard").count().collect()
+        write_parquet(fates.filter(F.col(REASON).isNotNull()).select("photo_id", "object_key", REASON, "detail"), rej)
+        rejects = {r[REASON]: r["count"] for r in fates.filter(F.col(REASON).isNotNull()).groupBy(REASON).count().collect()}
+        fates.unpersist()
+        index = {"image_set": image_set, "profile": profile, "side": side, "input_size": profiles.get(profile).input_size,
+                 "partitionings": outputs, "partitioning_report": {k: report[k] for k in ("profile", "spec", "split_rule")},
+                 "splits": {s: sorted(({"file": r["shard"], "records": r["count"]} for r in counts if r["split"] == s),
+                                      key=lambda x: x["file"]) for s in SPLITS}}
+        lake_.write_bytes(f"{staged}/index.json", json.dumps(index, indent=2).encode())
+        entry = ledger.record(lake_, "shards", image_set, rows_in, sum(r["count"] for r in counts), rejects, side=side)
+    except BaseException:
+        lake_.delete(staged)
+        lake_.delete(rej)
+        raise
+    commit.publish(lake_, f"shards/{image_set}", [(staged, lake_.path("shards", image_set))])
+    commit.publish(lake_, f"rejects/shards/{image_set}", [(rej, lake_.path("rejects", "shards", image_set))])
+    return entry

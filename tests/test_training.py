@@ -1,0 +1,138 @@
+"""Training at scale, on a small set: user splits, prepared shards equal to the shared reader's pixels,
+class -1 masked, export and reload identical, and a run killed after a checkpoint resumed, not restarted."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO
+
+from deeploc import images, splits
+from deeploc.bucket import Bucket
+
+
+@pytest.fixture(scope="module")
+def trained(ingested, demo_set, tmp_path_factory):
+    """A lake with the ingested faces, partitionings (by user), shards and a two-epoch demo model."""
+    import shutil
+
+    from deeploc.stages import partitioning, shards, train
+
+    lake = tmp_path_factory.mktemp("train-lake")
+    shutil.copytree(os.path.join(ingested[0], "faces"), lake / "faces")
+    bucket = Bucket(str(demo_set[0] / "bucket"))
+    report = partitioning.run(str(lake), "full", partitionings="coarse:5:200,fine:5:60")
+    ledger = shards.run(str(lake), bucket)
+    summary = train.run(str(lake), bucket, "t1", epochs=2)
+    return lake, bucket, report, ledger, summary
+
+
+def test_no_user_is_on_two_sides(trained):
+    lake, _, report, _, _ = trained
+    photos = pd.read_parquet(lake / "partitionings" / "full" / "photos.parquet")
+    per_user = photos.groupby("user_nsid")["split"].nunique()
+    assert (per_user == 1).all() and (photos.groupby("user_nsid").size() > 1).sum() > 10  # users with several photos
+    assert report["split_rule"] == {"by": "user", "test_fraction": 0.2, "val_fraction": 0.2}
+    by_photo = splits.split(photos, "photo", 0.2, 0.2)
+    assert (pd.DataFrame({"u": photos["user_nsid"], "s": by_photo}).groupby("u")["s"].nunique() > 1).any()
+
+
+def test_the_sample_is_stable_and_seeded():
+    ids = np.arange(1_000, 21_000)
+    a, b = splits.sample(ids, 500, seed=3), splits.sample(ids, 500, seed=3)
+    assert a.sum() == 500 and (a == b).all() and (splits.sample(ids, 500, seed=4) != a).any()
+    more = splits.sample(np.concatenate([ids, np.arange(50_000, 50_100)]), 500, seed=3)
+    assert (more[: len(ids)] == a).sum() >= 495  # new photos displace few
+    assert splits.sample(ids, None).all()
+
+
+def test_shards_hold_exactly_the_readers_pixels(trained):
+    import tensorflow as tf
+
+    lake, bucket, _, ledger, _ = trained
+    index = json.loads((lake / "shards" / "full" / "index.json").read_text())
+    photos = pd.read_parquet(lake / "partitionings" / "full" / "photos.parquet").set_index("photo_id")
+    assert ledger["in"] == photos["split"].isin(["train", "val"]).sum() == ledger["out"] + ledger["rejected"]
+    assert sum(e["records"] for s in index["splits"].values() for e in s) == ledger["out"]
+    side = index["side"]
+    spec = {"image": tf.io.FixedLenFeature([], tf.string), "photo_id": tf.io.FixedLenFeature([], tf.int64),
+            "class_fine": tf.io.FixedLenFeature([], tf.int64)}
+    first = index["splits"]["val"][0]["file"]
+    for record in tf.data.TFRecordDataset(str(lake / "shards" / "full" / first), "GZIP").take(5):
+        ex = tf.io.parse_single_example(record, spec)
+        pid = int(ex["photo_id"])
+        got = np.frombuffer(ex["image"].numpy(), np.uint8).reshape(side, side, 3)
+        want = images.resize_square(images.read_rgb(bucket, photos.loc[pid, "object_key"], min_side=side), side)
+        assert np.array_equal(got, want) and int(ex["class_fine"]) == photos.loc[pid, "class_fine"]
+        assert photos.loc[pid, "split"] == "val"
+
+
+def test_class_minus_one_teaches_nothing():
+    import tensorflow as tf
+
+    from deeploc import training_data
+
+    y, w = training_data._targets({"fine": tf.constant([3, -1, 0])})
+    assert y["fine"].numpy().tolist() == [3, 0, 0] and w["fine"].numpy().tolist() == [1.0, 0.0, 1.0]
+
+
+def test_export_and_reload_give_identical_predictions(trained, tmp_path):
+    import keras
+
+    from deeploc.predict import Predictor
+
+    lake, _, _, _, summary = trained
+    assert summary["epochs"] == 2 and summary["split_rule"]["by"] == "user"
+    history = pd.read_csv(lake / "models" / "t1" / "history.csv")
+    assert history["epoch"].tolist() == [1, 2] and "val_loss" in history and "learning_rate" in history
+    assert any(f.startswith("events.out") for _, _, fs in os.walk(lake / "models" / "t1" / "tensorboard") for f in fs)
+    assert not (lake / "checkpoints" / "t1").exists()  # a finished run leaves no checkpoint behind
+    batch = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3)).astype(np.float32)
+    loaded = Predictor(str(lake / "models" / "t1"))
+    again = keras.models.load_model(lake / "models" / "t1" / "model.keras", compile=False)
+    for name, probs in loaded.model.predict(batch, verbose=0).items():
+        assert np.array_equal(probs, again.predict(batch, verbose=0)[name])
+
+
+def test_missing_weights_and_other_profiles_are_refused(trained):
+    from deeploc.stages import train
+
+    lake, bucket, _, _, _ = trained
+    with pytest.raises(FileNotFoundError, match="nowhere.weights.h5"):
+        train.run(str(lake), bucket, "w", epochs=1, backbone="MobileNetV3Small", weights="/nowhere.weights.h5")
+    with pytest.raises(ValueError, match="built for profile 'demo'"):
+        train.run(str(lake), bucket, "y", profile="yfcc", epochs=1)
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_where_it_stopped(trained, tmp_path):
+    """SIGKILL after the first checkpoint, then the same command: one history row per epoch, the run
+    resumed (not restarted), and the same files exported."""
+    lake, bucket, _, _, _ = trained
+    cmd = [sys.executable, "-m", "deeploc.cli", "train", "--lake", str(lake), "--bucket", bucket.location,
+           "--run", "k", "--epochs", "5"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = lake / "checkpoints" / "k" / "state.json"
+    deadline = time.monotonic() + 300
+    while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before the end"
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_after = json.loads(state.read_text())["epoch"]
+    assert killed_after < 5
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"resuming after epoch {killed_after} of 5" in res.stderr
+    summary = json.loads((lake / "models" / "k" / "summary.json").read_text())
+    assert summary["resumed_after_epochs"] == [killed_after]
+    history = pd.read_csv(lake / "models" / "k" / "history.csv")
+    assert history["epoch"].tolist() == [1, 2, 3, 4, 5]
+    assert sorted(os.listdir(lake / "models" / "k")) == sorted(os.listdir(lake / "models" / "t1"))
+    assert not (lake / "checkpoints" / "k").exists()
