@@ -3,7 +3,9 @@ from every figure): a bare Spark job over the raw files, the parse step over the
 backfill of the 11 yearly metadata slices on what the parse step wrote.
 
 The bare job is Spark's own floor for this work: its built-in text reader, split, md5 of the URL,
-casts, one filter, Parquet in a folder per upload month.
+casts, one filter, Parquet in a folder per upload month, with the same columns the parse step keeps
+(so the comparison measures what the parse step adds: its reader, reasons, line counts, duplicates,
+ledger and publishing, not a choice of columns).
 """
 
 from __future__ import annotations
@@ -17,13 +19,20 @@ import time
 def bare_job(spark, files: list[str], out: str) -> int:
     from pyspark.sql import functions as F
 
-    f = F.split("value", "\t", -1)
+    from deeploc.yfcc import COLUMNS_25
+
+    f = dict(zip(COLUMNS_25, (F.get(F.split("value", "\t", -1), i) for i in range(len(COLUMNS_25)))))
     rows = (spark.read.text(files)
-            .select(F.get(f, 1).try_cast("bigint").alias("photo_id"), F.md5(F.get(f, 16)).alias("h"),
-                    F.get(f, 12).try_cast("double").alias("lon"), F.get(f, 13).try_cast("double").alias("lat"),
-                    F.timestamp_seconds(F.get(f, 6).try_cast("bigint")).alias("t"))
+            .select(f["photo_id"].try_cast("bigint").alias("photo_id"), f["line"].try_cast("bigint").alias("line"),
+                    f["hash"].alias("given_hash"), F.md5(f["download_url"]).alias("url_md5"),
+                    *(f[c].alias(c) for c in ("user_nsid", "user_nickname", "date_taken", "title", "page_url",
+                                              "download_url", "license_name", "license_url")),
+                    F.timestamp_seconds(f["date_uploaded"].try_cast("bigint")).alias("upload_time"),
+                    f["longitude"].try_cast("double").alias("longitude"), f["latitude"].try_cast("double").alias("latitude"),
+                    f["accuracy"].try_cast("int").alias("accuracy"), f["marker"].try_cast("int").alias("marker"),
+                    F.input_file_name().alias("source_file"))
             .filter(F.col("photo_id").isNotNull())
-            .withColumn("month", F.date_format("t", "yyyy-MM")))
+            .withColumn("month", F.date_format("upload_time", "yyyy-MM")))
     rows.write.mode("overwrite").partitionBy("month").parquet(out)
     return spark.read.parquet(out).count()
 

@@ -93,18 +93,20 @@ def read_slice(spark, lake: Lake, table: str, sl: Slice, check_ledger: bool = Tr
 
 
 def write_slice(lake: Lake, stage: str, labelled, rows_in: int, table: str, columns: list[str],
-                reject_columns: list[str], sl: Slice, **extra) -> dict:
+                reject_columns: list[str], sl: Slice, materialize: bool = True, **extra) -> dict:
     """Persist ``labelled`` (with ``reject_reason`` and ``upload_month``) as slice ``sl`` of ``table`` and
-    ``rejects/<stage>``; return the ledger."""
+    ``rejects/<stage>``; return the ledger. ``materialize``: label once into an intermediate table (for
+    costly labels such as face detection); without it each table's write labels again."""
     from pyspark.sql import functions as F
 
     spark = labelled.sparkSession
     flat, t0 = commit.new_staging(lake, table), time.monotonic()
     out_dir, rej_dir = commit.new_staging(lake, table), commit.new_staging(lake, f"rejects/{stage}")
     try:
-        write_parquet(labelled, flat)
+        if materialize:
+            write_parquet(labelled, flat)
         t1 = time.monotonic()
-        rows = read_files(spark, flat, lake.files(flat, ".parquet"))
+        rows = read_files(spark, flat, lake.files(flat, ".parquet")) if materialize else labelled
         for cols, keep, where in ((columns, F.col(REASON).isNull(), out_dir),
                                   ([*reject_columns, REASON], F.col(REASON).isNotNull(), rej_dir)):
             write_parquet(rows.filter(keep).select(*cols, MONTH).repartition(MONTH), where, (MONTH,))

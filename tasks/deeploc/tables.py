@@ -11,16 +11,17 @@ REASON = "reject_reason"        # null = keep; otherwise why the row left the st
 
 # parse: the raw metadata lines, typed, with where each came from. ``position`` orders the lines of
 # a file (chunk index * 2**32 + line within the chunk; the 0-based line number when the file is read
-# as one chunk); ``line`` is the official release's own line-number column (null in the 23-column layout).
-PARSED = ["photo_id", "line", "given_hash", "user_nsid", "user_nickname", "date_taken", "upload_time", "title",
-          "longitude", "latitude", "coordinates_given", "accuracy", "page_url", "download_url", "license_name",
+# as one chunk); ``line`` is the official release's own line-number column (null in the 23-column layout);
+# ``url_hash`` is the bucket's file stem derived from the download URL (compared with ``given_hash`` later).
+PARSED = ["photo_id", "line", "given_hash", "url_hash", "user_nsid", "user_nickname", "date_taken", "upload_time",
+          "title", "longitude", "latitude", "coordinates_given", "accuracy", "page_url", "download_url", "license_name",
           "license_url", "marker", "source_file", "position"]
 PARSE_REJECTS = ["raw", "source_file", "position"]
 
 # metadata: clean geotagged photos with their object key in the image bucket.
 METADATA = ["photo_id", "hash", "object_key", "longitude", "latitude", "accuracy", "download_url", "upload_time",
             "date_taken", "title", "license_name", "license_url", "page_url", "user_nsid", "user_nickname"]
-METADATA_REJECTS = ["photo_id", "source_file", "position", "download_url", "longitude", "latitude"]
+METADATA_REJECTS = ["photo_id", "source_file", "position"]   # the rest of the row is in parsed/
 
 # images (availability): + whether the object exists and is big enough to be a picture.
 IMAGES = METADATA + ["exists", "size_bytes", "usable"]

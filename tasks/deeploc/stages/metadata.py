@@ -4,7 +4,7 @@ their object key in the image bucket) + rejects.
 Reads only the slice's months of the parsed table (``deeploc parse`` read the raw files). ``transform``
 is a pure DataFrame function, unit-tested on tiny inputs; everything is Spark built-ins, no Python per row.
 Rejects: ``video``, ``bad_marker``, ``no_download_url``, ``hash_mismatch`` (the given hash is not the one
-derived from the download URL), ``no_coordinates``, ``bad_coordinates``, ``duplicate_id`` (a later copy of
+derived from the download URL by the parse step), ``no_coordinates``, ``bad_coordinates``, ``duplicate_id`` (a later copy of
 an id, as decided over the whole parsed table by the parse step).
 """
 
@@ -22,15 +22,6 @@ log = logging.getLogger(__name__)
 DUPLICATES = "parsed/_duplicates"
 
 
-def derived_hash(url_col):
-    """The bucket's file stem with built-ins: md5 hex, then drop the leading zero of every byte pair."""
-    from pyspark.sql import functions as F
-
-    # One pass over the 32 hex digits, two at a time: a pair "0x" becomes "x", any other pair stays
-    # (an unmatched group adds nothing). Matches are always two characters, so they stay aligned.
-    return F.regexp_replace(F.md5(url_col), "0(.)|(..)", "$1$2")
-
-
 def object_key(hash_col):
     """``data/images/<h[0:3]>/<h[3:6]>/<h>.jpg`` (``yfcc.object_key``) with built-ins."""
     from pyspark.sql import functions as F
@@ -44,7 +35,6 @@ def transform(parsed, duplicates):
     the same rows with ``hash``, ``object_key`` and a ``reject_reason``."""
     from pyspark.sql import functions as F
 
-    h = F.when(F.length("download_url") > 0, derived_hash(F.col("download_url")))
     coords_ok = (F.col("latitude").between(-90.0, 90.0) & F.col("longitude").between(-180.0, 180.0)
                  & ~F.isnan("latitude") & ~F.isnan("longitude"))
     later_copy = F.col("first_file").isNotNull() & ((F.col("source_file") != F.col("first_file"))
@@ -57,7 +47,7 @@ def transform(parsed, duplicates):
               .when(~F.coalesce(coords_ok, F.lit(False)), "bad_coordinates")
               .when(later_copy, "duplicate_id"))
     return (parsed.join(F.broadcast(duplicates), "photo_id", "left")
-            .withColumn("hash", h)
+            .withColumn("hash", F.col("url_hash"))
             .withColumn("object_key", F.when(F.col("hash").isNotNull(), object_key(F.col("hash"))))
             .withColumn(REASON, reason))
 
@@ -73,6 +63,7 @@ def run(lake: str, start: str | None = None, end: str | None = None) -> dict:
         raise FileNotFoundError(f"no {DUPLICATES} under {lake_.root}; run parse first")
     duplicates = read_files(spark, lake_.path(DUPLICATES), lake_.files(lake_.path(DUPLICATES), ".parquet"))
     log.info("metadata: slice %s, %d parsed rows", sl.name, rows_in)
+    # No intermediate table: the rules are cheap to apply twice (once per written table).
     return write_slice(lake_, "metadata", transform(parsed.drop("source"), duplicates).select(
         *METADATA, *[c for c in METADATA_REJECTS if c not in METADATA], REASON, MONTH),
-        rows_in, "metadata", METADATA, METADATA_REJECTS, sl)
+        rows_in, "metadata", METADATA, METADATA_REJECTS, sl, materialize=False)

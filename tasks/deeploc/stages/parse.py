@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections import Counter
 
 from deeploc import commit, ledger, yfcc
@@ -72,9 +73,21 @@ def number(text, kind: str):
     return F.nullif(text, F.lit("")).try_cast(kind)
 
 
-def transform(lines, layout: int):
+def derived_hash(url_col):
+    """The bucket's file stem with built-ins: md5 hex, then drop the leading zero of every byte pair
+    (``yfcc.flickr_hash``)."""
+    from pyspark.sql import functions as F
+
+    # One pass over the 32 hex digits, two at a time: a pair "0x" becomes "x", any other pair stays
+    # (an unmatched group adds nothing). Matches are always two characters, so they stay aligned.
+    return F.regexp_replace(F.md5(url_col), "0(.)|(..)", "$1$2")
+
+
+def transform(lines, layout: int, sources: dict[str, str] | None = None):
     """Lines (raw, source_file, position) -> the ``PARSED`` columns, ``reject_reason``, ``upload_month``
-    and ``source``; a rejected row keeps only its raw line (made valid UTF-8) and where it came from."""
+    and ``source`` (the input file's id: looked up in ``sources``, path -> id, when given, which is
+    cheaper than hashing every row's path); a rejected row keeps only its raw line (made valid UTF-8)
+    and where it came from."""
     from pyspark.sql import functions as F
 
     raw = F.make_valid_utf8(F.col("raw").cast("string"))  # bad bytes in user text must not fail a row
@@ -89,6 +102,7 @@ def transform(lines, layout: int):
         "photo_id": number(f["photo_id"], "bigint"),
         "line": number(f["line"], "bigint") if "line" in f else F.lit(None).cast("bigint"),
         "given_hash": f["hash"] if "hash" in f else F.lit(None).cast("string"),
+        "url_hash": F.when(F.length(f["download_url"]) > 0, derived_hash(f["download_url"])),
         **{c: f[c] for c in ("user_nsid", "user_nickname", "date_taken", "title", "page_url", "download_url",
                              "license_name", "license_url")},
         "upload_time": F.timestamp_seconds(epoch),
@@ -104,7 +118,8 @@ def transform(lines, layout: int):
         *(F.when(ok, F.col(c)).alias(c) if c in typed else F.col(c) for c in PARSED),
         F.when(~ok, F.col("raw")).alias("raw"), REASON,
         F.when(ok, F.date_format("upload_time", "yyyy-MM")).otherwise(F.lit(REJECTED)).alias(MONTH),
-        F.substring(F.sha1("source_file"), 1, 16).alias("source"))
+        (F.element_at(F.create_map(*(F.lit(x) for kv in sources.items() for x in kv)), F.col("source_file")) if sources
+         else F.substring(F.sha1("source_file"), 1, 16)).alias("source"))
 
 
 def _changed(manifest: dict | None, file: InputFile) -> bool:
@@ -118,12 +133,15 @@ def _parse(spark, lake: Lake, files: list[InputFile], layout: int | None, chunk_
     layouts = {f.path: detect_layout(f.path, layout) for f in files}
     staged, counts, rejects_staged = (commit.new_staging(lake, t) for t in (TABLE, TABLE, REJECTS))
     try:
-        frames = [transform(read_lines(spark, [p for p, n in layouts.items() if n == want], chunk_bytes, counts), want)
+        ids = {f.path: source_id(f.path) for f in files}
+        frames = [transform(read_lines(spark, [p for p, n in layouts.items() if n == want], chunk_bytes, counts), want, ids)
                   for want in sorted(set(layouts.values()))]
         df = frames[0]
         for more in frames[1:]:
             df = df.unionByName(more)
+        t0 = time.monotonic()
         write_parquet(df, staged, ("source", MONTH))
+        t1 = time.monotonic()
         lines = read_counts(counts)
         reject_files = [f for f in lake.files(staged, ".parquet") if month_of_file(f) == REJECTED]
         reasons = Counter()
@@ -148,6 +166,7 @@ def _parse(spark, lake: Lake, files: list[InputFile], layout: int | None, chunk_
                 "in": entry["in"], "out": entry["out"], "rejects": entry["rejects"],
                 "months": months})
             log.info("parse: %s -> %d rows, %d rejected", file.path, entry["out"], entry["rejected"])
+        log.info("parse: parsed and written in %.1f s, checked and published in %.1f s", t1 - t0, time.monotonic() - t1)
     finally:
         for d in (staged, counts, rejects_staged):
             lake.delete(d)
@@ -174,9 +193,13 @@ def find_duplicates(spark, lake: Lake, basis: list[list]) -> int:
     files = [f for f in lake.files(lake.path(TABLE), ".parquet") if "/_" not in f[len(lake.root):]]
     staged = commit.new_staging(lake, TABLE)
     try:
-        keys = read_files(spark, lake.path(TABLE), files).select("photo_id", "source_file", "position")
+        rows = read_files(spark, lake.path(TABLE), files)
+        # The ids alone first (one narrow column: real inputs repeat few or none), then the first
+        # occurrence of just those.
+        ids = rows.groupBy("photo_id").count().filter("count > 1").select("photo_id")
         first = F.min(F.struct("source_file", "position"))
-        repeated = (keys.groupBy("photo_id").agg(F.count("*").alias("n"), first.alias("first")).filter("n > 1")
+        repeated = (rows.select("photo_id", "source_file", "position").join(F.broadcast(ids), "photo_id")
+                    .groupBy("photo_id").agg(first.alias("first"))
                     .select("photo_id", F.col("first.source_file").alias("first_file"),
                             F.col("first.position").alias("first_position")))
         write_parquet(repeated.coalesce(1), staged)
@@ -226,5 +249,7 @@ def run(input: list[str], lake: str, layout: int | None = None, chunk_mb: int = 
         basis, duplicates = _basis(lake_), None
         done = f"{DUPLICATES}/basis.json"
         if not lake_.exists(lake_.path(done)) or lake_.read_json(done) != basis:  # the table changed since
+            t0 = time.monotonic()
             duplicates = find_duplicates(session("deeploc-parse"), lake_, basis)
+            log.info("parse: %d repeated photo ids found in %.1f s", duplicates, time.monotonic() - t0)
         return _input_ledger(lake_, files, len(todo), duplicates)
