@@ -1,4 +1,4 @@
-"""Model: partitioning -> train -> infer -> evaluate -> publish, on the clean images of the lake.
+"""Model: partitioning -> shards -> train -> infer -> evaluate -> publish, on the clean images of the lake.
 
 Runs when the last ingestion run of a batch updates the ``deeploc_faces`` Asset, with the deployment's
 profile (Variable ``deeploc_profile``), or by hand from the UI with params.
@@ -20,14 +20,17 @@ IMAGES = {"image_set": "{{ params.image_set }}", "profile": "{{ params.profile }
 # The stages in order, with their options: the same argument lists run in both lanes.
 STAGES = {
     "partitioning": {**IMAGES, "partitionings": "{{ params.partitionings }}",
-                     "face_threshold": "{{ params.face_threshold }}"},
-    "train": {**IMAGES, "run": RUN, "epochs": "{{ params.epochs or '' }}", "backbone": "{{ params.backbone }}"},
-    "infer": {"run": RUN},
+                     "face_threshold": "{{ params.face_threshold }}", "split_by": "{{ params.split_by }}",
+                     "max_images": "{{ params.max_images or '' }}"},
+    "shards": IMAGES,
+    "train": {**IMAGES, "run": RUN, "epochs": "{{ params.epochs or '' }}", "backbone": "{{ params.backbone }}",
+              "learning_rate": "{{ params.learning_rate or '' }}", "batch_size": "{{ params.batch_size or '' }}"},
+    "infer": {"run": RUN, "crops": "{{ params.crops }}"},
     "evaluate": {"run": RUN},
     "publish": {"run": RUN},
 }
 # aws: the EMR clusters, each removed as soon as its stages are done (none idles through training).
-CLUSTERS = {"prep": ["partitioning"], "serve": ["infer", "evaluate", "publish"]}
+CLUSTERS = {"prep": ["partitioning", "shards"], "serve": ["infer", "evaluate", "publish"]}
 STEP_LIMIT, TRAIN_LIMIT = timedelta(hours=STEP_CEILING_H), timedelta(hours=TRAIN_CEILING_H)
 
 with DAG(
@@ -55,8 +58,8 @@ with DAG(
         plan = task(aws.plan, task_id="plan", multiple_outputs=True)(clusters=CLUSTERS, stages=list(STAGES))
         prep = aws.TransientCluster(task_id="create_prep_cluster", job_flow_overrides=plan["job_flow_prep"],
                                     given_cluster=plan["cluster_id"])
-        partitioning = aws.EmrStage(task_id="partitioning", stage="partitioning", options=STAGES["partitioning"],
-                                    plan=plan, job_flow_id=prep.output, execution_timeout=STEP_LIMIT)
+        prepare = [aws.EmrStage(task_id=stage, stage=stage, options=STAGES[stage], plan=plan, job_flow_id=prep.output,
+                                execution_timeout=STEP_LIMIT) for stage in CLUSTERS["prep"]]
         end_prep = aws.TerminateTransientCluster(task_id="terminate_prep_cluster", job_flow_id=prep.output,
                                                  given_cluster=plan["cluster_id"])
         train = aws.TrainOnInstance(task_id="train", options=STAGES["train"], plan=plan, execution_timeout=TRAIN_LIMIT)
@@ -70,8 +73,8 @@ with DAG(
 
     target = choose_target(local[0].task_id, "aws.plan")
     chain(target, *local)
-    chain(target, plan, prep, partitioning, train, serve, *steps)
-    chain(partitioning, end_prep.as_teardown(setups=prep))
+    chain(target, plan, prep, *prepare, train, serve, *steps)
+    chain(prepare[-1], end_prep.as_teardown(setups=prep))
     # The launch and the wait are one task that fails as a whole, so the teardown hangs on the plan.
     chain(train, end_train.as_teardown(setups=plan))
     chain(steps[-1], end_serve.as_teardown(setups=serve))

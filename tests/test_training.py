@@ -136,3 +136,41 @@ def test_a_killed_run_resumes_where_it_stopped(trained, tmp_path):
     assert history["epoch"].tolist() == [1, 2, 3, 4, 5]
     assert sorted(os.listdir(lake / "models" / "k")) == sorted(os.listdir(lake / "models" / "t1"))
     assert not (lake / "checkpoints" / "k").exists()
+
+
+def test_spark_inference_equals_single_photo_prediction(trained, tmp_path):
+    """The same photos through the Spark job and through ``predict_bytes`` (what deeploc predict and
+    deeploc serve use): the same cells, the same probabilities."""
+    from deeploc.predict import Predictor, predict_bytes
+    from deeploc.stages import infer
+
+    lake, bucket, _, _, _ = trained
+    ledger = infer.run(str(lake), bucket, "t1", crops=5)
+    assert ledger["in"] == ledger["out"] + ledger["rejected"] and ledger["crops"] == 5
+    pred = pd.read_parquet(lake / "predictions" / "t1").sort_values("photo_id").head(6)
+    predictor = Predictor(str(lake / "models" / "t1"))
+    for row in pred.itertuples():
+        one = predict_bytes(predictor, bucket.read(row.object_key), k=5, crops=5)
+        assert one["hierarchy"]["cell"] == predictor.cells["fine"]["token"][row.hierarchy_class]
+        assert [t["probability"] for t in one["hierarchy"]["top"]] == pytest.approx(list(row.hierarchy_topk_prob), rel=1e-5)
+        assert [t["probability"] for t in one["fine"]["top"]] == pytest.approx(list(row.fine_topk_prob), rel=1e-5)
+
+
+def test_infer_any_photos_rejects_what_it_cannot_read(trained, tmp_path):
+    from deeploc.stages import infer
+
+    lake, bucket, _, _, _ = trained
+    photos = pd.read_parquet(lake / "partitionings" / "full" / "photos.parquet").head(4)
+    keys = tmp_path / "keys.txt"
+    keys.write_text("\n".join([*photos["object_key"], "data/images/fff/fff/nothere.jpg"]) + "\n")
+    ledger = infer.run(str(lake), bucket, "t1", photos=str(keys))
+    assert (ledger["in"], ledger["out"], ledger["rejects"]) == (5, 4, {"unreadable_object": 1})
+    got = pd.read_parquet(lake / "predictions" / "t1")
+    assert sorted(got["photo_id"]) == sorted(photos["photo_id"])  # truth and ids looked up by key
+    assert got["hierarchy_km"].notna().all()
+    ids = tmp_path / "ids.txt"
+    ids.write_text(f"{photos['photo_id'].iloc[0]}\n999999999999\n")
+    ledger = infer.run(str(lake), bucket, "t1", photos=str(ids))
+    assert (ledger["in"], ledger["out"], ledger["rejects"]) == (2, 1, {"unknown_photo_id": 1})
+    rej = pd.read_parquet(lake / "rejects" / "infer" / "t1")
+    assert rej["reject_reason"].tolist() == ["unknown_photo_id"]

@@ -29,8 +29,31 @@ def _run_demo_data(a: argparse.Namespace):
     return generate(a.out, rows=a.rows, seed=a.seed, files=a.files, reuse=a.reuse, images=not a.no_images)["expected"]
 
 
+def _predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("photos", nargs="+", help="JPEG or PNG files")
+    p.add_argument("--lake", required=True, help="lake root holding the model run")
+    p.add_argument("--run", help="model run (default: the latest)")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--crops", type=int, default=1, choices=(1, 5))
+
+
+def _run_predict(a: argparse.Namespace):
+    from deeploc import runs
+    from deeploc.lake import Lake
+    from deeploc.predict import cached, predict_bytes
+
+    lake = Lake(a.lake)
+    predictor = cached(lake.root, runs.resolve(lake, a.run))
+    out = []
+    for path in a.photos:
+        with open(path, "rb") as f:
+            out.append({"photo": path, **predict_bytes(predictor, f.read(), a.top_k, a.crops)})
+    return out
+
+
 # Commands that are not pipeline stages: (help, add options, run).
-TOOLS = {"demo-data": ("generate the demo data set (metadata, bucket folder, manifest)", _demo_data, _run_demo_data)}
+TOOLS = {"demo-data": ("generate the demo data set (metadata, bucket folder, manifest)", _demo_data, _run_demo_data),
+         "predict": ("where were these photos taken? the top-k cells of every output, as JSON", _predict, _run_predict)}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -166,7 +166,11 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
               LAKE, *BUCKET, RUN,
               Option("split", "which photos of the model's image set to predict", default="test",
                      choices=("train", "val", "test")),
-              Option("top_k", "cells kept per output with their probabilities", int, 5)),
+              Option("photos", "predict these photos instead: a Parquet table (photo_id or object_key) or a text "
+                               "file of photo ids or object keys, local or s3://"),
+              Option("top_k", "cells kept per output with their probabilities", int, 5),
+              Option("crops", "test-time crops per photo: 1 (centre) or 5 (centre and corners)", int, 1,
+                     choices=(1, 5))),
           reads=("models", "partitionings"), writes=("predictions", "rejects/infer"), gpu_workers=True),
     Stage("evaluate", "predictions/<run>/ -> metrics/<run>/ (accuracy at 1 / 25 / 200 / 750 / 2500 km)",
           "deeploc.stages.evaluate:run", (LAKE, RUN),

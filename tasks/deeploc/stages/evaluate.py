@@ -1,7 +1,12 @@
-"""Evaluate stage: ``predictions/<run>/`` -> ``metrics/<run>/`` (the shape of the report's Table 7).
+"""Evaluate stage: ``predictions/<run>/`` -> ``metrics/<run>/``.
 
-Accuracy at 1 / 25 / 200 / 750 / 2500 km and the median error for every partitioning and the
-hierarchy, beside the bar to clear: always answering the most frequent training cell.
+Per output (each partitioning, the hierarchy, and the prior: always the most frequent training cell):
+accuracy within 1 / 25 / 200 / 750 / 2500 km (the shape of the report's Table 7), median and mean error,
+and the share of photos placed in the right country and on the right continent (point in polygon against
+Natural Earth's outlines, ``deeploc.world``; over the photos whose truth lies in a country: those at sea
+or off every outline are counted apart). Also the hierarchy's accuracy per continent of the truth, and
+two figures: the accuracy curve, and a map of the training photos' density with the test photos.
+Reads only the columns it needs.
 """
 
 from __future__ import annotations
@@ -13,31 +18,96 @@ import os
 import numpy as np
 import pandas as pd
 
-from deeploc import commit, geo, runs
+from deeploc import commit, geo, runs, world
 from deeploc.lake import Lake
 from deeploc.predict import HIERARCHY
 
 log = logging.getLogger(__name__)
 PRIOR = "prior (most frequent cell)"
+CURVE_KM = np.logspace(0, np.log10(20_000), 200)
 
 
-def accuracy_table(pred: pd.DataFrame, outputs: list[str], prior_latlon: tuple[float, float] | None) -> pd.DataFrame:
-    rows = [{"method": o, **geo.accuracy(pred[f"{o}_km"].to_numpy(float))} for o in outputs]
+def scores(true_lat, true_lon, pred_lat, pred_lon, true_country, true_continent) -> dict:
+    """One output's row: accuracy at the five scales, median and mean error, same country / continent."""
+    d = geo.haversine_km(true_lat, true_lon, pred_lat, pred_lon)
+    row = geo.accuracy(d)
+    row["mean_km"] = float(np.mean(d)) if d.size else float("nan")
+    country, continent = world.locate(pred_lat, pred_lon)
+    on_land = np.array([c is not None for c in true_country], bool)
+    row["same_country"] = float(np.mean(country[on_land] == true_country[on_land])) if on_land.any() else float("nan")
+    row["same_continent"] = (float(np.mean(continent[on_land] == true_continent[on_land])) if on_land.any()
+                             else float("nan"))
+    return row
+
+
+def accuracy_table(pred: pd.DataFrame, outputs: list[str], prior_latlon: tuple[float, float] | None,
+                   true_country: np.ndarray, true_continent: np.ndarray) -> pd.DataFrame:
+    lat, lon = pred["latitude"].to_numpy(float), pred["longitude"].to_numpy(float)
+    rows = [{"method": o, **scores(lat, lon, pred[f"{o}_lat"].to_numpy(float), pred[f"{o}_lon"].to_numpy(float),
+                                   true_country, true_continent)} for o in outputs]
     if prior_latlon is not None:
-        d = geo.haversine_km(pred["latitude"].to_numpy(float), pred["longitude"].to_numpy(float), *prior_latlon)
-        rows.append({"method": PRIOR, **geo.accuracy(d)})
+        rows.append({"method": PRIOR, **scores(lat, lon, np.full(len(lat), prior_latlon[0]),
+                                               np.full(len(lat), prior_latlon[1]), true_country, true_continent)})
+    return pd.DataFrame(rows)
+
+
+def by_continent(pred: pd.DataFrame, output: str, true_continent: np.ndarray) -> pd.DataFrame:
+    """The output's accuracy per continent of the truth (truth in no country: "none")."""
+    rows = []
+    labels = np.array([c if c is not None else "none" for c in true_continent], dtype=object)
+    for name in sorted(set(labels)):
+        d = pred[f"{output}_km"].to_numpy(float)[labels == name]
+        rows.append({"continent": name, **geo.accuracy(d)})
     return pd.DataFrame(rows)
 
 
 def markdown(table: pd.DataFrame) -> str:
-    cols = [c for c in table.columns if c.endswith("km") and c != "median_km"]
-    head = "| method | " + " | ".join(cols) + " | median km | n |"
-    sep = "|" + "---|" * (len(cols) + 3)
-    lines = [head, sep]
+    scales = [c for c in table.columns if c.endswith("km") and c not in ("median_km", "mean_km")]
+    extra = [c for c in ("same_country", "same_continent") if c in table.columns]
+    head = "| method | " + " | ".join(scales + extra) + " | median km | n |"
+    lines = [head, "|" + "---|" * (len(scales) + len(extra) + 3)]
     for _, r in table.iterrows():
-        cells = " | ".join(f"{100 * r[c]:.1f} %" for c in cols)
-        lines.append(f"| {r['method']} | {cells} | {r['median_km']:.0f} | {int(r['n'])} |")
+        cells = " | ".join(f"{100 * r[c]:.1f} %" for c in scales + extra)
+        lines.append(f"| {r.get('method', r.get('continent'))} | {cells} | {r['median_km']:.0f} | {int(r['n'])} |")
     return "\n".join(lines) + "\n"
+
+
+def figures(out: str, pred: pd.DataFrame, outputs: list[str], prior_latlon, train: pd.DataFrame) -> list[str]:
+    """The accuracy curve and the data map, as PNG files in ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    lat, lon = pred["latitude"].to_numpy(float), pred["longitude"].to_numpy(float)
+    curves = {o: pred[f"{o}_km"].to_numpy(float) for o in outputs}
+    if prior_latlon is not None:
+        curves[PRIOR] = geo.haversine_km(lat, lon, *prior_latlon)
+    for name, d in curves.items():
+        ax.plot(CURVE_KM, [np.mean(d <= k) * 100 for k in CURVE_KM], label=name,
+                linestyle="--" if name == PRIOR else "-", linewidth=2 if name == HIERARCHY else 1.2)
+    for km in geo.SCALES_KM.values():
+        ax.axvline(km, color="0.85", linewidth=0.8, zorder=0)
+    ax.set(xscale="log", xlabel="distance to the true location (km)", ylabel="photos within the distance (%)",
+           ylim=(0, 100), xlim=(1, 20_000), title=f"Accuracy curve ({len(pred):,} photos)")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "accuracy_curve.png"))
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(10, 5), dpi=110)
+    world.countries().boundary.plot(ax=ax, color="0.6", linewidth=0.4)
+    hb = ax.hexbin(train["longitude"], train["latitude"], gridsize=(90, 30), bins="log", cmap="viridis",
+                   mincnt=1, extent=(-180, 180, -90, 90), alpha=0.85)
+    ax.scatter(lon, lat, s=3, color="#ff5c5c", label=f"test photos ({len(pred):,})")
+    fig.colorbar(hb, ax=ax, label=f"training photos per hexagon ({len(train):,} in all)")
+    ax.set(xlim=(-180, 180), ylim=(-90, 90), xlabel="longitude", ylabel="latitude", title="Where the photos are")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "data_map.png"))
+    plt.close(fig)
+    return ["accuracy_curve.png", "data_map.png"]
 
 
 def run(lake: str, run: str | None = None) -> dict:
@@ -47,21 +117,36 @@ def run(lake: str, run: str | None = None) -> dict:
     pred_dir = lake.path("predictions", run_name)
     if not lake.exists(pred_dir):
         raise FileNotFoundError(f"evaluate: no predictions under {pred_dir}; run infer first")
-    pred = lake.read_parquet(pred_dir)
     summary = lake.read_json(f"models/{run_name}/summary.json")
     order = summary["order"]
+    outputs = [*order, HIERARCHY]
+    columns = ["latitude", "longitude", *(f"{o}_{c}" for o in outputs for c in ("lat", "lon", "km"))]
+    pred = lake.read_parquet(pred_dir, columns=columns)
+    pred = pred[pred["latitude"].notna()]  # photos of unknown location were predicted, but cannot be scored
+    photo_set = lake.read_json(f"predictions/{run_name}/_set.json") if lake.exists(lake.path(
+        "predictions", run_name, "_set.json")) else {}
     cells = lake.read_parquet(lake.path("models", run_name, "cells.parquet"))
     fine = cells[cells["partitioning"] == order[-1]]
     top = fine.loc[fine["count"].idxmax()] if len(fine) else None
-    table = accuracy_table(pred, [*order, HIERARCHY], None if top is None else (top["mean_lat"], top["mean_lon"]))
-
+    prior = None if top is None else (float(top["mean_lat"]), float(top["mean_lon"]))
+    true_country, true_continent = world.locate(pred["latitude"], pred["longitude"])
+    table = accuracy_table(pred, outputs, prior, true_country, true_continent)
+    continents = by_continent(pred, HIERARCHY, true_continent)
+    train = lake.read_parquet(lake.path("partitionings", summary["image_set"], "photos.parquet"),
+                              columns=["latitude", "longitude", "split"])
     metrics = {"run": run_name, "image_set": summary["image_set"], "images": int(len(pred)),
-               "table": table.replace({np.nan: None}).to_dict(orient="records")}
+               "photos": photo_set.get("photos"), "split": photo_set.get("split"),
+               "split_rule": summary.get("split_rule"), "crops": photo_set.get("crops", 1),
+               "truth_outside_countries": int(sum(c is None for c in true_country)),
+               "table": table.replace({np.nan: None}).to_dict(orient="records"),
+               "by_continent": continents.replace({np.nan: None}).to_dict(orient="records")}
     with commit.building(lake, f"metrics/{run_name}") as out:
+        metrics["figures"] = figures(out, pred, outputs, prior, train[train["split"] == "train"])
         table.to_csv(os.path.join(out, "accuracy.csv"), index=False)
+        continents.to_csv(os.path.join(out, "by_continent.csv"), index=False)
         with open(os.path.join(out, "accuracy.md"), "w") as f:
-            f.write(markdown(table))
+            f.write(markdown(table) + "\nHierarchy, by continent of the true location:\n\n" + markdown(continents))
         with open(os.path.join(out, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=2, sort_keys=True, default=str)
-    log.info("evaluate [%s]: %d predictions\n%s", run_name, len(pred), markdown(table))
+    log.info("evaluate [%s]: %d predictions (%s)\n%s", run_name, len(pred), metrics["photos"], markdown(table))
     return metrics

@@ -1,0 +1,68 @@
+"""Evaluation on hand-made predictions: accuracies at the five scales, same country and continent on
+both sides of borders, a truth at sea counted apart, the per-continent table and the figures."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deeploc import world
+from deeploc.stages import evaluate
+
+# (truth lat, lon, predicted lat, lon): distances and countries checkable on any map
+CASES = [
+    ((52.5200, 13.4050), (52.5230, 13.4100)),   # Berlin, ~0.5 km off: same country
+    ((48.5734, 7.7521), (48.5731, 7.8150)),     # Strasbourg -> Kehl, ~4.6 km across the Rhine: Germany
+    ((46.2044, 6.1432), (46.1934, 6.2345)),     # Geneva -> Annemasse, ~7 km: France
+    ((0.0, -30.0), (0.0, -29.0)),               # mid-Atlantic, ~111 km: truth in no country
+    ((48.8566, 2.3522), (50.8503, 4.3517)),     # Paris -> Brussels, ~264 km: Belgium
+]
+
+
+@pytest.fixture
+def lake(tmp_path):
+    run = tmp_path / "models" / "r"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({"order": ["fine"], "image_set": "full",
+                                                  "split_rule": {"by": "user", "test_fraction": 0.2, "val_fraction": 0.2}}))
+    pd.DataFrame({"partitioning": "fine", "class": [0, 1], "count": [3, 9], "mean_lat": [0.0, -33.87],
+                  "mean_lon": [0.0, 151.21]}).to_parquet(run / "cells.parquet")  # the prior: Sydney
+    pred = pd.DataFrame({"latitude": [t[0] for t, _ in CASES], "longitude": [t[1] for t, _ in CASES]})
+    for o in ("fine", "hierarchy"):
+        pred[f"{o}_lat"], pred[f"{o}_lon"] = [p[0] for _, p in CASES], [p[1] for _, p in CASES]
+        pred[f"{o}_km"] = [0.5, 4.6, 7.1, 111.2, 264.0]
+        pred[f"{o}_topk_prob"] = [[0.5, 0.1]] * len(CASES)  # not read by evaluate
+    (tmp_path / "predictions" / "r").mkdir(parents=True)
+    pred.to_parquet(tmp_path / "predictions" / "r" / "part-0.parquet")
+    (tmp_path / "predictions" / "r" / "_set.json").write_text(json.dumps({"photos": "the test split", "split": "test"}))
+    (tmp_path / "partitionings" / "full").mkdir(parents=True)
+    pd.DataFrame({"latitude": [10.0, 20.0], "longitude": [30.0, 40.0], "split": ["train", "val"]}).to_parquet(
+        tmp_path / "partitionings" / "full" / "photos.parquet")
+    return tmp_path
+
+
+def test_countries_on_both_sides_of_borders():
+    country, continent = world.locate([c[0][0] for c in CASES] + [c[1][0] for c in CASES],
+                                      [c[0][1] for c in CASES] + [c[1][1] for c in CASES])
+    assert list(country) == ["Germany", "France", "Switzerland", None, "France",
+                             "Germany", "Germany", "France", None, "Belgium"]
+    assert set(continent) - {None} == {"Europe"}
+
+
+def test_known_accuracies(lake):
+    m = evaluate.run(str(lake), "r")
+    hier = next(r for r in m["table"] if r["method"] == "hierarchy")
+    assert [hier[k] for k in ("street_1km", "city_25km", "region_200km", "country_750km", "continent_2500km")] == \
+        pytest.approx([1 / 5, 3 / 5, 4 / 5, 5 / 5, 5 / 5])
+    assert hier["same_country"] == pytest.approx(1 / 4)  # of the four truths on land, only Berlin
+    assert hier["same_continent"] == pytest.approx(1.0)
+    assert m["truth_outside_countries"] == 1 and m["split"] == "test" and m["split_rule"]["by"] == "user"
+    prior = next(r for r in m["table"] if r["method"].startswith("prior"))
+    assert prior["continent_2500km"] == 0.0 and prior["same_continent"] == 0.0  # Sydney for everyone
+    europe = next(r for r in m["by_continent"] if r["continent"] == "Europe")
+    assert europe["n"] == 4 and europe["city_25km"] == pytest.approx(3 / 4)
+    assert sorted(m["figures"]) == ["accuracy_curve.png", "data_map.png"]
+    for name in m["figures"]:
+        assert (lake / "metrics" / "r" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "same_country" in (lake / "metrics" / "r" / "accuracy.md").read_text()
