@@ -51,9 +51,24 @@ def _run_predict(a: argparse.Namespace):
     return out
 
 
+def _serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lake", required=True, help="lake root holding site/ and the model run")
+    p.add_argument("--run", help="model run for uploads (default: the latest)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+
+
+def _run_serve(a: argparse.Namespace):
+    from deeploc.serve import serve
+
+    serve(a.lake, a.run, a.host, a.port)
+    return {"stopped": True}
+
+
 # Commands that are not pipeline stages: (help, add options, run).
 TOOLS = {"demo-data": ("generate the demo data set (metadata, bucket folder, manifest)", _demo_data, _run_demo_data),
-         "predict": ("where were these photos taken? the top-k cells of every output, as JSON", _predict, _run_predict)}
+         "predict": ("where were these photos taken? the top-k cells of every output, as JSON", _predict, _run_predict),
+         "serve": ("the web map on 127.0.0.1, with the upload of your own photo", _serve, _run_serve)}
 
 
 def parser() -> argparse.ArgumentParser:

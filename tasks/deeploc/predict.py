@@ -109,10 +109,11 @@ def as_records(locs: dict[str, dict[str, np.ndarray]], cells_of: dict[str, pd.Da
     return records
 
 
-def predict_bytes(predictor: Predictor, data: bytes, k: int = 5, crops: int = 1) -> dict:
+def predict_bytes(predictor: Predictor, data: bytes, k: int = 5, crops: int = 1,
+                  max_pixels: int = images.MAX_PIXELS) -> dict:
     """One photo's prediction from its file's bytes. Only the pixels reach the network: EXIF (GPS
     included) is read for nothing but the orientation."""
-    rgb = images.decode(data, min_side=images.eval_side(predictor.input_size))
+    rgb = images.decode(data, max_pixels, min_side=images.eval_side(predictor.input_size))
     return as_records(predictor.predict_images([rgb], k, crops), predictor.cells, predictor.order)[0]
 
 

@@ -177,7 +177,9 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           reads=("predictions", "models"), writes=("metrics",), runs_on="primary"),
     Stage("publish", "predictions + metrics -> site/ (the web map)",
           "deeploc.stages.publish:run", (
-              LAKE, *BUCKET, RUN, Option("max_points", "photos on the map", int, 1000)),
+              LAKE, *BUCKET, RUN,
+              Option("pool", "photos the page draws its 100 at a time from (each with a thumbnail)", int, 1000),
+              Option("tiles", "an http(s) tile URL template for a background map online (default: none, offline)")),
           reads=("predictions", "metrics", "models"), writes=("site",), runs_on="primary"),
 ]}
 

@@ -1,95 +1,198 @@
-// DeepLocations web map. Data comes from the JSON block in index.html; every piece of user text is
-// written with textContent (never innerHTML), and links are only set for http(s) URLs.
+// DeepLocations web map. The data is the JSON block in index.html. Every piece of text that comes from
+// the data or an answer is written with textContent (never as markup), links are set only for http(s)
+// URLs, and nothing is attached as an inline handler, so the page runs under a strict
+// Content-Security-Policy (script-src 'self').
 (function () {
   "use strict";
   const data = JSON.parse(document.getElementById("deeploc-data").textContent);
-  const canvas = document.getElementById("map");
-  const ctx = canvas.getContext("2d");
-  const W = canvas.width, H = canvas.height;
-  const select = document.getElementById("output");
-  let output = data.default_output, selected = null;
-
-  const proj = (lat, lon) => [((lon + 180) / 360) * W, ((90 - lat) / 180) * H];
-  const colour = (km) => (km <= 200 ? "#4aa3ff" : km <= 750 ? "#ffb347" : "#ff5c5c");
+  const $ = (id) => document.getElementById(id);
+  const el = (tag, text, cls) => { const e = document.createElement(tag); if (text !== undefined) e.textContent = String(text); if (cls) e.className = cls; return e; };
+  const httpOnly = (url) => (typeof url === "string" && /^https?:\/\//i.test(url) ? url : null);
   const fmt = (lat, lon) => `${lat.toFixed(3)}°, ${lon.toFixed(3)}°`;
+  const pct = (v) => (v === null || v === undefined ? "–" : `${(100 * v).toFixed(1)} %`);
+  let output = data.default_output;
 
-  function draw() {
-    ctx.fillStyle = "#0b1d2e";
-    ctx.fillRect(0, 0, W, H);
-    ctx.strokeStyle = "rgba(255,255,255,0.07)";
-    for (let lon = -180; lon <= 180; lon += 30) { const [x] = proj(0, lon); ctx.beginPath(); ctx.moveTo(x, 0); ctx.lineTo(x, H); ctx.stroke(); }
-    for (let lat = -90; lat <= 90; lat += 30) { const [, y] = proj(lat, 0); ctx.beginPath(); ctx.moveTo(0, y); ctx.lineTo(W, y); ctx.stroke(); }
-    ctx.fillStyle = "rgba(170,195,220,0.35)";
-    const bm = data.basemap;
-    for (let i = 0; i < bm.length; i += 2) { const [x, y] = proj(bm[i], bm[i + 1]); ctx.fillRect(x, y, 1.5, 1.5); }
-    ctx.globalAlpha = 0.25;
-    for (const p of data.points) {
-      const [x1, y1] = proj(p.lat, p.lon), pr = p.pred[output], [x2, y2] = proj(pr[0], pr[1]);
-      ctx.strokeStyle = colour(pr[2]);
-      ctx.beginPath(); ctx.moveTo(x1, y1); ctx.lineTo(x2, y2); ctx.stroke();
+  // The map: Natural Earth's countries drawn locally; a tile layer only where one is configured.
+  const map = L.map("map", { worldCopyJump: true, minZoom: 1, maxZoom: 12 }).setView([25, 0], 2);
+  if (httpOnly(data.tiles)) L.tileLayer(data.tiles, { maxZoom: 18 }).addTo(map);
+  const world = window.DEEPLOC_COUNTRIES;
+  L.geoJSON(topojson.feature(world, world.objects.countries), {
+    interactive: false, style: { color: "#7c8ea3", weight: 0.7, fillColor: "#f4f1e8", fillOpacity: 1 },
+  }).addTo(map);
+  const photosLayer = L.markerClusterGroup({ showCoverageOnHover: false, maxClusterRadius: 40 }).addTo(map);
+  const chosenLayer = L.layerGroup().addTo(map);
+  const dot = (cls, size) => L.divIcon({ className: cls, iconSize: [size, size] });
+
+  // Cells of each output: the hierarchy ranks the finest partitioning's cells.
+  const cellsOf = (o) => data.cells[o === "hierarchy" ? data.order[data.order.length - 1] : o];
+  const byToken = {};
+  for (const p of data.order) for (const c of data.cells[p]) byToken[c[0]] = c;
+
+  // The great-circle path between two points, as lat/lon steps (longitudes unwrapped).
+  function greatCircle(a, b, steps = 64) {
+    const rad = Math.PI / 180, v = (la, lo) => [Math.cos(la * rad) * Math.cos(lo * rad), Math.cos(la * rad) * Math.sin(lo * rad), Math.sin(la * rad)];
+    const p = v(a[0], a[1]), q = v(b[0], b[1]);
+    const w = Math.acos(Math.min(1, Math.max(-1, p[0] * q[0] + p[1] * q[1] + p[2] * q[2])));
+    const out = [];
+    let last = null;
+    for (let i = 0; i <= steps; i++) {
+      const t = i / steps, s = Math.sin(w);
+      const f = s < 1e-9 ? [1 - t, t] : [Math.sin((1 - t) * w) / s, Math.sin(t * w) / s];
+      const x = f[0] * p[0] + f[1] * q[0], y = f[0] * p[1] + f[1] * q[1], z = f[0] * p[2] + f[1] * q[2];
+      let lon = Math.atan2(y, x) / rad;
+      if (last !== null) { while (lon - last > 180) lon -= 360; while (last - lon > 180) lon += 360; }
+      last = lon;
+      out.push([Math.atan2(z, Math.hypot(x, y)) / rad, lon]);
     }
-    ctx.globalAlpha = 1;
-    for (const p of data.points) {
-      const [x, y] = proj(p.lat, p.lon);
-      ctx.fillStyle = "#3ddc84"; ctx.beginPath(); ctx.arc(x, y, 2.5, 0, 2 * Math.PI); ctx.fill();
-    }
-    if (selected) {
-      const pr = selected.pred[output], [x1, y1] = proj(selected.lat, selected.lon), [x2, y2] = proj(pr[0], pr[1]);
-      ctx.lineWidth = 3; ctx.strokeStyle = "#fff";
-      ctx.beginPath(); ctx.moveTo(x1, y1); ctx.lineTo(x2, y2); ctx.stroke(); ctx.lineWidth = 1;
-      ctx.fillStyle = "#3ddc84"; ctx.beginPath(); ctx.arc(x1, y1, 7, 0, 2 * Math.PI); ctx.fill();
-      ctx.fillStyle = colour(pr[2]); ctx.beginPath(); ctx.arc(x2, y2, 7, 0, 2 * Math.PI); ctx.fill();
+    return out;
+  }
+
+  function drawTop(top, cells) {
+    for (const [cls, prob] of top) {
+      const cell = cells[cls];
+      const tip = el("span", `${(100 * prob).toFixed(1)} %`);
+      L.polygon(cell[3], { color: "#d64545", weight: 1, fillOpacity: Math.min(0.6, 0.1 + prob), className: "topk-cell" })
+        .bindTooltip(tip).addTo(chosenLayer);
     }
   }
 
-  function show(p) {
-    selected = p;
-    const pr = p.pred[output];
-    document.getElementById("details").hidden = false;
-    const img = document.getElementById("photo");
-    if (p.img) { img.src = p.img; img.hidden = false; } else { img.hidden = true; }
-    img.alt = p.title;
-    document.getElementById("title").textContent = p.title || "(untitled)";
-    document.getElementById("truth").textContent = fmt(p.lat, p.lon);
-    document.getElementById("predicted").textContent = `${fmt(pr[0], pr[1])} (${output})`;
-    document.getElementById("error").textContent = `${pr[2].toFixed(1)} km`;
-    document.getElementById("license").textContent = p.license || "";
-    const link = document.getElementById("link");
-    if (p.url && /^https?:\/\//.test(p.url)) { link.href = p.url; link.hidden = false; } else { link.hidden = true; }
-    draw();
+  function listTop(top, cells) {
+    const list = $("topk");
+    list.replaceChildren();
+    for (const [cls, prob] of top) {
+      const cell = cells[cls];
+      list.appendChild(el("li", `${(100 * prob).toFixed(1)} % · cell ${cell[0]} · ${fmt(cell[1], cell[2])}`));
+    }
   }
 
-  canvas.addEventListener("click", (ev) => {
-    const r = canvas.getBoundingClientRect();
-    const mx = ((ev.clientX - r.left) / r.width) * W, my = ((ev.clientY - r.top) / r.height) * H;
-    let best = null, bestD = 12 * 12;
-    for (const p of data.points) {
-      const [x, y] = proj(p.lat, p.lon), d = (x - mx) ** 2 + (y - my) ** 2;
-      if (d < bestD) { best = p; bestD = d; }
+  let current = null;
+  function choose(p) {
+    current = p;
+    const pr = p.pred[output], cells = cellsOf(output);
+    chosenLayer.clearLayers();
+    drawTop(pr.top, cells);
+    L.polyline(greatCircle([p.lat, p.lon], [pr.lat, pr.lon]), { color: "#1c2430", weight: 2, dashArray: "6 4", className: "gc-line" }).addTo(chosenLayer);
+    L.marker([p.lat, p.lon], { icon: dot("truth-marker", 14), title: "taken here" }).addTo(chosenLayer);
+    L.marker([pr.lat, pr.lon], { icon: dot("pred-marker", 14), title: "placed here" }).addTo(chosenLayer);
+    map.fitBounds(L.latLngBounds([[p.lat, p.lon], [pr.lat, pr.lon]]).pad(0.4), { maxZoom: 8 });
+    $("hint").hidden = true;
+    $("chosen").hidden = false;
+    $("photo").src = p.img || "";
+    $("photo").alt = p.title || "photo";
+    $("title").textContent = p.title || "(untitled)";
+    $("author").textContent = p.author || "unknown";
+    const lic = $("license"), page = $("page");
+    lic.textContent = p.license || "licence unknown";
+    if (httpOnly(p.license_url)) lic.href = p.license_url; else lic.removeAttribute("href");
+    if (httpOnly(p.url)) { page.href = p.url; page.hidden = false; } else { page.removeAttribute("href"); page.hidden = true; }
+    $("truth").textContent = fmt(p.lat, p.lon);
+    $("predicted").textContent = `${fmt(pr.lat, pr.lon)} (${output})`;
+    $("distance").textContent = `${pr.km.toFixed(1)} km`;
+    listTop(pr.top, cells);
+    for (const b of document.querySelectorAll("#gallery button")) b.classList.toggle("active", Number(b.dataset.id) === p.id);
+  }
+
+  // 100 photos at a time from the pool, drawn with a seeded generator: the same page shows the same
+  // photos; "shuffle" moves to the next draw.
+  function mulberry32(seed) {
+    return function () { seed |= 0; seed = (seed + 0x6d2b79f5) | 0; let t = Math.imul(seed ^ (seed >>> 15), 1 | seed); t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t; return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
+  }
+  let draw = 0;
+  function showPhotos() {
+    const rand = mulberry32(data.seed * 1000003 + draw), pool = data.pool.slice();
+    for (let i = pool.length - 1; i > 0; i--) { const j = Math.floor(rand() * (i + 1)); [pool[i], pool[j]] = [pool[j], pool[i]]; }
+    const shown = pool.slice(0, data.shown);
+    const gallery = $("gallery");
+    gallery.replaceChildren();
+    photosLayer.clearLayers();
+    for (const p of shown) {
+      const b = el("button");
+      b.type = "button";
+      b.dataset.id = String(p.id);
+      const img = el("img");
+      img.src = p.img;
+      img.alt = p.title || "photo";
+      img.loading = "lazy";
+      b.appendChild(img);
+      b.addEventListener("click", () => choose(p));
+      gallery.appendChild(b);
+      L.marker([p.lat, p.lon], { icon: dot("truth-marker", 9), title: p.title || "photo" }).on("click", () => choose(p)).addTo(photosLayer);
     }
-    if (best) show(best);
-  });
+    $("gallery-note").textContent = `${shown.length} of ${data.pool.length} photos (draw ${draw + 1})`;
+  }
+  $("shuffle").addEventListener("click", () => { draw += 1; showPhotos(); });
 
   for (const o of data.outputs) {
-    const opt = document.createElement("option");
-    opt.value = o; opt.textContent = o; opt.selected = o === output;
-    select.appendChild(opt);
+    const opt = el("option", o);
+    opt.value = o;
+    opt.selected = o === output;
+    $("output").appendChild(opt);
   }
-  select.addEventListener("change", () => { output = select.value; if (selected) show(selected); else draw(); });
+  $("output").addEventListener("change", () => { output = $("output").value; if (current) choose(current); if (ownAnswer) showOwn(ownAnswer); });
 
-  const km = (k) => parseFloat(k.split("_")[1]);
-  const scales = Object.keys(data.metrics[0] || {}).filter((k) => /^[a-z]+_\d+km$/.test(k)).sort((a, b) => km(a) - km(b));
-  const head = document.createElement("tr");
-  for (const h of ["method", ...scales, "median km", "n"]) { const th = document.createElement("th"); th.textContent = h.replace("_", " ≤ "); head.appendChild(th); }
-  document.querySelector("#accuracy thead").appendChild(head);
-  for (const m of data.metrics) {
-    const tr = document.createElement("tr");
-    if (m.method.startsWith("prior")) tr.className = "prior";
-    const cells = [m.method, ...scales.map((s) => `${(100 * m[s]).toFixed(1)} %`), Math.round(m.median_km), m.n];
-    for (const c of cells) { const td = document.createElement("td"); td.textContent = String(c); tr.appendChild(td); }
-    document.querySelector("#accuracy tbody").appendChild(tr);
+  // Your own photo: sent to `deeploc serve`, which answers with the top cells (and the GPS position
+  // from the photo's EXIF, shown as the truth; the network never sees it).
+  let ownAnswer = null;
+  function showOwn(answer) {
+    chosenLayer.clearLayers();
+    const pr = answer.prediction[output];
+    for (const t of pr.top) {
+      const cell = byToken[t.cell];
+      if (cell) L.polygon(cell[3], { color: "#7b3fe4", weight: 1, fillOpacity: Math.min(0.6, 0.1 + t.probability), className: "own-cell" }).bindTooltip(el("span", `${(100 * t.probability).toFixed(1)} %`)).addTo(chosenLayer);
+      L.marker([t.lat, t.lon], { icon: dot("own-marker", 10), title: `${(100 * t.probability).toFixed(1)} %` }).addTo(chosenLayer);
+    }
+    const points = pr.top.map((t) => [t.lat, t.lon]);
+    let msg = `Most likely: ${fmt(pr.lat, pr.lon)} (${output}).`;
+    if (answer.exif_gps) {
+      const g = answer.exif_gps;
+      L.marker([g.lat, g.lon], { icon: dot("truth-marker", 14), title: "taken here (from the photo's EXIF)" }).addTo(chosenLayer);
+      L.polyline(greatCircle([g.lat, g.lon], [pr.lat, pr.lon]), { color: "#1c2430", weight: 2, dashArray: "6 4", className: "gc-line" }).addTo(chosenLayer);
+      points.push([g.lat, g.lon]);
+      msg += ` The photo's EXIF says ${fmt(g.lat, g.lon)}: ${answer.distances_km[output].toFixed(1)} km away.`;
+    }
+    map.fitBounds(L.latLngBounds(points).pad(0.4), { maxZoom: 6 });
+    $("upload-message").textContent = msg;
   }
-  document.getElementById("subtitle").textContent =
-    `Run ${data.run} (${data.image_set} image set): ${data.predicted_total} held-out photos predicted, ${data.points.length} shown.`;
-  draw();
+  $("upload").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const say = (t) => { $("upload-message").textContent = t; };
+    if (location.protocol === "file:") { say("Uploading a photo needs the server: run `deeploc serve --lake <lake>` and open the address it prints."); return; }
+    const file = $("file").files[0];
+    if (!file) { say("Choose a JPEG or PNG photo first."); return; }
+    const form = new FormData();
+    form.append("photo", file);
+    say("Looking…");
+    try {
+      const resp = await fetch("api/predict", { method: "POST", body: form });
+      const answer = await resp.json();
+      if (!resp.ok) { say(answer.error || `The server refused the photo (${resp.status}).`); return; }
+      ownAnswer = answer;
+      showOwn(answer);
+    } catch (err) {
+      say("The server did not answer; is `deeploc serve` running?");
+    }
+  });
+
+  // Results: the accuracy table (every output and the prior) and the figures.
+  const scales = [["street_1km", "1 km"], ["city_25km", "25 km"], ["region_200km", "200 km"], ["country_750km", "750 km"], ["continent_2500km", "2500 km"]];
+  function table(id, rows, first, extra) {
+    const head = el("tr");
+    for (const h of [first, ...scales.map((s) => `≤ ${s[1]}`), ...extra.map((e) => e[1]), "median km", "n"]) head.appendChild(el("th", h));
+    $(id).querySelector("thead").appendChild(head);
+    for (const r of rows) {
+      const tr = el("tr");
+      const name = r.method || r.continent;
+      if (String(name).startsWith("prior")) tr.className = "prior";
+      const cells = [name, ...scales.map((s) => pct(r[s[0]])), ...extra.map((e) => pct(r[e[0]])), r.median_km === null ? "–" : Math.round(r.median_km), r.n];
+      for (const c of cells) tr.appendChild(el("td", c));
+      $(id).querySelector("tbody").appendChild(tr);
+    }
+  }
+  table("accuracy", data.metrics, "output", [["same_country", "same country"], ["same_continent", "same continent"]]);
+  table("continents", data.by_continent, "continent", []);
+  for (const f of data.figures) { const img = el("img"); img.src = f; img.alt = f.includes("curve") ? "accuracy curve" : "map of the photos"; $("figures").appendChild(img); }
+  const rule = data.split_rule ? `split by ${data.split_rule.by}` : "";
+  $("accuracy-note").textContent = `${data.predicted_total} photos predicted: ${data.photos || "held-out photos"}${rule ? ` (${rule})` : ""}.`;
+  $("subtitle").textContent = `Model run ${data.run} (${data.image_set} image set; ${data.train.train_images} training photos).`;
+  showPhotos();
 })();

@@ -64,11 +64,11 @@ def by_continent(pred: pd.DataFrame, output: str, true_continent: np.ndarray) ->
 def markdown(table: pd.DataFrame) -> str:
     scales = [c for c in table.columns if c.endswith("km") and c not in ("median_km", "mean_km")]
     extra = [c for c in ("same_country", "same_continent") if c in table.columns]
-    head = "| method | " + " | ".join(scales + extra) + " | median km | n |"
+    head = f"| {table.columns[0]} | " + " | ".join(scales + extra) + " | median km | n |"
     lines = [head, "|" + "---|" * (len(scales) + len(extra) + 3)]
     for _, r in table.iterrows():
         cells = " | ".join(f"{100 * r[c]:.1f} %" for c in scales + extra)
-        lines.append(f"| {r.get('method', r.get('continent'))} | {cells} | {r['median_km']:.0f} | {int(r['n'])} |")
+        lines.append(f"| {r[table.columns[0]]} | {cells} | {r['median_km']:.0f} | {int(r['n'])} |")
     return "\n".join(lines) + "\n"
 
 

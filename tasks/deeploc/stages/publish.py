@@ -1,9 +1,12 @@
-"""Publish stage: predictions + metrics + a sample of images -> ``site/`` (a static web map).
+"""Publish stage: a run's predictions, metrics and a sample of its photos -> ``site/``, the web map.
 
-The page works from ``file://`` (no server, no network): data sits in a JSON block inside
-``index.html``, the basemap is drawn from GeoNames places that ship with the project's
-dependencies (``deeploc.geonames``). User text (titles) is untrusted: it is URL-decoded here, embedded as JSON with ``<``,
-``>`` and ``&`` escaped, and the page only ever writes it with ``textContent``.
+A Leaflet map with Natural Earth's country outlines, all served from the site's own folder (no CDN,
+no tile server; a tile layer can be configured for people online), that works from ``file://``: the
+data sits in a JSON block inside ``index.html`` and the outlines in a script file. ``deeploc serve``
+serves the same folder and adds the upload of your own photo.
+
+User text (titles, names) is untrusted: it is URL-decoded here, embedded as JSON with ``<``, ``>`` and
+``&`` escaped, and the page only ever writes it as text; links are kept only when http(s).
 """
 
 from __future__ import annotations
@@ -11,20 +14,27 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from importlib import resources
 from urllib.parse import unquote_plus
 
-import numpy as np
 import pandas as pd
 
-from deeploc import commit, images, runs
+from deeploc import assets, cell_shapes, commit, images, runs
 from deeploc.bucket import Bucket
-from deeploc.geonames import load_places
 from deeploc.lake import Lake
 from deeploc.predict import HIERARCHY
 
 log = logging.getLogger(__name__)
 THUMB = 160
+SHOWN = 100          # photos on the map at a time; "shuffle" draws another 100 from the pool
+VENDOR = {"leaflet/dist/leaflet.js": "leaflet.js", "leaflet/dist/leaflet.css": "leaflet.css",
+          "leaflet.markercluster/dist/leaflet.markercluster.js": "leaflet.markercluster.js",
+          "leaflet.markercluster/dist/MarkerCluster.css": "MarkerCluster.css",
+          "leaflet.markercluster/dist/MarkerCluster.Default.css": "MarkerCluster.Default.css",
+          "topojson-client/dist/topojson-client.min.js": "topojson-client.min.js",
+          **{f"leaflet/dist/images/{n}": f"images/{n}" for n in ("marker-icon.png", "marker-icon-2x.png",
+                                                                 "marker-shadow.png", "layers.png", "layers-2x.png")}}
 
 
 def safe_json(obj) -> str:
@@ -35,23 +45,19 @@ def safe_json(obj) -> str:
     return text
 
 
-def _http_url(url) -> str | None:
+def http_url(url) -> str | None:
     return url if isinstance(url, str) and url.startswith(("http://", "https://")) else None
 
 
-def basemap(min_population: int = 30_000) -> list[float]:
-    """Populated places as a flat [lat, lon, ...] list at 0.5 degree resolution: a dot map of the world."""
-    p = load_places()
-    keep = p.population >= min_population
-    grid = np.unique(np.round(np.stack([p.lat[keep], p.lon[keep]], axis=1) * 2) / 2, axis=0)
-    return grid.ravel().tolist()
+def text(value) -> str:
+    return unquote_plus(value) if isinstance(value, str) else ""
 
 
 def _thumbnail(bucket: Bucket, key: str, path: str) -> bool:
     from PIL import Image
 
     try:
-        rgb = images.read_rgb(bucket, key)
+        rgb = images.read_rgb(bucket, key, min_side=THUMB)
     except images.Unreadable:
         return False
     img = Image.fromarray(rgb)
@@ -61,46 +67,79 @@ def _thumbnail(bucket: Bucket, key: str, path: str) -> bool:
 
 
 def points(pred: pd.DataFrame, outputs: list[str]) -> list[dict]:
+    """One record per photo: truth, attribution, and per output the predicted class, place, error and top-k."""
     out = []
-    for r in pred.itertuples(index=False):
-        rec = {"id": int(r.photo_id), "lat": round(float(r.latitude), 5), "lon": round(float(r.longitude), 5),
-               "title": unquote_plus(r.title or ""), "url": _http_url(r.page_url), "license": r.license_name,
-               "pred": {o: [round(float(getattr(r, f"{o}_lat")), 4), round(float(getattr(r, f"{o}_lon")), 4),
-                            round(float(getattr(r, f"{o}_km")), 1)] for o in outputs}}
+    for r in pred.to_dict(orient="records"):
+        rec = {"id": int(r["photo_id"]), "lat": round(float(r["latitude"]), 5), "lon": round(float(r["longitude"]), 5),
+               "title": text(r.get("title")), "author": text(r.get("user_nickname")), "url": http_url(r.get("page_url")),
+               "license": r.get("license_name") or "", "license_url": http_url(r.get("license_url")), "pred": {}}
+        for o in outputs:
+            top = [[int(c), round(float(p), 5)] for c, p in zip(r[f"{o}_topk_class"], r[f"{o}_topk_prob"])]
+            rec["pred"][o] = {"c": int(r[f"{o}_class"]), "lat": round(float(r[f"{o}_lat"]), 4),
+                              "lon": round(float(r[f"{o}_lon"]), 4), "km": round(float(r[f"{o}_km"]), 1), "top": top}
         out.append(rec)
     return out
 
 
-def run(lake: str, bucket: Bucket, run: str | None = None, max_points: int = 1000, max_images: int = 300,
+def cells(lake: Lake, run: str, order: list[str]) -> dict:
+    """Per partitioning, per class: [token, mean lat, mean lon, outline]."""
+    table = lake.read_parquet(lake.path("models", run, "cells.parquet"))
+    return {p: [[t, round(float(la), 4), round(float(lo), 4), cell_shapes.outline(t)]
+                for t, la, lo in table[table["partitioning"] == p].sort_values("class")[["token", "mean_lat", "mean_lon"]]
+                .itertuples(index=False)] for p in order}
+
+
+def copy_assets(out: str) -> None:
+    """Leaflet, marker clustering and the country outlines, from the npm packages into ``vendor/``."""
+    for src, dst in VENDOR.items():
+        os.makedirs(os.path.dirname(os.path.join(out, "vendor", dst)), exist_ok=True)
+        shutil.copy(assets.path(src), os.path.join(out, "vendor", dst))
+    outlines = assets.path("world-atlas/countries-50m.json").read_text()
+    with open(os.path.join(out, "vendor", "countries.js"), "w") as f:  # a script, so that file:// can load it
+        f.write(f"window.DEEPLOC_COUNTRIES = {outlines};\n")
+
+
+def run(lake: str, bucket: Bucket, run: str | None = None, pool: int = 1000, tiles: str | None = None,
         seed: int = 0) -> dict:
     """Build the web map of a run's predictions; publish ``site/``."""
     lake = Lake(lake)
     run_name = runs.resolve(lake, run)
-    pred = lake.read_parquet(lake.path("predictions", run_name))
-    metrics = lake.read_json(f"metrics/{run_name}/metrics.json")
     summary = lake.read_json(f"models/{run_name}/summary.json")
+    metrics = lake.read_json(f"metrics/{run_name}/metrics.json")
     outputs = [*summary["order"], HIERARCHY]
-    sample = pred.sample(n=min(max_points, len(pred)), random_state=seed).sort_values("photo_id")
-
+    pred = lake.read_parquet(lake.path("predictions", run_name))
+    pred = pred[pred["latitude"].notna()]
+    sample = pred.sample(n=min(pool, len(pred)), random_state=seed).sort_values("photo_id")
     pts = points(sample, outputs)
-    shown = 0
-    with commit.building(lake, "site") as tmp:
-        os.makedirs(os.path.join(tmp, "img"))
+    with commit.building(lake, "site") as out:
+        os.makedirs(os.path.join(out, "img"))
+        shown = 0
         for rec, key in zip(pts, sample["object_key"]):
-            if shown < max_images and _thumbnail(bucket, key, os.path.join(tmp, "img", f"{rec['id']}.jpg")):
+            if _thumbnail(bucket, key, os.path.join(out, "img", f"{rec['id']}.jpg")):
                 rec["img"] = f"img/{rec['id']}.jpg"
                 shown += 1
-        data = {"run": run_name, "image_set": summary["image_set"], "outputs": outputs, "default_output": HIERARCHY,
-                "metrics": metrics["table"], "points": pts, "predicted_total": int(len(pred)), "basemap": basemap(),
+        pts = [p for p in pts if "img" in p]  # the gallery shows photos; one that cannot be read is left out
+        os.makedirs(os.path.join(out, "figures"))
+        for name in metrics.get("figures", []):
+            with open(os.path.join(out, "figures", name), "wb") as f:
+                f.write(lake.read_bytes(lake.path("metrics", run_name, name)))
+        copy_assets(out)
+        data = {"run": run_name, "image_set": summary["image_set"], "photos": metrics.get("photos"),
+                "split_rule": summary.get("split_rule"), "outputs": outputs, "default_output": HIERARCHY,
+                "order": summary["order"], "metrics": metrics["table"], "by_continent": metrics.get("by_continent", []),
+                "figures": [f"figures/{n}" for n in metrics.get("figures", [])], "cells": cells(lake, run_name, summary["order"]),
+                "pool": pts, "shown": SHOWN, "seed": seed, "predicted_total": int(len(pred)), "tiles": http_url(tiles),
                 "train": {k: summary[k] for k in ("train_images", "val_images", "best_epoch")}}
-        # Read as package resources, so the site builds from the zipped code bundle on EMR too.
+        # Read as package resources, so the site builds from the installed wheel on EMR too.
         template = resources.files("deeploc") / "site_template"
         html = (template / "index.html").read_text().replace("__DEEPLOC_DATA__", safe_json(data))
-        with open(os.path.join(tmp, "index.html"), "w") as f:
+        with open(os.path.join(out, "index.html"), "w") as f:
             f.write(html)
         for name in ("app.js", "style.css"):
-            with open(os.path.join(tmp, name), "wb") as f:
+            with open(os.path.join(out, name), "wb") as f:
                 f.write((template / name).read_bytes())
+        with open(os.path.join(out, "site.json"), "w") as f:  # what deeploc serve needs to know (its CSP)
+            json.dump({"run": run_name, "tiles": http_url(tiles)}, f)
     index = lake.path("site", "index.html")
-    log.info("publish [%s]: %d points, %d thumbnails -> %s", run_name, len(pts), shown, index)
+    log.info("publish [%s]: %d photos in the pool (%d shown at a time) -> %s", run_name, len(pts), SHOWN, index)
     return {"site": index, "points": len(pts), "images": shown}
