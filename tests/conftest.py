@@ -45,6 +45,23 @@ def ingested(spark, demo_set, tmp_path_factory):
     return lake, manifest["expected"], ledgers
 
 
+@pytest.fixture(scope="session")
+def trained(ingested, demo_set, tmp_path_factory):
+    """A lake with the ingested faces, partitionings (by user), shards and a two-epoch demo model."""
+    import shutil
+
+    from deeploc.bucket import Bucket
+    from deeploc.stages import partitioning, shards, train
+
+    lake = tmp_path_factory.mktemp("train-lake")
+    shutil.copytree(os.path.join(ingested[0], "faces"), lake / "faces")
+    bucket = Bucket(str(demo_set[0] / "bucket"))
+    report = partitioning.run(str(lake), "full", partitionings="coarse:5:200,fine:5:60")
+    ledger = shards.run(str(lake), bucket)
+    summary = train.run(str(lake), bucket, "t1", epochs=2)
+    return lake, bucket, report, ledger, summary
+
+
 @pytest.fixture
 def shared_sample() -> Path:
     if not SHARED_SAMPLE.exists():

@@ -17,22 +17,6 @@ from deeploc import images, splits
 from deeploc.bucket import Bucket
 
 
-@pytest.fixture(scope="module")
-def trained(ingested, demo_set, tmp_path_factory):
-    """A lake with the ingested faces, partitionings (by user), shards and a two-epoch demo model."""
-    import shutil
-
-    from deeploc.stages import partitioning, shards, train
-
-    lake = tmp_path_factory.mktemp("train-lake")
-    shutil.copytree(os.path.join(ingested[0], "faces"), lake / "faces")
-    bucket = Bucket(str(demo_set[0] / "bucket"))
-    report = partitioning.run(str(lake), "full", partitionings="coarse:5:200,fine:5:60")
-    ledger = shards.run(str(lake), bucket)
-    summary = train.run(str(lake), bucket, "t1", epochs=2)
-    return lake, bucket, report, ledger, summary
-
-
 def test_no_user_is_on_two_sides(trained):
     lake, _, report, _, _ = trained
     photos = pd.read_parquet(lake / "partitionings" / "full" / "photos.parquet")

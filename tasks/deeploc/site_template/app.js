@@ -191,8 +191,7 @@
   table("accuracy", data.metrics, "output", [["same_country", "same country"], ["same_continent", "same continent"]]);
   table("continents", data.by_continent, "continent", []);
   for (const f of data.figures) { const img = el("img"); img.src = f; img.alt = f.includes("curve") ? "accuracy curve" : "map of the photos"; $("figures").appendChild(img); }
-  const rule = data.split_rule ? `split by ${data.split_rule.by}` : "";
-  $("accuracy-note").textContent = `${data.predicted_total} photos predicted: ${data.photos || "held-out photos"}${rule ? ` (${rule})` : ""}.`;
+  $("accuracy-note").textContent = `${data.predicted_total} photos predicted: ${data.photos || "held-out photos"}.`;
   $("subtitle").textContent = `Model run ${data.run} (${data.image_set} image set; ${data.train.train_images} training photos).`;
   showPhotos();
 })();
