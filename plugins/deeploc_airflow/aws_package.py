@@ -38,6 +38,11 @@ def code_package(source: Path = SOURCE) -> tuple[str, bytes]:
         shutil.copytree(source / "tasks", src / "tasks", ignore=shutil.ignore_patterns("__pycache__", "*.pyc",
                                                                                     "*.egg-info"))
         shutil.copy(source / "pyproject.toml", src / "pyproject.toml")
+        from deeploc import assets  # the map libraries and outlines travel inside the package
+
+        for rel in assets.FILES:
+            (src / "tasks" / "deeploc" / "web_assets" / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(assets.path(rel), src / "tasks" / "deeploc" / "web_assets" / rel)
         out = Path(tmp) / "dist"
         res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                               "--disable-pip-version-check", "--quiet", "--wheel-dir", str(out), str(src)],
