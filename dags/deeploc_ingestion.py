@@ -52,12 +52,7 @@ with DAG(
     with TaskGroup("aws", tooltip="the aws target: EMR steps on a transient cluster"):
         plan = task(aws.plan, task_id="plan", multiple_outputs=True)(clusters={"ingest": list(STAGES)},
                                                                       stages=list(STAGES))
-        cluster = aws.TransientCluster(task_id="create_cluster", job_flow_overrides=plan["job_flow_ingest"],
-                                       given_cluster=plan["cluster_id"])
-        steps = [aws.EmrStage(task_id=stage, stage=stage, options=options, plan=plan, job_flow_id=cluster.output,
-                              execution_timeout=STEP_LIMIT) for stage, options in STAGES.items()]
-        terminate = aws.TerminateTransientCluster(task_id="terminate_cluster", job_flow_id=cluster.output,
-                                                  given_cluster=plan["cluster_id"])
+        cluster, steps, terminate = aws.emr_cluster("ingest", list(STAGES), STAGES, plan, STEP_LIMIT)
 
     target = choose_target(local[0].task_id, "aws.plan")
     announce = announce_faces()

@@ -56,20 +56,10 @@ with DAG(
     # aws lane: a small cluster for the partitioning, a GPU instance for training, a GPU cluster to serve
     with TaskGroup("aws", tooltip="the aws target: EMR steps and a GPU training instance"):
         plan = task(aws.plan, task_id="plan", multiple_outputs=True)(clusters=CLUSTERS, stages=list(STAGES))
-        prep = aws.TransientCluster(task_id="create_prep_cluster", job_flow_overrides=plan["job_flow_prep"],
-                                    given_cluster=plan["cluster_id"])
-        prepare = [aws.EmrStage(task_id=stage, stage=stage, options=STAGES[stage], plan=plan, job_flow_id=prep.output,
-                                execution_timeout=STEP_LIMIT) for stage in CLUSTERS["prep"]]
-        end_prep = aws.TerminateTransientCluster(task_id="terminate_prep_cluster", job_flow_id=prep.output,
-                                                 given_cluster=plan["cluster_id"])
+        prep, prepare, end_prep = aws.emr_cluster("prep", CLUSTERS["prep"], STAGES, plan, STEP_LIMIT)
         train = aws.TrainOnInstance(task_id="train", options=STAGES["train"], plan=plan, execution_timeout=TRAIN_LIMIT)
         end_train = aws.TerminateTrainingInstances(task_id="terminate_training_instances", run_label=plan["label"])
-        serve = aws.TransientCluster(task_id="create_serve_cluster", job_flow_overrides=plan["job_flow_serve"],
-                                     given_cluster=plan["cluster_id"])
-        steps = [aws.EmrStage(task_id=stage, stage=stage, options=STAGES[stage], plan=plan, job_flow_id=serve.output,
-                              execution_timeout=STEP_LIMIT) for stage in CLUSTERS["serve"]]
-        end_serve = aws.TerminateTransientCluster(task_id="terminate_serve_cluster", job_flow_id=serve.output,
-                                                  given_cluster=plan["cluster_id"])
+        serve, steps, end_serve = aws.emr_cluster("serve", CLUSTERS["serve"], STAGES, plan, STEP_LIMIT)
 
     target = choose_target(local[0].task_id, "aws.plan")
     chain(target, *local)

@@ -62,6 +62,25 @@ def trained(ingested, demo_set, tmp_path_factory):
     return lake, bucket, report, ledger, summary
 
 
+@pytest.fixture(scope="module")
+def moto_lake_bucket():
+    """A moto S3 server with an empty bucket ``lake``, this process's AWS settings pointed at it; its URL."""
+    import boto3
+
+    from deeploc import moto_s3
+
+    server, url = moto_s3.start()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-west-2",
+           "AWS_ENDPOINT_URL": url}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    boto3.client("s3").create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    yield url
+    for k, v in saved.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    server.stop()
+
+
 @pytest.fixture
 def shared_sample() -> Path:
     if not SHARED_SAMPLE.exists():

@@ -109,7 +109,7 @@ def test_a_step_that_keeps_failing_uses_its_retries(tmp_path, migrated_db):
     ing = r["runs"]["deeploc_ingestion"]
     assert ing["state"] == "failed" and ing["tasks"]["aws.faces"] == {"state": "failed", "tries": 3}  # retries=2
     assert ing["tasks"]["announce_faces"]["state"] == "upstream_failed"
-    assert ing["tasks"]["aws.terminate_cluster"]["state"] == "success"
+    assert ing["tasks"]["aws.terminate_ingest_cluster"]["state"] == "success"
     assert [_stage_args(s)[0] for s in _clusters(r)["ingest"]["steps"]].count("faces") == 3
 
 

@@ -4,28 +4,17 @@ aiobotocore, as the triggerer would. The test plays the cluster and the instance
 
 import asyncio
 import json
-import os
 import time
 from types import SimpleNamespace
 
 import boto3
 import pytest
 
-from deeploc import moto_s3
-
-ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-west-2"}
 
 
 @pytest.fixture(scope="module")
-def server():
-    srv, url = moto_s3.start()
-    saved = {k: os.environ.get(k) for k in [*ENV, "AWS_ENDPOINT_URL"]}
-    os.environ.update({**ENV, "AWS_ENDPOINT_URL": url})
-    boto3.client("s3").create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
-    yield url
-    for k, v in saved.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    srv.stop()
+def server(moto_lake_bucket):
+    return moto_lake_bucket
 
 
 

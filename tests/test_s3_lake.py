@@ -8,29 +8,17 @@ read and write the S3 lake through the same code the aws target runs.
 import json
 import os
 
-import boto3
 import pytest
 from pyarrow import fs
 
-from deeploc import commit, moto_s3
+from deeploc import commit
 from deeploc.bucket import Bucket
 from deeploc.lake import Lake
 from deeploc.slices import Slice
 
-ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-west-2"}
-
-
 @pytest.fixture(scope="module")
-def s3_lake():
-    server, url = moto_s3.start()
-    saved = {k: os.environ.get(k) for k in [*ENV, "AWS_ENDPOINT_URL"]}
-    os.environ.update({**ENV, "AWS_ENDPOINT_URL": url})
-    boto3.client("s3", endpoint_url=url).create_bucket(
-        Bucket="lake", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
-    yield "s3://lake/root"
-    for k, v in saved.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    server.stop()
+def s3_lake(moto_lake_bucket):
+    return "s3://lake/root"
 
 
 def test_files_json_and_folders(s3_lake, tmp_path):

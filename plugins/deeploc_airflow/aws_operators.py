@@ -93,6 +93,17 @@ def plan(clusters: dict[str, list[str]], stages: list[str], params: dict | None 
     return out
 
 
+def emr_cluster(name: str, stages: list[str], options: dict[str, dict], plan, step_limit) -> tuple:
+    """The tasks of one transient cluster: (create it, one step per stage, terminate it)."""
+    create = TransientCluster(task_id=f"create_{name}_cluster", job_flow_overrides=plan[f"job_flow_{name}"],
+                              given_cluster=plan["cluster_id"])
+    steps = [EmrStage(task_id=s, stage=s, options=options[s], plan=plan, job_flow_id=create.output,
+                      execution_timeout=step_limit) for s in stages]
+    end = TerminateTransientCluster(task_id=f"terminate_{name}_cluster", job_flow_id=create.output,
+                                    given_cluster=plan["cluster_id"])
+    return create, steps, end
+
+
 class TransientCluster(EmrCreateJobFlowOperator):
     """Create the run's cluster, or hand on ``given_cluster`` (an existing one) untouched."""
 

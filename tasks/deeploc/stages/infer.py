@@ -123,9 +123,12 @@ def photo_set(spark, lake: Lake, photos: str):
     key = "photo_id" if "photo_id" in given.columns else "object_key"
     if key not in given.columns:
         raise ValueError(f"{photos}: needs a photo_id or an object_key column")
-    faces = spark.read.parquet(lake.path("faces")).select(*FACES)
     known = given.select(key, *[c for c in ("latitude", "longitude") if c in given.columns and key != "photo_id"])
-    joined = known.join(faces.drop(*[c for c in ("latitude", "longitude") if c in known.columns]), key, "left")
+    if commit.months_in(lake, lake.path("faces")):  # location and attribution of known photos
+        faces = spark.read.parquet(lake.path("faces")).select(*FACES)
+        joined = known.join(faces.drop(*[c for c in ("latitude", "longitude") if c in known.columns]), key, "left")
+    else:
+        joined = known
     if key == "photo_id":  # an id must be a known photo: its object key comes from faces/
         reason = F.when(F.col("object_key").isNull(), F.lit("unknown_photo_id"))
     else:
