@@ -28,10 +28,6 @@ def footer_rows(lake: Lake, files: list[str]) -> int:
     return total
 
 
-def location(lake: Lake, stage: str, scope: str) -> str:
-    return lake.path("_ledgers", stage, f"{scope}.json")
-
-
 def record(lake: Lake, stage: str, scope: str, rows_in: int, rows_out: int, rejects: dict[str, int],
            **extra) -> dict:
     """Write the ledger and raise ``LedgerError`` if in != out + rejected."""
@@ -39,7 +35,7 @@ def record(lake: Lake, stage: str, scope: str, rows_in: int, rows_out: int, reje
     entry = {"stage": stage, "scope": scope, "in": int(rows_in), "out": int(rows_out),
              "rejected": sum(rejects.values()), "rejects": rejects,
              "written_at": datetime.now(timezone.utc).isoformat(), **extra}
-    lake.write_json(f"_ledgers/{stage}/{scope}.json", entry)
+    lake.write_json(_rel(stage, scope), entry)
     summary = ", ".join(f"{k}={v}" for k, v in rejects.items()) or "none"
     log.info("%s [%s]: in=%d out=%d rejected=%d (%s)", stage, scope, rows_in, rows_out, entry["rejected"], summary)
     if entry["in"] != entry["out"] + entry["rejected"]:
@@ -48,5 +44,9 @@ def record(lake: Lake, stage: str, scope: str, rows_in: int, rows_out: int, reje
 
 
 def read(lake: Lake, stage: str, scope: str) -> dict | None:
-    path = location(lake, stage, scope)
-    return lake.read_json(path[len(lake.root) + 1:]) if lake.exists(path) else None
+    rel = _rel(stage, scope)
+    return lake.read_json(rel) if lake.exists(lake.path(rel)) else None
+
+
+def _rel(stage: str, scope: str) -> str:
+    return f"_ledgers/{stage}/{scope}.json"

@@ -16,7 +16,7 @@ REASON = "reject_reason"        # null = keep; otherwise why the row left the st
 PARSED = ["photo_id", "line", "given_hash", "url_hash", "user_nsid", "user_nickname", "date_taken", "upload_time",
           "title", "longitude", "latitude", "coordinates_given", "accuracy", "page_url", "download_url", "license_name",
           "license_url", "marker", "source_file", "position"]
-PARSE_REJECTS = ["raw", "source_file", "position"]
+# rejects/parse keeps the raw line (made valid UTF-8), source_file, position and the reason.
 
 # metadata: clean geotagged photos with their object key in the image bucket.
 METADATA = ["photo_id", "hash", "object_key", "longitude", "latitude", "accuracy", "download_url", "upload_time",
