@@ -65,3 +65,18 @@ def test_real_face_and_landscape():
     assert facedetect.face_ratio(render_scene(40.0, 10.0, rng))[0] == 0.0
     img, planted = paste_face(render_scene(40.0, 10.0, rng), rng)
     assert RATIO_RANGE[0] <= facedetect.face_ratio(img)[0] / planted <= RATIO_RANGE[1]
+
+
+def test_availability_transform_on_tiny_frames(spark):
+    """The rule alone: a listing built here, one metadata row per outcome."""
+    from deeploc.stages import availability
+
+    meta = spark.createDataFrame([(1, "abc1", "data/images/abc/1/abc1.jpg"), (2, "abc2", "data/images/abc/2/abc2.jpg"),
+                                  (3, "abc3", "data/images/abc/3/abc3.jpg"), (4, "ff04", "data/images/ff0/4/ff04.jpg")],
+                                 "photo_id long, hash string, object_key string")
+    listing = spark.createDataFrame([("abc", None, None), ("abc", "data/images/abc/1/abc1.jpg", 5000),
+                                     ("abc", "data/images/abc/2/abc2.jpg", 300)], "prefix string, key string, size long")
+    got = {r["photo_id"]: (r["reject_reason"], r["exists"], r["usable"])
+           for r in availability.transform(meta, listing, min_bytes=1024).collect()}
+    assert got == {1: (None, True, True), 2: ("too_small", True, False), 3: ("missing_object", False, None),
+                   4: ("missing_prefix", False, None)}

@@ -18,7 +18,8 @@ def lake(tmp_path):
     lat, lon, _ = sample_locations(np.random.default_rng(3), N)
     faces = pd.DataFrame({"photo_id": np.arange(10_000, 10_000 + N), "object_key": "k", "latitude": lat,
                           "longitude": lon, "face_ratio": np.where(np.arange(N) % 10 == 0, 0.2, 0.0),
-                          "title": "t", "page_url": "http://x/", "license_name": "l"})
+                          "title": "t", "page_url": "http://x/", "license_name": "l", "license_url": "http://l/",
+                          "user_nsid": [f"u{i % 300}" for i in range(N)], "user_nickname": "n"})
     for month, part in faces.groupby(np.arange(N) % 2):
         folder = tmp_path / "faces" / f"upload_month=2010-0{month + 1}"
         folder.mkdir(parents=True)
@@ -48,12 +49,18 @@ def test_full_and_removal(lake):
     assert not [d for d in os.listdir(lake / "partitionings") if d.startswith("_")]
 
 
-def test_split_does_not_move_on_rerun(lake):
-    partitioning.run(str(lake), "full", partitionings="coarse:5:400,fine:5:100")
+def test_a_photos_split_does_not_move_when_photos_are_added(lake):
+    partitioning.run(str(lake), "full", partitionings="coarse:5:400,fine:5:100", split_by="photo")
     first = pd.read_parquet(lake / "partitionings" / "full" / "photos.parquet").set_index("photo_id")["split"]
-    partitioning.run(str(lake), "full", partitionings="coarse:5:300,fine:5:50")
+    lat, lon, _ = sample_locations(np.random.default_rng(9), 500)  # a new month arrives
+    more = pd.DataFrame({"photo_id": np.arange(90_000, 90_500), "object_key": "k", "latitude": lat, "longitude": lon,
+                         "face_ratio": 0.0, "title": "t", "page_url": "http://x/", "license_name": "l",
+                         "license_url": "http://l/", "user_nsid": "u9", "user_nickname": "n"})
+    (lake / "faces" / "upload_month=2010-03").mkdir()
+    more.to_parquet(lake / "faces" / "upload_month=2010-03" / "part-0.parquet", index=False)
+    partitioning.run(str(lake), "full", partitionings="coarse:5:400,fine:5:100", split_by="photo")
     again = pd.read_parquet(lake / "partitionings" / "full" / "photos.parquet").set_index("photo_id")["split"]
-    assert (first.sort_index() == again.sort_index()).all()
+    assert len(again) == len(first) + 500 and (again.loc[first.index] == first).all()
 
 
 def test_unknown_image_set_and_missing_input(tmp_path, lake):
