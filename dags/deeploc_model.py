@@ -29,8 +29,9 @@ STAGES = {
     "evaluate": {"run": RUN},
     "publish": {"run": RUN},
 }
-# aws: the EMR clusters, each removed as soon as its stages are done (none idles through training).
-CLUSTERS = {"prep": ["partitioning", "shards"], "serve": ["infer", "evaluate", "publish"]}
+# aws: the EMR clusters, each removed as soon as its stages are done (none idles through training);
+# the partitioning runs on a primary node alone, the shards over core nodes, inference over GPU nodes.
+CLUSTERS = {"prep": ["partitioning"], "shards": ["shards"], "serve": ["infer", "evaluate", "publish"]}
 STEP_LIMIT, TRAIN_LIMIT = timedelta(hours=STEP_CEILING_H), timedelta(hours=TRAIN_CEILING_H)
 
 with DAG(
@@ -53,18 +54,21 @@ with DAG(
                         execution_timeout=TRAIN_LIMIT if stage == "train" else STEP_LIMIT)
              for stage, options in STAGES.items()]
 
-    # aws lane: a small cluster for the partitioning, a GPU instance for training, a GPU cluster to serve
+    # aws lane: a primary node for the partitioning, a cluster for the shards, a GPU instance to train, a
+    # GPU cluster to serve
     with TaskGroup("aws", tooltip="the aws target: EMR steps and a GPU training instance"):
         plan = task(aws.plan, task_id="plan", multiple_outputs=True)(clusters=CLUSTERS, stages=list(STAGES))
         prep, prepare, end_prep = aws.emr_cluster("prep", CLUSTERS["prep"], STAGES, plan, STEP_LIMIT)
+        shard, shards, end_shard = aws.emr_cluster("shards", CLUSTERS["shards"], STAGES, plan, STEP_LIMIT)
         train = aws.TrainOnInstance(task_id="train", options=STAGES["train"], plan=plan, execution_timeout=TRAIN_LIMIT)
         end_train = aws.TerminateTrainingInstances(task_id="terminate_training_instances", run_label=plan["label"])
         serve, steps, end_serve = aws.emr_cluster("serve", CLUSTERS["serve"], STAGES, plan, STEP_LIMIT)
 
     target = choose_target(local[0].task_id, "aws.plan")
     chain(target, *local)
-    chain(target, plan, prep, *prepare, train, serve, *steps)
+    chain(target, plan, prep, *prepare, shard, *shards, train, serve, *steps)
     chain(prepare[-1], end_prep.as_teardown(setups=prep))
+    chain(shards[-1], end_shard.as_teardown(setups=shard))
     # The launch and the wait are one task that fails as a whole, so the teardown hangs on the plan.
     chain(train, end_train.as_teardown(setups=plan))
     chain(steps[-1], end_serve.as_teardown(setups=serve))

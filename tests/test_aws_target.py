@@ -62,15 +62,16 @@ def test_both_dags_green_with_the_local_argument_lists(tmp_path, migrated_db):
             want = "success" if task_id.startswith("aws.") or task_id in ("target", "announce_faces") else "skipped"
             assert ti["state"] == want, (dag_id, task_id, ti)
     clusters = _clusters(r)
-    assert set(clusters) == {"ingest", "prep", "serve"}
+    assert set(clusters) == {"ingest", "prep", "shards", "serve"}
     assert all(c["state"] == "TERMINATED" for c in clusters.values())
     assert all(c["tags"]["for-use-with-amazon-emr-managed-policies"] == "true" for c in clusters.values())
     # the partitioning runs on the primary node: its cluster has no core nodes
     assert clusters["prep"]["groups"] == ["MASTER"] and sorted(clusters["serve"]["groups"]) == ["CORE", "MASTER"]
+    assert sorted(clusters["shards"]["groups"]) == ["CORE", "MASTER"]
     # Each step is spark-submit of the step driver with the stage's local argument list, in order.
     local = {**r["runs"]["deeploc_ingestion"]["local_argv"], **r["runs"]["deeploc_model"]["local_argv"]}
     for name, stages in {"ingest": ["parse", "metadata", "availability", "faces"], "prep": ["partitioning"],
-                         "serve": ["infer", "evaluate", "publish"]}.items():
+                         "shards": ["shards"], "serve": ["infer", "evaluate", "publish"]}.items():
         steps = clusters[name]["steps"]
         assert [_stage_args(s) for s in steps] == [local[stage] for stage in stages], name
         assert all(s[:3] == ["spark-submit", "--deploy-mode", "client"] and s[3].endswith("/step_main.py")
@@ -137,7 +138,7 @@ def test_a_given_cluster_is_used_and_left_running(tmp_path, migrated_db):
     r = scenario(tmp_path, migrated_db, "--cluster-id")
     assert [c["id"] for c in r["clusters"]] == [r["given_cluster"]]
     (shared,) = r["clusters"]
-    assert shared["state"] in ("RUNNING", "WAITING") and len(shared["steps"]) == 8
+    assert shared["state"] in ("RUNNING", "WAITING") and len(shared["steps"]) == 9
     for run in r["runs"].values():
         assert run["state"] == "success"
         assert all(run["tasks"][t]["state"] == "skipped" for t in run["tasks"] if t.startswith("aws.terminate_")

@@ -55,8 +55,11 @@ def test_points_decode_titles_and_drop_non_http_links():
     df = pd.DataFrame({"photo_id": [1, 2], "latitude": [1.0, 2.0], "longitude": [3.0, 4.0],
                        "title": ["%3Cscript%3Ealert%281%29%3C%2Fscript%3E", None],
                        "page_url": ["javascript:alert(1)", "http://www.flickr.com/photos/x/2/"],
-                       "license_name": ["a", "b"],
-                       "fine_lat": [1.0, 2.0], "fine_lon": [3.0, 4.0], "fine_km": [0.0, 1.0]})
+                       "license_name": ["a", "b"], "license_url": ["vbscript:x", "https://creativecommons.org/"],
+                       "user_nickname": ["J%C3%B6rg+%3Cb%3E", None], "fine_class": [3, 4],
+                       "fine_lat": [1.0, 2.0], "fine_lon": [3.0, 4.0], "fine_km": [0.0, 1.0],
+                       "fine_topk_class": [[3, 1], [4, 0]], "fine_topk_prob": [[0.7, 0.2], [0.6, 0.3]]})
     pts = points(df, ["fine"])
-    assert pts[0]["title"] == "<script>alert(1)</script>" and pts[0]["url"] is None
-    assert pts[1]["title"] == "" and pts[1]["url"].startswith("http://")
+    assert pts[0]["title"] == "<script>alert(1)</script>" and pts[0]["url"] is None and pts[0]["license_url"] is None
+    assert pts[0]["author"] == "Jörg <b>" and pts[0]["pred"]["fine"]["top"] == [[3, 0.7], [1, 0.2]]
+    assert pts[1]["title"] == "" and pts[1]["url"].startswith("http://") and pts[1]["author"] == ""

@@ -95,9 +95,12 @@ def test_model_stages_on_an_s3_lake(s3_lake, ingested, demo_set, tmp_path):
 
     report = partitioning.run(remote.root, "full", partitionings="coarse:5:200,fine:5:60")
     assert report["images"] > 0 and remote.exists(remote.path("partitionings", "full", "photos.parquet"))
-    summary = train.run(remote.root, bucket, "s3run", epochs=1)
+    # The shards stage is a Spark job (EMR reads s3:// natively; Spark here cannot): the images path.
+    summary = train.run(remote.root, bucket, "s3run", epochs=1, input="images")
+    assert remote.listdir(remote.path("checkpoints")) == []  # the finished run's checkpoints are gone
     assert summary["run"] == "s3run" and remote.read_json("models/LATEST.json")["run"] == "s3run"
-    assert {"model.keras", "last.keras", "summary.json", "cells.parquet"} <= set(remote.listdir(remote.path("models", "s3run")))
+    assert {"model.keras", "last.keras", "summary.json", "cells.parquet", "history.csv", "tensorboard"} <= \
+        set(remote.listdir(remote.path("models", "s3run")))
 
     # infer is a Spark stage: run it on a local copy of the lake, then hand its output back.
     mirror = str(tmp_path / "mirror")
@@ -109,9 +112,9 @@ def test_model_stages_on_an_s3_lake(s3_lake, ingested, demo_set, tmp_path):
     metrics = evaluate.run(remote.root, "s3run")
     assert metrics["images"] == ledger["out"] > 0
     assert json.loads(remote.read_bytes(remote.path("metrics", "s3run", "metrics.json")))["images"] == ledger["out"]
-    site = publish.run(remote.root, bucket, "s3run", max_images=5)
+    site = publish.run(remote.root, bucket, "s3run", pool=5)
     assert site["site"] == remote.path("site", "index.html") and site["images"] == 5
-    assert {"index.html", "app.js", "style.css", "img"} <= set(remote.listdir(remote.path("site")))
+    assert {"index.html", "app.js", "style.css", "img", "vendor", "site.json"} <= set(remote.listdir(remote.path("site")))
 
 
 def test_metadata_lines_read_from_s3(s3_lake):
