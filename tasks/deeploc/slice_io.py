@@ -20,8 +20,10 @@ from deeploc.tables import MONTH, REASON
 log = logging.getLogger(__name__)
 
 # Parquet writer settings for every Spark-written table. A partitioned write opens a writer per month;
-# small dictionary pages keep that cheap (benchmarks/RESULTS.md, metadata); zstd is smaller than snappy.
-PARQUET_OPTIONS = {"compression": "zstd", "parquet.dictionary.page.size": str(64 << 10)}
+# small dictionary pages keep that cheap; zstd at level 1 writes a third smaller than snappy, as small as
+# zstd's default level 3 here and faster (benchmarks/RESULTS.md, metadata).
+PARQUET_OPTIONS = {"compression": "zstd", "parquet.compression.codec.zstd.level": "1",
+                   "parquet.dictionary.page.size": str(64 << 10)}
 # How long a reader waits for a month that is being replaced on S3 (see deeploc.commit) to settle.
 SETTLE_TRIES, SETTLE_WAIT_S = 6, 5.0
 # How often a slice stage starts again when another run replaced its input while it read it.
