@@ -163,6 +163,22 @@ def test_parse_is_incremental_and_slices_never_read_the_raw_files(spark, tmp_pat
     assert ids == {100, 101, 102, 103, 104, 300, 301, 302, 303}
 
 
+def test_files_gone_from_the_input_stay_counted_until_pruned(spark, tmp_path):
+    raw, lake = tmp_path / "raw", str(tmp_path / "lake")
+    raw.mkdir()
+    _write(raw / "a.tsv", [row25(i, 100 + i) for i in range(5)], "plain")
+    _write(raw / "b.tsv", [row25(0, 200), "0\t1\tonly\tfour"], "plain")
+    parse.run([str(raw)], lake)
+    kept = parse.run([str(raw / "a.tsv")], lake)  # b left the input: its rows stay, and are counted
+    assert (kept["in"], kept["earlier_files"], kept["earlier_rows"]) == (5, 1, 1)
+    assert metadata.run(lake, "2010-01-01", "2011-01-01")["in"] == 6
+    pruned = parse.run([str(raw / "a.tsv")], lake, prune=True)
+    assert (pruned["in"], pruned["earlier_files"], pruned["repeated_photo_ids"]) == (5, 0, 0)
+    assert metadata.run(lake, "2010-01-01", "2011-01-01")["in"] == 5
+    assert os.listdir(os.path.join(lake, "parsed", "_sources")) == [f"{parse.source_id(str(raw / 'a.tsv'))}.json"]
+    assert not os.path.exists(os.path.join(lake, "rejects", "parse", f"source={parse.source_id(str(raw / 'b.tsv'))}"))
+
+
 def test_ledger_must_add_up(tmp_path):
     with pytest.raises(LedgerError):
         record(Lake(str(tmp_path)), "metadata", "x", 10, 5, {"video": 4})

@@ -35,7 +35,7 @@ def record(lake: Lake, stage: str, scope: str, rows_in: int, rows_out: int, reje
     entry = {"stage": stage, "scope": scope, "in": int(rows_in), "out": int(rows_out),
              "rejected": sum(rejects.values()), "rejects": rejects,
              "written_at": datetime.now(timezone.utc).isoformat(), **extra}
-    lake.write_json(_rel(stage, scope), entry)
+    lake.write_json(location(stage, scope), entry)
     summary = ", ".join(f"{k}={v}" for k, v in rejects.items()) or "none"
     log.info("%s [%s]: in=%d out=%d rejected=%d (%s)", stage, scope, rows_in, rows_out, entry["rejected"], summary)
     if entry["in"] != entry["out"] + entry["rejected"]:
@@ -44,9 +44,10 @@ def record(lake: Lake, stage: str, scope: str, rows_in: int, rows_out: int, reje
 
 
 def read(lake: Lake, stage: str, scope: str) -> dict | None:
-    rel = _rel(stage, scope)
+    rel = location(stage, scope)
     return lake.read_json(rel) if lake.exists(lake.path(rel)) else None
 
 
-def _rel(stage: str, scope: str) -> str:
+def location(stage: str, scope: str) -> str:
+    """Where a ledger lives, relative to the lake root."""
     return f"_ledgers/{stage}/{scope}.json"

@@ -14,6 +14,10 @@ On the lake::
     rejects/parse/source=<id>/                  unparseable lines: the raw line and a reason
     _ledgers/parse/<id>.json, input.json        per file, and over the whole current input
 
+Files parsed earlier but no longer among the inputs keep their rows (a parse of one new file must not
+drop the rest); the input ledger counts them as ``earlier_files`` / ``earlier_rows``, and ``--prune``
+removes them, their rejects and ledgers (the slices written from them change on their next run).
+
 One parse runs per lake at a time (a lake lock): the runs of a backfill that start together wait for
 the first, then find nothing left to do. Duplicates are decided over the whole table, once per change:
 the first occurrence of an id (by file path, then position in the file) keeps it.
@@ -179,10 +183,25 @@ def _rows_by_month(lake: Lake, files: list[str]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
+def _manifests(lake: Lake) -> dict[str, dict]:
+    """Source id -> manifest of every file the parsed table holds."""
+    names = [n for n in lake.listdir(lake.path(TABLE, "_sources")) if n.endswith(".json")]
+    return {n[:-5]: lake.read_json(f"{TABLE}/_sources/{n}") for n in names}
+
+
 def _basis(lake: Lake) -> list[list]:
     """What the parsed table holds: (source id, size, modification time) of every parsed file."""
-    names = [n for n in lake.listdir(lake.path(TABLE, "_sources")) if n.endswith(".json")]
-    return sorted([n[:-5], m["size"], m["mtime"]] for n in names for m in [lake.read_json(f"{TABLE}/_sources/{n}")])
+    return sorted([sid, m["size"], m["mtime"]] for sid, m in _manifests(lake).items())
+
+
+def _prune(lake: Lake, gone: dict[str, dict]) -> None:
+    """Remove the rows, rejects, ledger and manifest of files no longer among the inputs."""
+    for sid, manifest in sorted(gone.items()):
+        commit.publish(lake, TABLE, [(None, lake.path(TABLE, f"source={sid}"))])
+        commit.publish(lake, REJECTS, [(None, lake.path(REJECTS, f"source={sid}"))])
+        lake.delete(lake.path(ledger.location("parse", sid)))
+        lake.delete(lake.path(TABLE, "_sources", f"{sid}.json"))  # last: a failed prune is redone
+        log.info("parse: pruned %s (%d rows)", manifest["path"], manifest["out"])
 
 
 def find_duplicates(spark, lake: Lake, basis: list[list]) -> int:
@@ -212,8 +231,10 @@ def find_duplicates(spark, lake: Lake, basis: list[list]) -> int:
     return n
 
 
-def _input_ledger(lake: Lake, files: list[InputFile], parsed_now: int, duplicates: int | None) -> dict:
-    """One ledger over the whole current input, from the files' manifests."""
+def _input_ledger(lake: Lake, files: list[InputFile], parsed_now: int, duplicates: int | None,
+                  earlier: dict[str, dict]) -> dict:
+    """One ledger over the whole current input, from the files' manifests; ``earlier``: the manifests of
+    files still in the table but not among the inputs."""
     manifests = [lake.read_json(f"{TABLE}/_sources/{source_id(f.path)}.json") for f in files]
     rejects: Counter = Counter()
     months: Counter = Counter()
@@ -223,16 +244,17 @@ def _input_ledger(lake: Lake, files: list[InputFile], parsed_now: int, duplicate
     before = sum(n for month, n in months.items() if month < SPAN[0])
     after = sum(n for month, n in months.items() if month >= SPAN[1])
     extra = {"files": len(files), "parsed_now": parsed_now, "first_month": min(months, default=None),
-             "last_month": max(months, default=None), "rows_before_2004": before, "rows_after_2014": after}
+             "last_month": max(months, default=None), "rows_before_2004": before, "rows_after_2014": after,
+             "earlier_files": len(earlier), "earlier_rows": sum(m["out"] for m in earlier.values())}
     if duplicates is not None:
         extra["repeated_photo_ids"] = duplicates
     return ledger.record(lake, "parse", "input", sum(m["in"] for m in manifests), sum(m["out"] for m in manifests),
                          dict(rejects), **extra)
 
 
-def run(input: list[str], lake: str, layout: int | None = None, chunk_mb: int = 64) -> dict:
-    """Parse what changed among ``input`` (files, folders or globs) into the lake; return the ledger
-    over the whole input."""
+def run(input: list[str], lake: str, layout: int | None = None, chunk_mb: int = 64, prune: bool = False) -> dict:
+    """Parse what changed among ``input`` (files, folders or globs) into the lake; with ``prune``, drop
+    the files parsed earlier that are no longer among the inputs. Return the ledger over the whole input."""
     from deeploc.spark import session
 
     lake_ = Lake(lake)
@@ -243,7 +265,13 @@ def run(input: list[str], lake: str, layout: int | None = None, chunk_mb: int = 
             known = f"{TABLE}/_sources/{source_id(file.path)}.json"
             if _changed(lake_.read_json(known) if lake_.exists(lake_.path(known)) else None, file):
                 todo.append(file)
-        log.info("parse: %d input file(s), %d new or changed", len(files), len(todo))
+        current = {source_id(f.path) for f in files}
+        earlier = {sid: m for sid, m in _manifests(lake_).items() if sid not in current}
+        log.info("parse: %d input file(s), %d new or changed, %d parsed earlier and not in the input%s",
+                 len(files), len(todo), len(earlier), " (pruned)" if prune and earlier else "")
+        if prune and earlier:
+            _prune(lake_, earlier)
+            earlier = {}
         if todo:
             _parse(session("deeploc-parse"), lake_, todo, layout, chunk_mb << 20)
         basis, duplicates = _basis(lake_), None
@@ -252,4 +280,4 @@ def run(input: list[str], lake: str, layout: int | None = None, chunk_mb: int = 
             t0 = time.monotonic()
             duplicates = find_duplicates(session("deeploc-parse"), lake_, basis)
             log.info("parse: %d repeated photo ids found in %.1f s", duplicates, time.monotonic() - t0)
-        return _input_ledger(lake_, files, len(todo), duplicates)
+        return _input_ledger(lake_, files, len(todo), duplicates, earlier)
