@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import REPO
+from playwright.sync_api import expect
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -147,7 +148,8 @@ def test_your_own_photo(site, server, browser, tmp_path):
         page.set_input_files("#file", str(tmp_path / name))
         with page.expect_response("**/api/predict") as resp:
             page.locator("#upload button").click()
-        page.wait_for_function("document.getElementById('upload-message').textContent !== 'Looking…'")
+        # A locator wait, not wait_for_function: the page's CSP (no 'unsafe-eval') stops string evaluation.
+        expect(page.locator("#upload-message")).not_to_have_text("Looking…")
         return resp.value, page.locator("#upload-message").text_content()
 
     resp, message = upload("plain.jpg")
