@@ -59,6 +59,10 @@ class Predictor:
     def outputs(self) -> list[str]:
         return [*self.order, HIERARCHY]
 
+    def cells_of(self, output: str) -> pd.DataFrame:
+        """The cells an output's classes index: the hierarchy's are the finest partitioning's."""
+        return self.cells[self.order[-1] if output == HIERARCHY else output]
+
     def prepare(self, rgb: np.ndarray, crops: int = 1) -> np.ndarray:
         """An image as the network's input: (crops, side, side, 3) uint8 from the evaluation transform."""
         square = images.resize_square(rgb, images.eval_side(self.input_size))
@@ -82,7 +86,7 @@ class Predictor:
         their probabilities and locations."""
         out = {}
         for name, p in probs.items():
-            cells = self.cells[self.order[-1] if name == HIERARCHY else name]
+            cells = self.cells_of(name)
             lat, lon = cells["mean_lat"].to_numpy(), cells["mean_lon"].to_numpy()
             top = np.argsort(-p, axis=1, kind="stable")[:, :min(k, p.shape[1])]
             out[name] = {"class": top[:, 0], "lat": lat[top[:, 0]], "lon": lon[top[:, 0]], "topk_class": top,
@@ -93,14 +97,14 @@ class Predictor:
         return self.locations(self.probabilities(np.concatenate([self.prepare(r, crops) for r in rgbs]), crops), k)
 
 
-def as_records(locs: dict[str, dict[str, np.ndarray]], cells_of: dict[str, pd.DataFrame], order: list[str]) -> list[dict]:
+def as_records(locs: dict[str, dict[str, np.ndarray]], predictor: Predictor) -> list[dict]:
     """One JSON-ready record per photo: per output, the prediction and its top-k cells."""
     n = len(next(iter(locs.values()))["class"])
     records = []
     for i in range(n):
         rec = {}
         for name, v in locs.items():
-            tokens = cells_of[order[-1] if name == HIERARCHY else name]["token"].to_numpy()
+            tokens = predictor.cells_of(name)["token"].to_numpy()
             rec[name] = {"lat": float(v["lat"][i]), "lon": float(v["lon"][i]), "cell": str(tokens[v["class"][i]]),
                          "top": [{"cell": str(tokens[c]), "probability": float(pr), "lat": float(la), "lon": float(lo)}
                                  for c, pr, la, lo in zip(v["topk_class"][i], v["topk_prob"][i], v["topk_lat"][i],
@@ -114,7 +118,7 @@ def predict_bytes(predictor: Predictor, data: bytes, k: int = 5, crops: int = 1,
     """One photo's prediction from its file's bytes. Only the pixels reach the network: EXIF (GPS
     included) is read for nothing but the orientation."""
     rgb = images.decode(data, max_pixels, min_side=images.eval_side(predictor.input_size))
-    return as_records(predictor.predict_images([rgb], k, crops), predictor.cells, predictor.order)[0]
+    return as_records(predictor.predict_images([rgb], k, crops), predictor)[0]
 
 
 @functools.lru_cache(maxsize=2)

@@ -27,10 +27,9 @@ from deeploc.tables import REASON
 
 log = logging.getLogger(__name__)
 
+# A photo's columns carried into the predictions (from faces/ for photos given by id or key).
 KEEP = ["photo_id", "object_key", "latitude", "longitude", "title", "page_url", "license_name", "license_url",
         "user_nickname"]
-FACES = ["photo_id", "object_key", "latitude", "longitude", "title", "page_url", "license_name", "license_url",
-         "user_nickname"]
 
 
 def schema(outputs: list[str]):
@@ -125,7 +124,7 @@ def photo_set(spark, lake: Lake, photos: str):
         raise ValueError(f"{photos}: needs a photo_id or an object_key column")
     known = given.select(key, *[c for c in ("latitude", "longitude") if c in given.columns and key != "photo_id"])
     if commit.months_in(lake, lake.path("faces")):  # location and attribution of known photos
-        faces = spark.read.parquet(lake.path("faces")).select(*FACES)
+        faces = spark.read.parquet(lake.path("faces")).select(*KEEP)
         joined = known.join(faces.drop(*[c for c in ("latitude", "longitude") if c in known.columns]), key, "left")
     else:
         joined = known

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import uuid
 
@@ -63,15 +64,14 @@ def _write_shards(batches, lake_root: str, staged: str, bucket: Bucket, side: in
                 names.append(name)
             fates.append(pd.DataFrame({"photo_id": pdf["photo_id"], "object_key": pdf["object_key"], "split": pdf["split"],
                                        "shard": names, REASON: reasons, "detail": details}))
-        for name, writer in writers.items():
+        for writer in writers.values():
             writer.close()
+        for name in writers:
             with open(os.path.join(local, name.replace("/", "_")), "rb") as f:
                 lake.write_bytes(f"{staged}/{name}", f.read())
     finally:
         for writer in writers.values():
-            writer.close()
-        import shutil
-
+            writer.close()  # again after an error: closing twice is harmless
         shutil.rmtree(local, ignore_errors=True)
     yield from fates
 
