@@ -12,20 +12,17 @@ from airflow.sdk import DAG, TaskGroup, chain, task
 from deeploc_airflow import aws_operators as aws
 from deeploc_airflow.assets import FACES
 from deeploc_airflow.local import LocalStage, choose_target
-from deeploc_airflow.params import MODEL
+from deeploc_airflow.params import MODEL, from_params
 from deeploc_airflow.settings import STEP_CEILING_H, TRAIN_CEILING_H
 
 RUN = "{{ params.run or run_id }}"
-IMAGES = {"image_set": "{{ params.image_set }}", "profile": "{{ params.profile }}"}
+IMAGES = from_params("image_set", "profile")
 # The stages in order, with their options: the same argument lists run in both lanes.
 STAGES = {
-    "partitioning": {**IMAGES, "partitionings": "{{ params.partitionings }}",
-                     "face_threshold": "{{ params.face_threshold }}", "split_by": "{{ params.split_by }}",
-                     "max_images": "{{ params.max_images or '' }}"},
+    "partitioning": {**IMAGES, **from_params("partitionings", "face_threshold", "split_by", "max_images")},
     "shards": IMAGES,
-    "train": {**IMAGES, "run": RUN, "epochs": "{{ params.epochs or '' }}", "backbone": "{{ params.backbone }}",
-              "learning_rate": "{{ params.learning_rate or '' }}", "batch_size": "{{ params.batch_size or '' }}"},
-    "infer": {"run": RUN, "crops": "{{ params.crops }}"},
+    "train": {**IMAGES, "run": RUN, **from_params("epochs", "backbone", "learning_rate", "batch_size")},
+    "infer": {"run": RUN, **from_params("crops")},
     "evaluate": {"run": RUN},
     "publish": {"run": RUN},
 }
@@ -33,6 +30,24 @@ STAGES = {
 # the partitioning runs on a primary node alone, the shards over core nodes, inference over GPU nodes.
 CLUSTERS = {"prep": ["partitioning"], "shards": ["shards"], "serve": ["infer", "evaluate", "publish"]}
 STEP_LIMIT, TRAIN_LIMIT = timedelta(hours=STEP_CEILING_H), timedelta(hours=TRAIN_CEILING_H)
+DOC = """
+### Model: partitionings, training, inference, evaluation, the web map
+
+**What a run does**, on the clean images of the lake (`faces/`, written by `deeploc_ingestion`):
+`partitioning` (adaptive S2 cells and the train / val / test split), `shards` (the photos resized once),
+`train` (one softmax output per partitioning), `infer` (the test photos), `evaluate` (accuracy at
+1 / 25 / 200 / 750 / 2500 km, country, continent) and `publish` (the web map).
+
+**When it runs.** By itself when the last ingestion run of a batch updates the `deeploc_faces` Asset,
+with the deployment's profile (Variable `deeploc_profile`); or from *Trigger* with the form's values.
+Every field may stay empty: empty means the Variable, the environment or the profile's default. The
+logical date plays no part: a run always uses the lake as it is.
+
+**Where the outputs land** (under the lake; `<run>` is the *run* field, or the DAG run's id):
+`partitionings/<image set>/`, `shards/<image set>/`, `models/<run>/`, `predictions/<run>/`,
+`metrics/<run>/accuracy.md`, and the web map in `site/` (locally: `./dev serve`, then
+http://127.0.0.1:8000). The *Metrics* and *Web map* links on the `evaluate` and `publish` tasks open them.
+"""
 
 with DAG(
     dag_id="deeploc_model",
@@ -47,7 +62,7 @@ with DAG(
                   "execution_timeout": timedelta(hours=1)},
     params=MODEL,
     tags=["deeploc", "model"],
-    doc_md=__doc__,
+    doc_md=DOC,
 ) as dag:
     # local lane: each stage in the task's own process
     local = [LocalStage(task_id=stage, stage=stage, options=options,

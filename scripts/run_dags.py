@@ -19,8 +19,8 @@ from datetime import datetime, timezone
 
 
 def intervals(expression: str, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
-    """The schedule's complete intervals in [start, end]: ``dag.test`` at an interval's end runs the
-    interval before it (the manual-run rule of data-interval timetables)."""
+    """The schedule's complete intervals in [start, end]; ``dag.test`` at an interval's start runs it
+    (``deeploc_airflow.timetable``), the logical date a scheduled or backfill run of it would have."""
     from croniter import croniter
 
     it, out = croniter(expression, start), []
@@ -177,16 +177,11 @@ def run_all(terminal, log_path: str) -> int:
     failed, t0 = [], time.monotonic()
     dags = load_dags()
     ingestion = dags["deeploc_ingestion"]
-    # dag.test names an interval by its end (the manual-run rule), and the last interval's end lies
-    # past the DAG's end_date, which would make Airflow schedule no task at all: lift it for this copy.
-    ingestion.end_date = None
-    for task in ingestion.tasks:
-        task.end_date = None
     todo = intervals(os.environ.get("DEEPLOC_INGEST_SCHEDULE", "@yearly"), utc(a.start), utc(a.end))
     for i, (start, end) in enumerate(todo):
         label = f"ingestion {Slice.of(start, end).name}"
         terminal.write(f"[{i + 1}/{len(todo)}] {label}\n")
-        if not run(ingestion, lines, label, logical_date=end):
+        if not run(ingestion, lines, label, logical_date=start):
             failed.append(label)
     if not a.skip_model and not failed:
         conf = json.loads(a.conf)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_SAMPLE = REPO.parent / "shared" / "data" / "yfcc100m_dataset_sample.tsv"
 sys.path.insert(0, str(REPO / "plugins"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="session")
@@ -86,3 +90,32 @@ def shared_sample() -> Path:
     if not SHARED_SAMPLE.exists():
         pytest.skip(f"real YFCC100M rows not available ({SHARED_SAMPLE} is absent outside the project workspace)")
     return SHARED_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The README's main command on a fresh state folder (a smaller demo set): (home, environment, result).
+    The end-to-end tests check it; the Airflow UI test runs its UI over the same state."""
+    home = tmp_path_factory.mktemp("deeploc-home")
+    env = {**os.environ, "DEEPLOC_HOME": str(home), "DEEPLOC_DEMO_ROWS": "1500", "DEEPLOC_DEMO_SEED": "5",
+           "DEEPLOC_MODEL_CONF": json.dumps({"run": "e2e", "epochs": 8})}
+    for var in ("DEEPLOC_LAKE", "DEEPLOC_BUCKET", "DEEPLOC_METADATA", "AIRFLOW_HOME", "DEEPLOC_LOGS"):
+        env.pop(var, None)
+    res = subprocess.run([str(REPO / "dev"), "demo"], env=env, capture_output=True, text=True, timeout=1200)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    return home, env, res
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless Chromium, driven by Playwright."""
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium package)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()

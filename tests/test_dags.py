@@ -73,7 +73,7 @@ def test_waits_stay_under_their_tasks_limits(dagbag):
 def test_shapes(dagbag):
     ing, model = dagbag.dags["deeploc_ingestion"], dagbag.dags["deeploc_model"]
     assert ing.catchup is False and ing.max_active_runs <= 4
-    assert type(ing.timetable).__name__ == "CronDataIntervalTimetable"
+    assert type(ing.timetable).__name__ == "SliceTimetable"
     assert [ing.get_task(t).upstream_task_ids for t in ("metadata", "availability", "faces")] == \
         [{"parse"}, {"metadata"}, {"availability"}]
     announce = ing.get_task("announce_faces")
@@ -82,7 +82,7 @@ def test_shapes(dagbag):
     assert type(model.timetable).__name__ == "AssetTriggeredTimetable"
     assert [a.name for a in model.timetable.asset_condition.objects] == ["deeploc_faces"]
     assert set(model.params.keys()) >= {"image_set", "profile", "partitionings", "epochs", "backbone", "face_threshold"}
-    assert model.params["profile"] == ""  # Asset-triggered runs use the deployment's profile
+    assert model.params["profile"] is None  # Asset-triggered runs use the deployment's profile
 
 
 def test_both_targets_share_one_shape(dagbag):
@@ -112,23 +112,22 @@ def test_parsing_imports_nothing_heavy():
 
 
 def test_operator_arguments_are_what_the_cli_takes(dagbag):
-    """Render each task's templated options with the DAG's default params and parse them with the CLI."""
+    """Render each task's templated options with Airflow itself, at the DAG's default params, and parse
+    them with the CLI."""
+    import copy
     from datetime import datetime, timezone
 
-    import jinja2
     from deeploc.cli import parser
     from deeploc_airflow.local import LocalStage
 
-    env = jinja2.Environment()
-    env.filters["ds"] = lambda d: d.strftime("%Y-%m-%d")
     locations = {"lake": "/l", "bucket": "/b", "metadata": "/m/*.bz2"}
     for dag in dagbag.dags.values():
         params = {k: dag.params[k] for k in dag.params}
         context = {"params": params, "run_id": "manual__2024-05-01T00:00:00+00:00",
                    "data_interval_start": datetime(2010, 1, 1, tzinfo=timezone.utc),
                    "data_interval_end": datetime(2011, 1, 1, tzinfo=timezone.utc)}
-        for task in (t for t in dag.tasks if isinstance(t, LocalStage)):
-            task.options = {k: env.from_string(str(v)).render(**context) for k, v in task.options.items()}
+        for task in (copy.copy(t) for t in dag.tasks if isinstance(t, LocalStage)):
+            task.render_template_fields(context)
             argv = task.argv({**params, **locations})
             ns = parser().parse_args(argv)  # exits (fails the test) on any flag or value the CLI refuses
             assert ns.command == task.stage and ns.lake == "/l"
@@ -140,6 +139,38 @@ def test_operator_arguments_are_what_the_cli_takes(dagbag):
                 assert ns.run == "manual__2024-05-01T00_00_00_00_00"
             if task.stage in ("partitioning", "train"):
                 assert ns.profile == "demo"  # the empty param resolved to the setting's default
+            if task.stage == "train":
+                assert ns.epochs is None and ns.backbone is None  # empty params leave the flags out
+            if task.stage == "partitioning":
+                assert (ns.face_threshold, ns.split_by, ns.max_images) == (0.035, "user", None)
+
+
+def test_a_manual_run_processes_the_slice_of_its_logical_date():
+    """The interval a scheduled or backfill run with the same logical date would have (hand-written)."""
+    from deeploc_airflow.timetable import SliceTimetable
+    from pendulum import datetime as dt
+
+    yearly, monthly = SliceTimetable("@yearly", "UTC"), SliceTimetable("@monthly", "UTC")
+    for run_after, (start, end) in [(dt(2010, 1, 1), (dt(2010, 1, 1), dt(2011, 1, 1))),
+                                    (dt(2010, 6, 15, 13), (dt(2010, 1, 1), dt(2011, 1, 1))),
+                                    (dt(2014, 12, 31, 23, 59), (dt(2014, 1, 1), dt(2015, 1, 1)))]:
+        interval = yearly.infer_manual_data_interval(run_after=run_after)
+        assert (interval.start, interval.end) == (start, end), run_after
+    interval = monthly.infer_manual_data_interval(run_after=dt(2010, 3, 9))
+    assert (interval.start, interval.end) == (dt(2010, 3, 1), dt(2010, 4, 1))
+
+
+@pytest.mark.parametrize("dag_id", ["deeploc_ingestion", "deeploc_model"])
+def test_the_trigger_form_is_valid_as_it_opens(dagbag, dag_id):
+    """Every param validates at its default, and none that the UI marks required (a schema type without
+    "null") starts empty: the form's Trigger button works with nothing typed (the browser test shows it)."""
+    params = dagbag.dags[dag_id].params
+    params.validate()
+    for name in params:
+        param = params.get_param(name)
+        kind = param.schema.get("type")
+        if not (isinstance(kind, list) and "null" in kind):
+            assert param.value not in (None, ""), f"{dag_id}.{name} is required by the form and empty"
 
 
 def test_an_unknown_option_is_refused_when_the_dag_is_parsed():

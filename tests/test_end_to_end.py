@@ -11,18 +11,6 @@ from conftest import REPO
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    home = tmp_path_factory.mktemp("deeploc-home")
-    env = {**os.environ, "DEEPLOC_HOME": str(home), "DEEPLOC_DEMO_ROWS": "1500", "DEEPLOC_DEMO_SEED": "5",
-           "DEEPLOC_MODEL_CONF": json.dumps({"run": "e2e", "epochs": 8})}
-    for var in ("DEEPLOC_LAKE", "DEEPLOC_BUCKET", "DEEPLOC_METADATA", "AIRFLOW_HOME", "DEEPLOC_LOGS"):
-        env.pop(var, None)
-    res = subprocess.run([str(REPO / "dev"), "demo"], env=env, capture_output=True, text=True, timeout=1200)
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    return home, env, res
-
-
 def _ledgers(lake, stage):
     folder = os.path.join(lake, "_ledgers", stage)
     return {f[:-5]: json.load(open(os.path.join(folder, f))) for f in sorted(os.listdir(folder))}

@@ -17,7 +17,6 @@ from playwright.sync_api import expect
 from PIL import Image
 
 pytestmark = pytest.mark.slow
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 HOSTILE = '<script>window.owned=1</script><img src=x onerror="window.owned=2">'
 SHOTS = os.environ.get("DEEPLOC_SCREENSHOTS") or str(REPO / ".deeploc" / "screenshots")
 
@@ -50,20 +49,6 @@ def server(site):
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{srv.server_address[1]}"
     srv.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium package)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        yield b
-        b.close()
 
 
 def _page(browser, requests):

@@ -23,6 +23,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from deeploc_airflow import aws_package
 from deeploc_airflow.argv import check_options, safe_run_name, stage_argv
+from deeploc_airflow.links import OUTPUTS, ec2_console, links_for, s3_console, stage_links
 from deeploc_airflow.training import TrainingTrigger, outcome
 
 RUN_TAG = "deeploc:run"
@@ -141,11 +142,27 @@ class EmrStage(EmrAddStepsOperator):
 
     template_fields: Sequence[str] = (*EmrAddStepsOperator.template_fields, "options", "plan")
     ui_color = "#fbe8a6"
+    STEP_LOGS = "EMR step logs"
 
     def __init__(self, *, stage: str, options: dict[str, Any], plan: dict, **kwargs):
         super().__init__(wait_for_completion=True, **kwargs)
         self.stage, self.options, self.plan = stage, dict(options), plan
         check_options(stage, self.options)
+        self.operator_extra_links = (*EmrAddStepsOperator.operator_extra_links,
+                                     *links_for([self.STEP_LOGS, *([OUTPUTS[stage][0]] if stage in OUTPUTS else [])]))
+
+    def _set_links(self, context, step_id: str | None) -> None:
+        """The step's own logs (EMR copies them to the log URI a few minutes after it ends) and its outputs."""
+        logs = (self.plan["settings"]["log_uri"] or f"{self.plan['lake']}/_logs/emr").rstrip("/")
+        self.result_links = stage_links(checked_argv(self.stage, self.options, context.get("params") or {}))
+        if step_id:
+            self.result_links[self.STEP_LOGS] = s3_console(f"{logs}/{self.job_flow_id}/steps/{step_id}/",
+                                                           self.hook.conn_region_name)
+
+    def _latest_step(self) -> str | None:
+        steps = [s for s in self.hook.conn.list_steps(ClusterId=self.job_flow_id)["Steps"]
+                 if s["Name"] == f"deeploc {self.stage}"]
+        return steps[0]["Id"] if steps else None  # EMR lists the newest first
 
     def execute(self, context):
         cfg = self.plan["settings"]
@@ -157,20 +174,24 @@ class EmrStage(EmrAddStepsOperator):
         self.wait_for_completion = not self.deferrable
         self.log.info("step: %s", " ".join(self.steps[0]["HadoopJarStep"]["Args"]))
         try:
-            return super().execute(context)
+            step_ids = super().execute(context)
         except AirflowException as exc:
             if type(exc).__name__ in ("TaskDeferred", "AirflowFailException"):
                 raise
-            self._failed(str(exc))
+            self._failed(context, str(exc))
+        self._set_links(context, step_ids[0])
+        return step_ids
 
     def execute_complete(self, context, event: dict[str, Any] | None = None):
         if event and event.get("status") == "success":
+            self._set_links(context, (event.get("value") or [None])[0])
             return event.get("value")
         self.result = getattr(self, "result", None) or f"{_marker(self.plan, context, self.stage)}.json"
-        self._failed(str(event))
+        self._failed(context, str(event))
 
-    def _failed(self, why: str):
+    def _failed(self, context, why: str):
         """A step ended badly or the wait gave up: cancel what still runs, then fail or retry."""
+        self._set_links(context, self._latest_step())
         step_ids = [s["Id"] for s in self.hook.conn.list_steps(ClusterId=self.job_flow_id)["Steps"]
                     if s["Name"] == f"deeploc {self.stage}" and s["Status"]["State"] in ("PENDING", "RUNNING")]
         if step_ids:  # the wait ran out: the step would otherwise go on without anyone waiting for it
@@ -191,12 +212,19 @@ class TrainOnInstance(EC2CreateInstanceOperator):
     template_fields: Sequence[str] = (*EC2CreateInstanceOperator.template_fields, "options", "plan")
     ui_color = "#fbe8a6"
     stage = "train"
+    LOG, INSTANCE = "Training log", "Training instance"
+    operator_extra_links = links_for([LOG, INSTANCE])
 
     def __init__(self, *, options: dict, plan: dict, deferrable: bool | None = None, **kwargs):
         super().__init__(image_id="", wait_for_completion=False, **kwargs)
         self.options, self.plan = dict(options), plan
         self.deferrable = _default_deferrable() if deferrable is None else deferrable
         check_options(self.stage, self.options)
+
+    def _set_links(self, context, instance_id: str) -> None:
+        """This try's log in the lake (synced while it runs) and its instance in the EC2 console."""
+        self.result_links = {self.LOG: s3_console(f"{_marker(self.plan, context, 'train')}.log"),
+                             self.INSTANCE: ec2_console(instance_id, self.hook.conn_region_name)}
 
     def execute(self, context):
         cfg = self.plan["settings"]
@@ -222,6 +250,7 @@ class TrainOnInstance(EC2CreateInstanceOperator):
         }
         self.log.info("training: deeploc %s (result: %s)", " ".join(argv), self.result)
         (instance_id,) = super().execute(context)
+        self._set_links(context, instance_id)
         deadline = time.time() + hours * 3600
         if self.deferrable:
             self.defer(trigger=TrainingTrigger(instance_id, self.result, deadline, float(cfg["poll_seconds"]),
@@ -238,7 +267,10 @@ class TrainOnInstance(EC2CreateInstanceOperator):
             time.sleep(float(cfg["poll_seconds"]))
 
     def execute_complete(self, context, event: dict[str, Any] | None = None):
-        return self._finish(event or {"status": "retry", "message": "no event"})
+        event = event or {"status": "retry", "message": "no event"}
+        if event.get("instance_id"):
+            self._set_links(context, event["instance_id"])
+        return self._finish(event)
 
     def _finish(self, event: dict):
         status, message = event.get("status"), event.get("message")

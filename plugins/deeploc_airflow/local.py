@@ -8,6 +8,7 @@ from typing import Any, Sequence
 from airflow.sdk import BaseOperator, task
 
 from deeploc_airflow.argv import check_options, stage_argv
+from deeploc_airflow.links import OUTPUTS, links_for, stage_links
 
 
 class LocalStage(BaseOperator):
@@ -20,6 +21,7 @@ class LocalStage(BaseOperator):
         super().__init__(**kwargs)
         self.stage, self.options = stage, dict(options or {})
         check_options(stage, self.options)
+        self.operator_extra_links = links_for([OUTPUTS[stage][0]] if stage in OUTPUTS else [])
 
     def argv(self, params: dict) -> list[str]:
         return stage_argv(self.stage, self.options, params)
@@ -29,7 +31,9 @@ class LocalStage(BaseOperator):
         self.log.info("deeploc %s", " ".join(argv))
         from deeploc.cli import run
 
-        return run(argv)
+        result = run(argv)
+        self.result_links = stage_links(argv)
+        return result
 
 
 def choose_target(local_first: str, aws_first: str):

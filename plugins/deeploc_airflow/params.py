@@ -1,40 +1,115 @@
-"""The DAGs' run parameters, declared once. Empty values mean: the Variable, the environment, the
-default (``settings.resolve``), so an Asset-triggered or scheduled run uses the deployment's settings."""
+"""The DAGs' run parameters, generated from the stage registry (``deeploc.registry``): an option's name,
+type, choices, bounds and help live there once; this module only says which ones a DAG offers, in which
+section of the trigger form, and how each reaches a stage (``from_params``).
+
+Every parameter the form offers is valid as it stands: an option without a default of its own (a
+setting such as the lake, or "the profile's") is ``null`` until a user types something, and a null
+value means what an omitted flag means: the Variable, the environment, the default
+(``settings.resolve``), or the stage's own default. So the UI's Trigger button works with nothing
+typed, and Asset-triggered or scheduled runs use the deployment's settings.
+"""
 
 from __future__ import annotations
 
 from airflow.sdk import Param
 
+from deeploc import registry
+from deeploc_airflow.settings import AWS_DEFAULTS, TARGETS
+
+# The trigger form's sections. WHERE is the form's default section ("Run Parameters"), the one that is
+# open when the form opens; the others open on a click.
+WHERE, WHAT, MODEL_SECTION, AWS = (None, "What: the photos and partitionings", "Model: training and prediction",
+                                   "AWS target")
+JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
+
+
+def _describe(value) -> str:
+    return "(empty)" if value is None else str(value)
+
+
+def _param(default, kind: str, description: str, section: str | None, choices=(), labels: dict | None = None,
+           minimum=None, maximum=None, title: str | None = None, note: str | None = None) -> Param:
+    """A form field; ``default`` None makes it optional (JSON type ``[null, kind]``). ``note``: markdown shown
+    above the description."""
+    schema: dict = {"type": ["null", kind] if default is None else kind}
+    if section:
+        schema["section"] = section
+    if choices:
+        values = [None, *choices] if default is None else list(choices)
+        schema["enum"] = values
+        schema["values_display"] = {("null" if v is None else str(v)): (labels or {}).get(v, _describe(v))
+                                    for v in values}
+    schema.update({k: v for k, v in (("minimum", minimum), ("maximum", maximum)) if v is not None})
+    if note:  # the form shows description_md only where there is no plain description
+        return Param(default, description_md=f"{note}\n\n{description}", title=title, **schema)
+    return Param(default, description=description, title=title, **schema)
+
+
+def option(stage: str, name: str, section: str | None, note: str | None = None) -> Param:
+    """The field for a stage's option, as the registry declares it. An option a setting fills is empty
+    in the form (the setting's precedence applies), whatever its command-line default."""
+    opt = registry.get(stage).option(name)
+    default = None if opt.setting else opt.default
+    fallback = f"the Variable deeploc_{opt.setting}, env DEEPLOC_{opt.setting.upper()}, or the default" \
+        if opt.setting else "the stage's default"
+    labels = {None: f"(empty: {fallback})"}
+    text = f"{opt.help}. Empty: {fallback}." if default is None else opt.help
+    return _param(default, JSON_TYPES[opt.type], text, section, opt.choices, labels, opt.minimum, opt.maximum,
+                  title=opt.setting or opt.name, note=note)
+
+
+def setting(name: str, section: str, help: str, kind: str = "string") -> Param:
+    """A field for an aws setting (``AWS_DEFAULTS``): empty means the Variable deeploc_aws or the default."""
+    return _param(None, kind, f"{help}. Empty: the Variable deeploc_aws, env DEEPLOC_AWS, or "
+                              f"{_describe(AWS_DEFAULTS[name]) if AWS_DEFAULTS[name] not in ('', 0) else 'none'}.",
+                  section, minimum=0 if kind != "string" else None, title=name)
+
+
+def from_params(*names: str) -> dict[str, str]:
+    """Stage options filled from the run's params of the same names; a null param leaves the flag out."""
+    return {n: f"{{{{ '' if params.{n} is none else params.{n} }}}}" for n in names}
+
+
+TARGET = _param(None, "string", "where the stages run: local (in the task's own process) or aws (EMR steps and "
+                                "a GPU instance). Empty: the Variable deeploc_target, env DEEPLOC_TARGET, or local.",
+                WHERE, TARGETS, {None: "(empty: the Variable deeploc_target, env DEEPLOC_TARGET, or local)"},
+                title="target")
+# Shown first in the ingestion DAG's form, right under the logical date and the data interval.
+SLICE_NOTE = ("**This run processes its data interval** of upload time, in whole months: with *Specify Manually*, "
+              "start 2010-01-01 and end 2011-01-01 process 2010; *Inferred from Logical Date* processes the year "
+              "that contains the logical date (any date in 2010 processes 2010). *Backfill* above runs one year per "
+              "run over a range.")
 LOCATIONS = {
-    "target": Param("", enum=["", "local", "aws"],
-                    description="where stages run (empty: Variable deeploc_target / env DEEPLOC_TARGET / local)"),
-    "lake": Param("", type="string", description="lake root, a folder or s3:// (empty: Variable / env / default)"),
-    "bucket": Param("", type="string", description="image bucket root (empty: Variable / env / default)"),
-    "cluster_id": Param("", type="string", description="aws: run the steps on this EMR cluster (empty: new ones)"),
+    "lake": option("metadata", "lake", WHERE),
+    "bucket": option("availability", "bucket", WHERE),
+    "target": TARGET,
 }
+CLUSTER = {"cluster_id": setting("cluster_id", AWS, "run the EMR steps on this existing cluster instead of new ones")}
 
 INGESTION = {
     **LOCATIONS,
-    "metadata": Param("", type="string", description="metadata files or glob (empty: Variable / env / default)"),
+    "lake": option("metadata", "lake", WHERE, note=SLICE_NOTE),
+    "metadata": option("parse", "input", WHERE),
+    **CLUSTER,
 }
 
 MODEL = {
     **LOCATIONS,
-    "run": Param("", type="string", description="model run name (empty: the DAG run id)"),
-    "image_set": Param("full", enum=["full", "removal"], description="every image, or those without faces"),
-    "face_threshold": Param(0.035, type="number", minimum=0, maximum=1),
-    "profile": Param("", enum=["", "demo", "yfcc"],
-                     description="empty: Variable deeploc_profile / env DEEPLOC_PROFILE / demo"),
-    "partitionings": Param("", type="string", description="name:tau_min:tau_max,... (empty: the profile's)"),
-    "split_by": Param("user", enum=["user", "photo"],
-                      description="user: a user's photos stay on one side; photo: the report's split by photo id"),
-    "max_images": Param(0, type="integer", minimum=0, description="a stable sample of this many photos (0: all)"),
-    "epochs": Param(0, type="integer", minimum=0, description="0: the profile's"),
-    "backbone": Param("", type="string", description="empty: the profile's"),
-    "learning_rate": Param(0, type="number", minimum=0, description="peak learning rate (0: the profile's)"),
-    "batch_size": Param(0, type="integer", minimum=0, description="0: the profile's"),
-    "crops": Param(1, enum=[1, 5], description="test-time crops per photo: 1 (centre) or 5 (centre and corners)"),
-    "train_ami": Param("", type="string", description="aws: the training AMI (empty: Variable deeploc_aws)"),
-    "train_instance_type": Param("", type="string", description="aws: empty: g5.2xlarge or the Variable's"),
-    "train_timeout_hours": Param(0, type="integer", minimum=0, description="aws: 0: 36 or the Variable's"),
+    "run": _param(None, "string", "model run name: models/<run>/, predictions/<run>/, metrics/<run>/. "
+                                  "Empty: the DAG run's id.", WHAT, title="run"),
+    "profile": option("partitioning", "profile", WHAT),
+    "image_set": option("partitioning", "image_set", WHAT),
+    "face_threshold": option("partitioning", "face_threshold", WHAT),
+    "partitionings": option("partitioning", "partitionings", WHAT),
+    "split_by": option("partitioning", "split_by", WHAT),
+    "max_images": option("partitioning", "max_images", WHAT),
+    "epochs": option("train", "epochs", MODEL_SECTION),
+    "backbone": option("train", "backbone", MODEL_SECTION),
+    "learning_rate": option("train", "learning_rate", MODEL_SECTION),
+    "batch_size": option("train", "batch_size", MODEL_SECTION),
+    "crops": option("infer", "crops", MODEL_SECTION),
+    **CLUSTER,
+    "train_ami": setting("train_ami", AWS, "the training instance's AMI (a GPU AMI with an NVIDIA driver)"),
+    "train_instance_type": setting("train_instance_type", AWS, "the training instance's type"),
+    "train_timeout_hours": setting("train_timeout_hours", AWS, "hours training may take", "integer"),
 }

@@ -27,6 +27,8 @@ class Option:
     choices: tuple = ()
     many: bool = False              # one or more values (nargs="+")
     setting: str | None = None      # filled by the orchestrator from this setting (see deeploc_airflow.settings)
+    minimum: float | None = None    # inclusive bounds of a number
+    maximum: float | None = None
 
     @property
     def flag(self) -> str:
@@ -36,7 +38,7 @@ class Option:
         if self.type is bool:
             parser.add_argument(self.flag, dest=self.name, action="store_true", help=self.help)
             return
-        kw: dict[str, Any] = {"dest": self.name, "type": self.type, "help": self.help, "required": self.required}
+        kw: dict[str, Any] = {"dest": self.name, "type": self._checked, "help": self.help, "required": self.required}
         if self.default is not None:
             kw["default"] = self.default
             kw["help"] = f"{self.help} (default {self.default})"
@@ -45,6 +47,13 @@ class Option:
         if self.many:
             kw["nargs"] = "+"
         parser.add_argument(self.flag, **kw)
+
+    def _checked(self, text: str):
+        """The value of ``text``, refused (argparse says why) outside the bounds."""
+        value = self.type(text)
+        if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
+            raise argparse.ArgumentTypeError(f"{text} is outside [{self.minimum}, {self.maximum}]")
+        return value
 
 
 @dataclass(frozen=True)
@@ -134,13 +143,15 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           "deeploc.stages.partitioning:run", (
               LAKE, IMAGE_SET, PROFILE,
               Option("partitionings", "name:tau_min:tau_max,... coarse to fine (default: the profile's)"),
-              Option("face_threshold", "face ratio above which the removal set drops an image", float, 0.035),
-              Option("test_fraction", "share of photos held out for inference and evaluation", float, 0.2),
-              Option("val_fraction", "share of the rest used for validation", float, 0.2),
+              Option("face_threshold", "face ratio above which the removal set drops an image", float, 0.035,
+                     minimum=0, maximum=1),
+              Option("test_fraction", "share of photos held out for inference and evaluation", float, 0.2,
+                     minimum=0, maximum=1),
+              Option("val_fraction", "share of the rest used for validation", float, 0.2, minimum=0, maximum=1),
               Option("split_by", "user: a user's photos stay together (no near-duplicates on both sides); "
                                  "photo: the report's split by photo id", default="user", choices=("user", "photo")),
               Option("max_images", "a stable, seeded sample of at most this many photos (the report used 154,052)",
-                     int),
+                     int, minimum=1),
               Option("seed", "the sample's seed", int, 0)),
           reads=("faces",), writes=("partitionings",), runs_on="primary"),
     Stage("shards", "the train and val photos of an image set, resized once -> shards/<image set>/ (TFRecord)",
@@ -150,14 +161,14 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           "deeploc.stages.train:run", (
               LAKE, *BUCKET, Option("run", "model run name; the same command after a kill resumes it", required=True),
               IMAGE_SET, PROFILE,
-              Option("epochs", "training epochs (default: the profile's)", int),
+              Option("epochs", "training epochs (default: the profile's)", int, minimum=1),
               Option("backbone", "small_cnn or a keras.applications name (default: the profile's)"),
               Option("weights", "imagenet, a local weights file, or none (default: the profile's)"),
-              Option("learning_rate", "peak learning rate (default: the profile's)", float),
-              Option("batch_size", "images per step (default: the profile's)", int),
+              Option("learning_rate", "peak learning rate (default: the profile's)", float, minimum=0),
+              Option("batch_size", "images per step (default: the profile's)", int, minimum=1),
               Option("schedule", "cosine (linear warm-up, then cosine decay) or constant (default: the profile's)",
                      choices=("cosine", "constant")),
-              Option("warmup_epochs", "epochs of linear warm-up (default: the profile's)", float),
+              Option("warmup_epochs", "epochs of linear warm-up (default: the profile's)", float, minimum=0),
               Option("input", "shards (prepared by deeploc shards) or images (read every epoch: tiny sets only)",
                      default="shards", choices=("shards", "images")),
               Option("any_partitionings", "train on partitionings built for another profile", bool)),
