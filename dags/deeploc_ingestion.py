@@ -56,9 +56,9 @@ target then come from the Variables `deeploc_lake`, `deeploc_bucket`, `deeploc_m
 with DAG(
     dag_id="deeploc_ingestion",
     description="YFCC100M metadata -> parsed/ -> metadata/ -> images/ -> faces/ for one upload-time slice",
-    schedule=SliceTimetable(SCHEDULE, timezone="UTC"),
+    # Scheduled runs stop with YFCC100M's last year; manual and backfill runs may name any slice.
+    schedule=SliceTimetable(SCHEDULE, "UTC", until=datetime(2015, 1, 1, tzinfo=timezone.utc)),
     start_date=datetime(2004, 1, 1, tzinfo=timezone.utc),
-    end_date=datetime(2014, 12, 31, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=2,
     max_active_tasks=4,

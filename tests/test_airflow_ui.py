@@ -109,7 +109,7 @@ def _green_in_the_run_list(page, url: str, dag: str, run_ids) -> None:
     for run_id in run_ids:
         row = page.locator("tr", has_text=run_id)
         expect(row).to_be_visible(timeout=30_000)
-        expect(row).to_contain_text("success")
+        expect(row).to_contain_text("Success")
 
 
 def test_the_forms_work_with_their_defaults(ui, browser):

@@ -160,6 +160,20 @@ def test_a_manual_run_processes_the_slice_of_its_logical_date():
     assert (interval.start, interval.end) == (dt(2010, 3, 1), dt(2010, 4, 1))
 
 
+def test_scheduled_runs_end_with_the_data():
+    from airflow.timetables.base import DataInterval, TimeRestriction
+    from deeploc_airflow.timetable import SliceTimetable
+    from pendulum import datetime as dt
+
+    table = SliceTimetable.deserialize(SliceTimetable("@yearly", "UTC", until=dt(2015, 1, 1)).serialize())
+    restriction = TimeRestriction(earliest=dt(2004, 1, 1), latest=None, catchup=True)
+    nxt = table.next_dagrun_info(last_automated_data_interval=DataInterval(dt(2013, 1, 1), dt(2014, 1, 1)),
+                                 restriction=restriction)
+    assert (nxt.data_interval.start, nxt.data_interval.end) == (dt(2014, 1, 1), dt(2015, 1, 1))
+    assert table.next_dagrun_info(last_automated_data_interval=DataInterval(dt(2014, 1, 1), dt(2015, 1, 1)),
+                                  restriction=restriction) is None
+
+
 @pytest.mark.parametrize("dag_id", ["deeploc_ingestion", "deeploc_model"])
 def test_the_trigger_form_is_valid_as_it_opens(dagbag, dag_id):
     """Every param validates at its default, and none that the UI marks required (a schema type without
