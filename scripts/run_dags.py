@@ -111,24 +111,25 @@ def run(dag, lines: TaskLines, label: str, **kw) -> bool:
 def report(conf: dict, out) -> None:
     """Where the results of the model run are, and its accuracy table."""
     sys.path.insert(0, os.environ.get("AIRFLOW__CORE__PLUGINS_FOLDER", ""))
+    from deeploc import commit, runs
+    from deeploc.lake import Lake
     from deeploc_airflow.argv import safe_run_name
     from deeploc_airflow.settings import resolve_local
 
-    lake = conf.get("lake") or resolve_local("lake")
-    run_name = safe_run_name(conf["run"]) if conf.get("run") else None
-    if run_name is None:
-        with open(os.path.join(lake, "models", "LATEST.json")) as f:
-            run_name = json.load(f)["run"]
+    lake = Lake(conf.get("lake") or resolve_local("lake"))
+    run_name = runs.resolve(lake, safe_run_name(conf["run"]) if conf.get("run") else None)
+    metrics = commit.current(lake, f"metrics/{run_name}")
     port = os.environ.get("AIRFLOW__API__PORT", "8080")
-    rows = [("predictions", f"predictions/{run_name}/", "Parquet, one row per held-out photo"),
-            ("accuracy table", f"metrics/{run_name}/accuracy.md", "also .csv and metrics.json"),
-            ("web map", "site/index.html", "open it in a browser; works from file://"),
-            ("row ledgers", "_ledgers/", "rows in = out + rejects, per stage and slice")]
+    rows = [("predictions", f"deeploc tables --lake {lake.root}", f"table deeploc.predictions, run {run_name}"),
+            ("accuracy table", f"{metrics}/accuracy.md", "also .csv and metrics.json"),
+            ("web map", f"{commit.current(lake, 'site')}/index.html", "open it in a browser; works from file://"),
+            ("row ledgers", lake.path("_ledgers"), "rows in = out + rejects, per stage and slice")]
     out.write("\n[deeploc] done. Results:\n")
-    for name, rel, note in rows:
-        out.write(f"  {name:<15} {os.path.join(lake, rel)}  ({note})\n")
-    out.write(f"  {'Airflow UI':<15} ./dev ui   then open http://127.0.0.1:{port} (the runs above are there)\n\n")
-    with open(os.path.join(lake, "metrics", run_name, "accuracy.md")) as f:
+    for name, where, note in rows:
+        out.write(f"  {name:<15} {where}  ({note})\n")
+    out.write(f"  {'Airflow UI':<15} ./dev ui   then open http://127.0.0.1:{port} (the runs above are there; "
+              "the web map is in its menu)\n\n")
+    with open(f"{metrics}/accuracy.md") as f:
         out.write(f.read())
 
 

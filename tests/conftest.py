@@ -18,6 +18,58 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def table(lake, name: str, columns=None, where=None):
+    """A table of the lake as the catalog's current snapshot holds it (pandas)."""
+    from deeploc import catalog
+    from deeploc.lake import Lake
+
+    return catalog.read(Lake(str(lake)), name, columns, where)[0]
+
+
+def current(lake, output: str) -> Path:
+    """The current version of a folder output (``models/<run>``, ``site``, ...)."""
+    from deeploc import commit
+    from deeploc.lake import Lake
+
+    found = commit.current(Lake(str(lake)), output)
+    assert found is not None, f"{output} was never published in {lake}"
+    return Path(found)
+
+
+def put_table(lake, name: str, df, partition_by=("upload_month",), replace=None) -> None:
+    """Commit ``df`` to a lake table, one Parquet file per partition (what a stage's Spark job writes),
+    replacing the rows ``replace`` selects (default: none)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from deeploc import catalog
+    from deeploc.lake import Lake
+    from pyiceberg.expressions import AlwaysFalse
+
+    lake = Lake(str(lake))
+    folder, files = catalog.new_data_folder(lake, name), []
+    for i, (_, part) in enumerate(df.groupby(list(partition_by), sort=True)):
+        files.append(f"{folder}/part-{i}.parquet")
+        os.makedirs(folder, exist_ok=True)
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), files[-1])
+    schema = pa.Schema.from_pandas(df, preserve_index=False)
+    catalog.commit(lake, name, files, replace or AlwaysFalse(), tuple(partition_by), schema)
+
+
+def share(src, dst, *tables: str) -> None:
+    """Give the lake ``dst`` the current rows of ``src``'s tables: its catalog references ``src``'s files
+    (nothing is copied; ``src`` must not change while ``dst`` is used)."""
+    from deeploc import catalog
+    from deeploc.lake import Lake
+    from pyiceberg.expressions import AlwaysTrue
+
+    for name in tables:
+        held = catalog.plan(Lake(str(src)), name)
+        spec = catalog.load(Lake(str(src)), name).spec()
+        schema = catalog.load(Lake(str(src)), name).schema()
+        partition_by = tuple(schema.find_column_name(f.source_id) for f in spec.fields)
+        catalog.commit(Lake(str(dst)), name, held.files, AlwaysTrue(), partition_by, held.arrow_schema)
+
+
 @pytest.fixture(scope="session")
 def spark():
     from deeploc.spark import session
@@ -58,7 +110,7 @@ def trained(ingested, demo_set, tmp_path_factory):
     from deeploc.stages import partitioning, shards, train
 
     lake = tmp_path_factory.mktemp("train-lake")
-    shutil.copytree(os.path.join(ingested[0], "faces"), lake / "faces")
+    share(ingested[0], lake, "faces")
     bucket = Bucket(str(demo_set[0] / "bucket"))
     report = partitioning.run(str(lake), "full", partitionings="coarse:5:200,fine:5:60")
     ledger = shards.run(str(lake), bucket)

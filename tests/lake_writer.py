@@ -1,43 +1,65 @@
-"""A separate process that writes to a lake, for the concurrency tests (``test_commit.py``).
+"""Separate processes that write to or read from a lake, for the concurrency tests (``test_commit.py``).
 
     python tests/lake_writer.py stages LAKE BUCKET METADATA START END    parse, then the slice's three stages
-    python tests/lake_writer.py months LAKE TABLE START END              publish a slice of made-up rows
+    python tests/lake_writer.py months LAKE TABLE START END [FILES]      commit a slice of made-up rows
+    python tests/lake_writer.py watch LAKE TABLE SECONDS                 read the table in a loop
 
-``months`` writes, for every month of the slice, one Parquet file whose rows are determined by the
-month alone, into staging, then publishes the slice: any number of writers, in any order, must leave
-each month with exactly those rows.
+``months`` writes, for every month of the slice, Parquet files whose rows are determined by the month
+alone (``FILES`` files per month, default 1) into a data folder of its own, prints ``committing`` and
+commits the slice: any number of writers, in any order, must leave each month with exactly those rows.
+``watch`` prints, for each read, the rows it saw per year.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 
 
 def rows_of(month: str) -> list[str]:
     return [f"{month}/{i}" for i in range(int(month[-2:]))]  # 1 to 12 rows, by the month's number
 
 
-def months(lake_root: str, table: str, start: str, end: str) -> dict:
+def months(lake_root: str, table: str, start: str, end: str, files: str = "1") -> dict:
     import io
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from deeploc import commit
+    from deeploc import catalog
     from deeploc.lake import Lake
+    from deeploc.slice_io import months as month_filter
     from deeploc.slices import Slice
 
     lake, sl = Lake(lake_root), Slice.of(start, end)
-    staged = commit.new_staging(lake, table)
+    folder, written = catalog.new_data_folder(lake, table), []
     year = int(start[:4])
     for m in range(1, 13):
         month = f"{year}-{m:02d}"
-        buf = io.BytesIO()
-        pq.write_table(pa.table({"row": rows_of(month)}), buf)
-        lake.write_bytes(f"{staged}/upload_month={month}/part-0.parquet", buf.getvalue())
-    commit.publish_months(lake, table, staged, sl)
-    return {"slice": sl.name}
+        rows = rows_of(month)
+        for part in range(int(files)):
+            buf = io.BytesIO()
+            pq.write_table(pa.table({"row": rows[part::int(files)], "upload_month": [month] * len(rows[part::int(files)])}),
+                           buf)
+            written.append(f"{folder}/upload_month={month}/part-{part}.parquet")
+            lake.write_bytes(written[-1], buf.getvalue())
+    print("committing", flush=True)
+    schema = pa.schema([("row", pa.string()), ("upload_month", pa.string())])
+    done = catalog.commit(lake, table, written, month_filter(sl), ("upload_month",), schema, {"scope": sl.name})
+    return {"slice": sl.name, **done}
+
+
+def watch(lake_root: str, table: str, seconds: str) -> dict:
+    from deeploc import catalog
+    from deeploc.lake import Lake
+
+    lake, seen, end = Lake(lake_root), [], time.monotonic() + float(seconds)
+    while time.monotonic() < end:
+        if catalog.load(lake, table) is not None:
+            rows = catalog.read(lake, table, ["upload_month"])[0]
+            seen.append(rows["upload_month"].str[:4].value_counts().to_dict())
+    return {"reads": seen}
 
 
 def stages(lake: str, bucket: str, metadata: str, start: str, end: str) -> dict:
@@ -53,4 +75,4 @@ def stages(lake: str, bucket: str, metadata: str, start: str, end: str) -> dict:
 
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
-    print(json.dumps({"months": months, "stages": stages}[mode](*args)))
+    print(json.dumps({"months": months, "stages": stages, "watch": watch}[mode](*args)))

@@ -1,69 +1,123 @@
-"""The commit protocol: outputs swapped in under a lock, months of one slice only, staging of live runs
-never touched; and any number of runs writing one lake at once, in separate processes, on a local
-folder and on S3, end with exactly the rows of a sequential run."""
+"""How output enters the lake: Iceberg commits that replace exactly what a run replaces, folder outputs
+made current by a pointer, and old snapshots, versions and files removed only when no run can need
+them; and any number of runs writing one lake at once, in separate processes, on a local folder and on
+S3 with Glue, end with exactly the rows of a sequential run. Readers only ever see whole commits, and a
+writer killed in the middle of its commit leaves the previous snapshot and the next run green."""
 
 import json
 import os
-import shutil
+import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 
-import pandas as pd
+import pyarrow as pa
 import pytest
-from conftest import REPO
+from conftest import REPO, table
 
-from deeploc import commit
+from deeploc import catalog, commit
 from deeploc.lake import Lake
+from deeploc.slice_io import months
 from deeploc.slices import Slice
 
+sys.path.insert(0, str(REPO / "tests"))
+from lake_writer import rows_of  # noqa: E402
+
 WRITER = REPO / "tests" / "lake_writer.py"
+SCHEMA = pa.schema([("row", pa.string()), ("upload_month", pa.string())])
 
 
-def _touch(path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    open(path, "w").close()
+def _spawn(*args, env=None):
+    return subprocess.Popen([sys.executable, str(WRITER), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, **(env or {})})
 
 
-def test_publish_months_swaps_only_the_slice(tmp_path):
-    lake = Lake(str(tmp_path))
-    for month in ("2010-01", "2010-02", "2011-01"):
-        _touch(lake.path("t", f"upload_month={month}", "old"))
-    staged = commit.new_staging(lake, "t")
-    _touch(os.path.join(staged, "upload_month=2010-02", "new"))
-    commit.publish_months(lake, "t", staged, Slice.of("2010-01-01", "2011-01-01"))
-    assert sorted(os.listdir(lake.path("t"))) == ["upload_month=2010-02", "upload_month=2011-01"]  # 2010-01: no rows now
-    assert os.listdir(lake.path("t", "upload_month=2010-02")) == ["new"]
-    assert os.listdir(lake.path("t", "upload_month=2011-01")) == ["old"]
+def _wait(procs, timeout=600):
+    out = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=timeout)
+        assert p.returncode == 0, stderr[-3000:]
+        out.append((json.loads(stdout.strip().splitlines()[-1]), stderr))
+    return out
 
 
-def test_rows_outside_the_slice_are_refused(tmp_path):
-    lake = Lake(str(tmp_path))
-    staged = commit.new_staging(lake, "t")
-    _touch(os.path.join(staged, "upload_month=1999-01", "x"))
+def _by_month(root, name="t") -> dict[str, list[str]]:
+    rows = table(root, name)
+    return {m: sorted(g["row"]) for m, g in rows.groupby("upload_month")}
+
+
+def _expected(*years) -> dict[str, list[str]]:
+    return {f"{y}-{m:02d}": sorted(rows_of(f"{y}-{m:02d}")) for y in years for m in range(1, 13)}
+
+
+def test_a_commit_replaces_exactly_its_slice(tmp_path):
+    lake = str(tmp_path)
+    _wait([_spawn("months", lake, "t", "2010-01-01", "2011-01-01")])
+    _wait([_spawn("months", lake, "t", "2011-01-01", "2012-01-01")])
+    first = catalog.history(Lake(lake), "t")
+    _wait([_spawn("months", lake, "t", "2010-01-01", "2011-01-01", "3")])  # the same rows, in three files a month
+    assert _by_month(lake) == _expected(2010, 2011)
+    history = catalog.history(Lake(lake), "t")
+    assert len(history) == len(first) + 1 and history[-1]["current"] and history[-1]["scope"] == "2010"
+    assert (history[-1]["added_rows"], history[-1]["removed_rows"]) == (78, 78)  # 1 + 2 + ... + 12 rows a year
+    # An empty slice removes what the slice held, and nothing else.
+    catalog.commit(Lake(lake), "t", [], months(Slice.of("2011-03-01", "2011-05-01")), ("upload_month",), SCHEMA)
+    assert sorted(_by_month(lake)) == sorted(m for m in _expected(2010, 2011) if m not in ("2011-03", "2011-04"))
+
+
+def test_rows_outside_the_slice_are_refused(spark, tmp_path):
+    from deeploc.slice_io import write_slice
+
+    labelled = spark.createDataFrame([(1, None, "1999-01")], "photo_id long, reject_reason string, upload_month string")
     with pytest.raises(RuntimeError, match="outside the slice"):
-        commit.publish_months(lake, "t", staged, Slice.of("2010-01-01", "2010-02-01"))
+        write_slice(Lake(str(tmp_path)), "metadata", labelled, 1, "metadata", ["photo_id"], ["photo_id"],
+                    Slice.of("2010-01-01", "2010-02-01"), None, materialize=False)
+    assert catalog.load(Lake(str(tmp_path)), "metadata") is None and not os.listdir(tmp_path / "metadata" / "data")
 
 
-def test_only_abandoned_staging_is_swept(tmp_path):
+def test_maintenance_removes_only_what_no_run_can_need(tmp_path):
     lake = Lake(str(tmp_path))
-    old = (datetime.now(timezone.utc) - commit.ABANDONED_AFTER - timedelta(minutes=1)).strftime("%Y%m%dT%H%M%S")
-    young = (datetime.now(timezone.utc) - commit.ABANDONED_AFTER + timedelta(minutes=5)).strftime("%Y%m%dT%H%M%S")
-    for name in (f"_staging-{old}-a", f"_trash-{old}-b", f"_staging-{young}-c", "upload_month=2010-01"):
-        os.makedirs(lake.path("t", name))
-    assert sorted(commit.sweep(lake, "t")) == [f"_staging-{old}-a", f"_trash-{old}-b"]
-    assert sorted(os.listdir(lake.path("t"))) == [f"_staging-{young}-c", "upload_month=2010-01"]
+    for scope in ("2010-01-01", "2010-01-01", "2011-01-01"):  # the second replaces the first's files
+        _wait([_spawn("months", lake.root, "t", scope, f"{int(scope[:4]) + 1}-01-01")])
+    snapshots = [s["snapshot_id"] for s in catalog.history(lake, "t")]
+    abandoned = lake.path("t", "data", "killed-run", "part-0.parquet")   # a killed run's file: never committed
+    young = lake.path("t", "data", "live-run", "part-0.parquet")          # a live run's file: not committed yet
+    for path in (abandoned, young):
+        lake.write_bytes(path, b"PAR1")
+    old = time.time() - catalog.ABANDONED_AFTER.total_seconds() - 60
+    os.utime(abandoned, (old, old))
+    assert catalog.maintain(lake, "t") == {"expired": 0, "removed_files": 1}  # nothing expired yet
+    assert not os.path.exists(abandoned) and os.path.exists(young)
+
+    # Later: the first two snapshots were replaced more than RETAIN ago; the first run's data files go too.
+    replaced = [f for f in lake.files(lake.path("t", "data"), ".parquet") if f not in catalog.plan(lake, "t").files
+                and "live-run" not in f]
+    assert len(replaced) == 12
+    for f in lake.files(lake.path("t")):
+        os.utime(f, (old, old))
+    later = datetime.now(timezone.utc) + catalog.RETAIN + timedelta(minutes=1)
+    assert catalog.maintain(lake, "t", now=later)["expired"] == 2
+    assert [s["snapshot_id"] for s in catalog.history(lake, "t")] == snapshots[2:]
+    assert not any(os.path.exists(f) for f in replaced) and _by_month(lake.root) == _expected(2010, 2011)
 
 
-def test_a_failed_build_leaves_the_old_output(tmp_path):
+def test_a_folder_output_is_made_current_by_its_pointer(tmp_path):
     lake = Lake(str(tmp_path))
     with commit.building(lake, "models/r") as tmp:
-        _touch(os.path.join(tmp, "v1"))
+        open(os.path.join(tmp, "v1"), "w").close()
+    first = commit.current(lake, "models/r")
     with pytest.raises(RuntimeError):
         with commit.building(lake, "models/r") as tmp:
-            _touch(os.path.join(tmp, "v2"))
+            open(os.path.join(tmp, "v2"), "w").close()
             raise RuntimeError("killed halfway")
-    assert os.listdir(lake.path("models", "r")) == ["v1"] and os.listdir(lake.path("models")) == ["r"]
+    assert commit.current(lake, "models/r") == first and os.listdir(first) == ["v1"]
+    with commit.building(lake, "models/r") as tmp:
+        open(os.path.join(tmp, "v3"), "w").close()
+    assert os.listdir(commit.current(lake, "models/r")) == ["v3"]
+    assert os.path.exists(first)  # a reader of the first version may still be reading it
+    pointer = json.loads(open(lake.path("models", "r", commit.POINTER)).read())
+    assert [s["version"] for s in pointer["superseded"]] == [os.path.basename(first)]
 
 
 def test_slice_names():
@@ -77,25 +131,6 @@ def test_slice_names():
         Slice.of("2011-02-01", "2010-11-01")
 
 
-def _spawn(*args, env=None):
-    return subprocess.Popen([sys.executable, str(WRITER), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, **(env or {})})
-
-
-def _wait(procs, timeout=600):
-    out = []
-    for p in procs:
-        stdout, stderr = p.communicate(timeout=timeout)
-        assert p.returncode == 0, stderr[-3000:]
-        out.append(json.loads(stdout.strip().splitlines()[-1]))
-    return out
-
-
-def _table(root, table):
-    df = pd.read_parquet(os.path.join(root, table))
-    return df.sort_values(list(df.columns)).reset_index(drop=True)
-
-
 @pytest.mark.slow
 def test_slice_runs_at_once_give_the_sequential_result(demo_set, tmp_path):
     """Four processes at once on one local lake, one per yearly slice and one repeating a slice, each
@@ -106,21 +141,55 @@ def test_slice_runs_at_once_give_the_sequential_result(demo_set, tmp_path):
     slices = [(f"{y}-01-01", f"{int(y) + 1}-01-01") for y in years]
     sequential, concurrent = str(tmp_path / "sequential"), str(tmp_path / "concurrent")
     env = {"DEEPLOC_SPARK_MASTER": "local[1]", "DEEPLOC_SPARK_DRIVER_MEMORY": "1g"}
-    seq = [_wait([_spawn("stages", sequential, bucket, meta, *s, env=env)])[0] for s in slices[:3]]
-    con = _wait([_spawn("stages", concurrent, bucket, meta, *s, env=env) for s in slices])
+    seq = [_wait([_spawn("stages", sequential, bucket, meta, *s, env=env)])[0][0] for s in slices[:3]]
+    con = [r for r, _ in _wait([_spawn("stages", concurrent, bucket, meta, *s, env=env) for s in slices])]
     assert sorted(r["parse"] for r in con) == [0, 0, 0, len(os.listdir(meta))]  # parsed once; the others waited
     assert [{k: r[k] for k in ("metadata", "availability", "faces")} for r in con[:3]] == \
         [{k: r[k] for k in ("metadata", "availability", "faces")} for r in seq]
     assert con[3]["faces"] == con[1]["faces"]
-    for table in ("metadata", "images", "faces", "rejects/metadata", "rejects/availability", "rejects/faces"):
-        assert _table(concurrent, table).equals(_table(sequential, table)), table
-        assert not [n for n in os.listdir(os.path.join(concurrent, table)) if n.startswith("_")], table
+    for name in ("metadata", "images", "faces", "rejects/metadata", "rejects/availability", "rejects/faces"):
+        a, b = (table(lake, name) for lake in (concurrent, sequential))
+        assert a.sort_values(list(a.columns)).reset_index(drop=True).equals(
+            b.sort_values(list(b.columns)).reset_index(drop=True)), name
 
 
 @pytest.mark.slow
-def test_publishing_at_once_on_s3(tmp_path):
-    """Eight processes publish slices of one table on a moto S3 server at once (two per slice): every
-    month ends with exactly its rows, and nothing is left behind."""
+def test_readers_see_whole_commits_and_lost_races_are_redone(tmp_path):
+    """Three slices written at once (eight files a month) while another process reads the table in a loop:
+    every read sees each year whole or not at all; the writers that lost a race committed again."""
+    lake = str(tmp_path)
+    reader = _spawn("watch", lake, "t", "25")
+    writers = [_spawn("months", lake, "t", f"{y}-01-01", f"{y + 1}-01-01", "8") for y in (2008, 2009, 2010)]
+    results = _wait(writers)
+    reads = _wait([reader])[0][0]["reads"]
+    assert len(reads) > 5 and reads[-1] == {"2008": 78, "2009": 78, "2010": 78}
+    assert all(n == 78 for seen in reads for n in seen.values()), [r for r in reads if set(r.values()) - {78}][:3]
+    assert _by_month(lake) == _expected(2008, 2009, 2010)
+    redone = sum(stderr.count("committing again on the new state") for _, stderr in results)
+    assert redone >= 1  # three commits of one table within the same second: at least one lost a race
+
+
+@pytest.mark.slow
+def test_a_writer_killed_in_its_commit(tmp_path):
+    """SIGKILL at several moments of a commit (reading footers, writing manifests and metadata): the
+    table still reads its previous snapshot, and the next run of the slice is green and exact."""
+    lake = str(tmp_path)
+    _wait([_spawn("months", lake, "t", "2010-01-01", "2011-01-01")])
+    for delay in (0.0, 0.15, 0.3, 0.5, 0.8):
+        proc = _spawn("months", lake, "t", "2010-01-01", "2011-01-01", "20")
+        assert proc.stdout.readline().strip() == "committing"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        assert _by_month(lake) == _expected(2010), delay  # old or new snapshot: the same rows, whole
+    _wait([_spawn("months", lake, "t", "2010-01-01", "2011-01-01")])
+    assert _by_month(lake) == _expected(2010)
+
+
+@pytest.mark.slow
+def test_publishing_at_once_on_s3_with_glue(tmp_path):
+    """Eight processes commit slices of one table on S3 with the Glue catalog (moto server) at once, two
+    per slice: every month ends with exactly its rows, and no lock was needed."""
     import boto3
 
     from deeploc import moto_s3
@@ -128,24 +197,20 @@ def test_publishing_at_once_on_s3(tmp_path):
     server, url = moto_s3.start()
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-west-2",
            "AWS_ENDPOINT_URL": url}
+    saved = {k: os.environ.get(k) for k in env}
     try:
-        boto3.client("s3", endpoint_url=url, region_name="us-west-2", aws_access_key_id="testing",
-                     aws_secret_access_key="testing").create_bucket(
-            Bucket="lake", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+        os.environ.update(env)
+        boto3.client("s3").create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
         years = [2008, 2009, 2010, 2011] * 2
         _wait([_spawn("months", "s3://lake/root", "t", f"{y}-01-01", f"{y + 1}-01-01", env=env) for y in years])
-        os.environ.update(env)
-        lake = Lake("s3://lake/root")
-        names = lake.listdir(lake.path("t"))
-        assert names == [f"upload_month={y}-{m:02d}" for y in range(2008, 2012) for m in range(1, 13)]
-        sys.path.insert(0, str(REPO / "tests"))
-        from lake_writer import rows_of
-
-        for name in names:
-            got = sorted(lake.read_parquet(lake.path("t", name))["row"])
-            assert got == sorted(rows_of(name.split("=")[1])), name
-        assert lake.listdir(lake.path("_locks")) == []  # every lock released
+        catalog._catalog.cache_clear()
+        assert _by_month("s3://lake/root") == _expected(2008, 2009, 2010, 2011)
+        glue = boto3.client("glue").get_table(DatabaseName="deeploc", Name="t")["Table"]
+        assert glue["Parameters"]["table_type"] == "ICEBERG"  # what Athena reads
+        assert len(catalog.history(Lake("s3://lake/root"), "t")) == 8
+        assert Lake("s3://lake/root").listdir("s3://lake/root/_locks") == []
     finally:
-        for k in env:
-            os.environ.pop(k, None)
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        catalog._catalog.cache_clear()
         server.stop()

@@ -6,7 +6,8 @@ import subprocess
 
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import REPO, current, table
+from pyiceberg.expressions import EqualTo
 
 pytestmark = pytest.mark.e2e
 
@@ -26,12 +27,12 @@ def test_every_row_is_accounted_for(demo_run):
         ledgers = _ledgers(lake, stage)
         assert sorted(ledgers) == [str(y) for y in range(2004, 2015)]  # one per yearly slice, named by its year
         assert all(lg["in"] == lg["out"] + lg["rejected"] for lg in ledgers.values())
-        rej = pd.read_parquet(os.path.join(lake, "rejects", stage))["reject_reason"].value_counts().to_dict()
+        rej = table(lake, f"rejects/{stage}")["reject_reason"].value_counts().to_dict()
         assert rej == e[f"{stage}_rejects"], stage
     assert sum(lg["in"] for lg in _ledgers(lake, "metadata").values()) == e["parse_out"]
-    assert len(pd.read_parquet(os.path.join(lake, "metadata"))) == e["metadata_out"]
-    assert len(pd.read_parquet(os.path.join(lake, "images"))) == e["availability_out"]
-    assert len(pd.read_parquet(os.path.join(lake, "faces"))) == e["faces_out"]
+    assert len(table(lake, "metadata")) == e["metadata_out"]
+    assert len(table(lake, "images")) == e["availability_out"]
+    assert len(table(lake, "faces")) == e["faces_out"]
 
 
 def test_the_terminal_gets_a_line_per_task_and_the_logs_a_file(demo_run):
@@ -47,26 +48,27 @@ def test_the_terminal_gets_a_line_per_task_and_the_logs_a_file(demo_run):
 def test_model_beats_the_prior_and_site_is_safe(demo_run):
     home, _, res = demo_run
     lake = home / "lake"
-    photos = pd.read_parquet(lake / "partitionings" / "full" / "photos.parquet")
-    pred = pd.read_parquet(lake / "predictions" / "e2e")
+    photos = pd.read_parquet(current(lake, "partitionings/full") / "photos.parquet")
+    pred = table(lake, "predictions", where=EqualTo("run", "e2e"))
     assert len(pred) == (photos["split"] == "test").sum()
-    table = pd.read_csv(lake / "metrics" / "e2e" / "accuracy.csv").set_index("method")
-    assert list(table.index[:4]) == ["coarse", "medium", "fine", "hierarchy"]
-    prior = table.loc["prior (most frequent cell)"]
-    assert table.loc["hierarchy", "continent_2500km"] > prior["continent_2500km"] + 0.2
-    assert table.loc["hierarchy", "median_km"] < prior["median_km"]
-    html = (lake / "site" / "index.html").read_text()
+    accuracy = pd.read_csv(current(lake, "metrics/e2e") / "accuracy.csv").set_index("method")
+    assert list(accuracy.index[:4]) == ["coarse", "medium", "fine", "hierarchy"]
+    prior = accuracy.loc["prior (most frequent cell)"]
+    assert accuracy.loc["hierarchy", "continent_2500km"] > prior["continent_2500km"] + 0.2
+    assert accuracy.loc["hierarchy", "median_km"] < prior["median_km"]
+    site = current(lake, "site") / "index.html"
+    html = site.read_text()
     assert "<script>alert" not in html and "\\u003cscript\\u003ealert" in html
-    assert "site/index.html" in res.stdout and "127.0.0.1" in res.stdout and "hierarchy" in res.stdout
+    assert str(site) in res.stdout and "127.0.0.1" in res.stdout and "hierarchy" in res.stdout
 
 
 def test_rerunning_a_slice_duplicates_nothing(demo_run):
     home, env, _ = demo_run
     lake = str(home / "lake")
-    before = {t: len(pd.read_parquet(os.path.join(lake, t))) for t in ("metadata", "images", "faces")}
+    before = {t: len(table(lake, t)) for t in ("metadata", "images", "faces")}
     res = subprocess.run([str(REPO / "dev"), "dags", "--from", "2010-01-01", "--to", "2011-01-01", "--skip-model"],
                          env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "no new or changed file" in res.stdout
-    after = {t: len(pd.read_parquet(os.path.join(lake, t))) for t in ("metadata", "images", "faces")}
+    after = {t: len(table(lake, t)) for t in ("metadata", "images", "faces")}
     assert after == before

@@ -6,8 +6,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import current, put_table
 
-from deeploc import world
+from deeploc import commit, ledger, world
+from deeploc.lake import Lake
 from deeploc.stages import evaluate
 
 # (truth lat, lon, predicted lat, lon): distances and countries checkable on any map
@@ -22,23 +24,23 @@ CASES = [
 
 @pytest.fixture
 def lake(tmp_path):
-    run = tmp_path / "models" / "r"
-    run.mkdir(parents=True)
-    (run / "summary.json").write_text(json.dumps({"order": ["fine"], "image_set": "full",
-                                                  "split_rule": {"by": "user", "test_fraction": 0.2, "val_fraction": 0.2}}))
-    pd.DataFrame({"partitioning": "fine", "class": [0, 1], "count": [3, 9], "mean_lat": [0.0, -33.87],
-                  "mean_lon": [0.0, 151.21]}).to_parquet(run / "cells.parquet")  # the prior: Sydney
+    lake = Lake(str(tmp_path))
+    with commit.building(lake, "models/r") as run:
+        with open(f"{run}/summary.json", "w") as f:
+            json.dump({"order": ["fine"], "image_set": "full",
+                       "split_rule": {"by": "user", "test_fraction": 0.2, "val_fraction": 0.2}}, f)
+        pd.DataFrame({"partitioning": "fine", "class": [0, 1], "count": [3, 9], "mean_lat": [0.0, -33.87],
+                      "mean_lon": [0.0, 151.21]}).to_parquet(f"{run}/cells.parquet")  # the prior: Sydney
     pred = pd.DataFrame({"latitude": [t[0] for t, _ in CASES], "longitude": [t[1] for t, _ in CASES]})
     for o in ("fine", "hierarchy"):
         pred[f"{o}_lat"], pred[f"{o}_lon"] = [p[0] for _, p in CASES], [p[1] for _, p in CASES]
         pred[f"{o}_km"] = [0.5, 4.6, 7.1, 111.2, 264.0]
         pred[f"{o}_topk_prob"] = [[0.5, 0.1]] * len(CASES)  # not read by evaluate
-    (tmp_path / "predictions" / "r").mkdir(parents=True)
-    pred.to_parquet(tmp_path / "predictions" / "r" / "part-0.parquet")
-    (tmp_path / "predictions" / "r" / "_set.json").write_text(json.dumps({"photos": "the test split", "split": "test"}))
-    (tmp_path / "partitionings" / "full").mkdir(parents=True)
-    pd.DataFrame({"latitude": [10.0, 20.0], "longitude": [30.0, 40.0], "split": ["train", "val"]}).to_parquet(
-        tmp_path / "partitionings" / "full" / "photos.parquet")
+    put_table(tmp_path, "predictions", pred.assign(run="r"), ("run",))
+    ledger.record(lake, "infer", "r", len(pred), len(pred), {}, photos="the test split", split="test")
+    with commit.building(lake, "partitionings/full") as parts:
+        pd.DataFrame({"latitude": [10.0, 20.0], "longitude": [30.0, 40.0], "split": ["train", "val"]}).to_parquet(
+            f"{parts}/photos.parquet")
     return tmp_path
 
 
@@ -64,5 +66,5 @@ def test_known_accuracies(lake):
     assert europe["n"] == 4 and europe["city_25km"] == pytest.approx(3 / 4)
     assert sorted(m["figures"]) == ["accuracy_curve.png", "data_map.png"]
     for name in m["figures"]:
-        assert (lake / "metrics" / "r" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "same_country" in (lake / "metrics" / "r" / "accuracy.md").read_text()
+        assert (current(lake, "metrics/r") / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "same_country" in (current(lake, "metrics/r") / "accuracy.md").read_text()

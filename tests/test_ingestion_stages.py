@@ -1,10 +1,9 @@
 """The ingestion stages on the generated demo set: every planted defect found, counts exact, and the
 face detector measured against the faces planted by construction."""
 
-import os
-
 import numpy as np
 import pandas as pd
+from conftest import table
 from deeploc import facedetect
 from deeploc.demo.render import paste_face, render_scene
 from deeploc.tables import removal_filter
@@ -30,7 +29,7 @@ def test_counts_match_the_manifest(ingested):
 
 def test_the_detector_against_the_planted_faces(ingested, demo_set):
     lake, e, _ = ingested
-    got = pd.read_parquet(os.path.join(lake, "faces"), columns=["photo_id", "face_ratio"])
+    got = table(lake, "faces", ["photo_id", "face_ratio"])
     planted = pd.read_csv(demo_set[0] / "expected.csv").rename(columns={"face_ratio": "planted_ratio"})
     m = got.merge(planted[["photo_id", "face", "planted_ratio"]], on="photo_id")
     with_face, without = m[m["face"] == 1], m[m["face"] == 0]
@@ -49,9 +48,9 @@ def test_the_detector_against_the_planted_faces(ingested, demo_set):
 
 def test_rejects_carry_reasons_and_keys(ingested):
     lake, _, _ = ingested
-    rej = pd.read_parquet(os.path.join(lake, "rejects", "faces"))
+    rej = table(lake, "rejects/faces")
     assert set(rej["reject_reason"]) == {"undecodable"} and rej["detail"].str.len().gt(0).all()
-    rej = pd.read_parquet(os.path.join(lake, "rejects", "availability"))
+    rej = table(lake, "rejects/availability")
     assert rej["object_key"].str.startswith("data/images/").all()
 
 
@@ -80,3 +79,25 @@ def test_availability_transform_on_tiny_frames(spark):
            for r in availability.transform(meta, listing, min_bytes=1024).collect()}
     assert got == {1: (None, True, True), 2: ("too_small", True, False), 3: ("missing_object", False, None),
                    4: ("missing_prefix", False, None)}
+
+
+def test_the_tables_read_by_anyone_from_their_metadata(ingested):
+    """``deeploc tables --json`` from a shell names each table's metadata file; pyiceberg reads it with
+    no catalog and no code of ours, and holds exactly the rows the demo's manifest planned."""
+    import json
+    import subprocess
+    import sys
+
+    from pyiceberg.table import StaticTable
+
+    lake, e, _ = ingested
+    res = subprocess.run([sys.executable, "-m", "deeploc.cli", "tables", "--lake", lake, "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    tables = {t["table"]: t for t in json.loads(res.stdout)}
+    for name, rows in (("metadata", e["metadata_out"]), ("images", e["availability_out"]), ("faces", e["faces_out"]),
+                       ("rejects_metadata", sum(e["metadata_rejects"].values())),
+                       ("rejects_parse", sum(e["parse_rejects"].values()))):
+        found = tables[f"deeploc.{name}"]
+        assert found["rows"] == rows, name
+        assert StaticTable.from_metadata(found["metadata_location"]).scan().to_arrow().num_rows == rows, name

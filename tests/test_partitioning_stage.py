@@ -1,11 +1,11 @@
 """The partitioning stage on a small faces table: image set choice, classes, report, atomic output."""
 
 import json
-import os
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import current, put_table
 
 from deeploc.demo.places import sample_locations
 from deeploc.stages import partitioning
@@ -19,13 +19,11 @@ def lake(tmp_path):
     faces = pd.DataFrame({"photo_id": np.arange(10_000, 10_000 + N), "object_key": "k", "latitude": lat,
                           "longitude": lon, "face_ratio": np.where(np.arange(N) % 10 == 0, 0.2, 0.0),
                           "title": "t", "page_url": "http://x/", "license_name": "l", "license_url": "http://l/",
-                          "user_nsid": [f"u{i % 300}" for i in range(N)], "user_nickname": "n"})
-    for month, part in faces.groupby(np.arange(N) % 2):
-        folder = tmp_path / "faces" / f"upload_month=2010-0{month + 1}"
-        folder.mkdir(parents=True)
-        part.to_parquet(folder / "part-0.parquet", index=False)
-    (tmp_path / "faces" / "_staging-20260101T000000-abc").mkdir()  # another run's staging: never read
-    pd.DataFrame({"photo_id": [1]}).to_parquet(tmp_path / "faces" / "_staging-20260101T000000-abc" / "x.parquet")
+                          "user_nsid": [f"u{i % 300}" for i in range(N)], "user_nickname": "n",
+                          "upload_month": np.where(np.arange(N) % 2 == 0, "2010-01", "2010-02")})
+    put_table(tmp_path, "faces", faces)
+    # Another run's files in the table's folder, not committed (yet): never read.
+    pd.DataFrame({"photo_id": [1]}).to_parquet(tmp_path / "faces" / "data" / "x.parquet")
     return tmp_path
 
 
@@ -35,31 +33,29 @@ def test_full_and_removal(lake):
     removal = partitioning.run(str(lake), "removal", partitionings=spec)
     # every 10th photo carries a face ratio of 0.2 (planted above)
     assert full["images"] == N and removal["images"] == N - N // 10 and removal["removed_by_faces"] == N // 10
-    photos = pd.read_parquet(lake / "partitionings" / "removal" / "photos.parquet")
+    photos = pd.read_parquet(current(lake, "partitionings/removal") / "photos.parquet")
     assert (photos["face_ratio"] <= 0.035).all()
-    cells = pd.read_parquet(lake / "partitionings" / "removal" / "cells.parquet")
+    cells = pd.read_parquet(current(lake, "partitionings/removal") / "cells.parquet")
     train = photos[photos["split"] == "train"]
     for name in ("coarse", "fine"):  # each cell counts exactly the training photos given its class
         counted = cells[cells["partitioning"] == name].set_index("class")["count"].sort_index()
         given = train[f"class_{name}"][train[f"class_{name}"] >= 0].value_counts().sort_index()
         assert given.to_dict() == counted.to_dict()
-    report = json.load(open(lake / "partitionings" / "full" / "report.json"))
+    report = json.load(open(current(lake, "partitionings/full") / "report.json"))
     assert report["order"] == ["coarse", "fine"] and report["hierarchy_unresolved"] == 0
-    assert "| fine | 5 | 100 |" in (lake / "partitionings" / "full" / "report.md").read_text()
-    assert not [d for d in os.listdir(lake / "partitionings") if d.startswith("_")]
+    assert "| fine | 5 | 100 |" in (current(lake, "partitionings/full") / "report.md").read_text()
 
 
 def test_a_photos_split_does_not_move_when_photos_are_added(lake):
     partitioning.run(str(lake), "full", partitionings="coarse:5:400,fine:5:100", split_by="photo")
-    first = pd.read_parquet(lake / "partitionings" / "full" / "photos.parquet").set_index("photo_id")["split"]
+    first = pd.read_parquet(current(lake, "partitionings/full") / "photos.parquet").set_index("photo_id")["split"]
     lat, lon, _ = sample_locations(np.random.default_rng(9), 500)  # a new month arrives
     more = pd.DataFrame({"photo_id": np.arange(90_000, 90_500), "object_key": "k", "latitude": lat, "longitude": lon,
                          "face_ratio": 0.0, "title": "t", "page_url": "http://x/", "license_name": "l",
-                         "license_url": "http://l/", "user_nsid": "u9", "user_nickname": "n"})
-    (lake / "faces" / "upload_month=2010-03").mkdir()
-    more.to_parquet(lake / "faces" / "upload_month=2010-03" / "part-0.parquet", index=False)
+                         "license_url": "http://l/", "user_nsid": "u9", "user_nickname": "n", "upload_month": "2010-03"})
+    put_table(lake, "faces", more)
     partitioning.run(str(lake), "full", partitionings="coarse:5:400,fine:5:100", split_by="photo")
-    again = pd.read_parquet(lake / "partitionings" / "full" / "photos.parquet").set_index("photo_id")["split"]
+    again = pd.read_parquet(current(lake, "partitionings/full") / "photos.parquet").set_index("photo_id")["split"]
     assert len(again) == len(first) + 500 and (again.loc[first.index] == first).all()
 
 

@@ -3,13 +3,11 @@
 import os
 
 import boto3
-import pandas as pd
 import pytest
+from conftest import share, table
 
 from deeploc import moto_s3
 from deeploc.bucket import Bucket, ListingFailed
-import shutil
-
 from deeploc.stages import availability, faces
 
 
@@ -33,10 +31,9 @@ def s3(demo_set):
 
 @pytest.fixture(scope="module")
 def meta_lake(ingested, tmp_path_factory):
-    """A lake of its own holding the ingested metadata table (the availability runs here rewrite images/)."""
+    """A lake of its own holding the ingested metadata table (the availability runs here rewrite images)."""
     lake = tmp_path_factory.mktemp("s3lake")
-    for table in ("metadata", "_ledgers"):
-        shutil.copytree(f"{ingested[0]}/{table}", lake / table)
+    share(ingested[0], lake, "metadata")
     return str(lake)
 
 
@@ -57,7 +54,7 @@ def test_availability_and_faces_on_s3(s3, meta_lake, demo_set, check):
     if check == "head":
         ledger = faces.run(meta_lake, bucket)
         assert ledger["out"] == e["faces_out"] and ledger["rejects"] == e["faces_rejects"]
-        assert len(pd.read_parquet(os.path.join(meta_lake, "faces"))) == e["faces_out"]
+        assert len(table(meta_lake, "faces")) == e["faces_out"]
 
 
 def test_choose_check_rule():

@@ -1,24 +1,43 @@
-"""The lake on S3 (moto): file operations, the commit protocol, and the non-Spark stages end to end.
+"""The lake on S3 (moto): file operations, folder outputs, and the non-Spark stages end to end, with
+their tables in the Glue Data Catalog (moto's, with Glue's version check: ``deeploc.moto_s3``).
 
 Spark cannot reach S3 here (no hadoop-aws jar offline; EMR reads s3:// natively), so the Spark
-stages run on a local lake and their tables are uploaded; partition, train, evaluate and publish then
-read and write the S3 lake through the same code the aws target runs.
+stages run on a local lake and their tables' files are uploaded and committed to the S3 lake's
+catalog; partition, train, evaluate and publish then read and write the S3 lake through the same code
+the aws target runs.
 """
 
 import json
 import os
 
 import pytest
+from conftest import table
 from pyarrow import fs
+from pyiceberg.expressions import AlwaysTrue
 
-from deeploc import commit
+from deeploc import catalog, commit
 from deeploc.bucket import Bucket
 from deeploc.lake import Lake
-from deeploc.slices import Slice
+
 
 @pytest.fixture(scope="module")
 def s3_lake(moto_lake_bucket):
-    return "s3://lake/root"
+    catalog._catalog.cache_clear()  # a catalog made for another endpoint must not be reused
+    yield "s3://lake/root"
+    catalog._catalog.cache_clear()
+
+
+def upload_table(local: str, remote: Lake, name: str) -> None:
+    """Copy a local lake table's current files to the S3 lake and commit them to its catalog (what the
+    Spark stages do themselves on EMR)."""
+    held = catalog.plan(Lake(local), name)
+    src = catalog.load(Lake(local), name)
+    partition_by = tuple(src.schema().find_column_name(f.source_id) for f in src.spec().fields)
+    copied = []
+    for i, f in enumerate(held.files):
+        copied.append(remote.path(name, "data", "uploaded", f"part-{i}.parquet"))
+        fs.copy_files(f, copied[-1][5:], destination_filesystem=remote.fs)
+    catalog.commit(remote, name, copied, AlwaysTrue(), partition_by, held.arrow_schema)
 
 
 def test_files_json_and_folders(s3_lake, tmp_path):
@@ -33,34 +52,47 @@ def test_files_json_and_folders(s3_lake, tmp_path):
         os.makedirs(os.path.join(tmp, "sub"))
         with open(os.path.join(tmp, "sub", "g.txt"), "w") as f:
             f.write("g")
-    with commit.building(lake, "out") as tmp:  # a rebuild replaces the whole folder
+    first = commit.current(lake, "out")
+    with commit.building(lake, "out") as tmp:  # a rebuild is a new version; the pointer moves
         with open(os.path.join(tmp, "f.txt"), "w") as f:
             f.write("v2")
-    assert lake.listdir(lake.path("out")) == ["f.txt"]
-    local = lake.download("out")
+    assert lake.listdir(commit.current(lake, "out")) == ["f.txt"] and lake.listdir(first) == ["f.txt", "sub"]
+    local = lake.download(commit.current(lake, "out"))
     assert open(os.path.join(local, "f.txt")).read() == "v2"
     with pytest.raises(RuntimeError):
         with commit.building(lake, "out") as tmp:
-            raise RuntimeError("a failed build leaves the old output")
-    assert lake.read_bytes(lake.path("out", "f.txt")) == b"v2"
-    assert not [n for n in lake.listdir(lake.path()) if n.startswith("_") and n != "_locks"]
+            raise RuntimeError("a failed build leaves the current version")
+    assert lake.read_bytes(f"{commit.current(lake, 'out')}/f.txt") == b"v2"
+    assert not lake.compare_and_swap(lake.path("out", commit.POINTER), b"stale", b"{}")  # a lost race says so
 
 
-def test_publish_months_on_s3(s3_lake):
+def test_a_slice_commit_on_s3(s3_lake):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from deeploc.slice_io import months
+    from deeploc.slices import Slice
+
     lake = Lake(s3_lake)
-    for month in ("2010-01", "2010-02", "2011-05"):
-        lake.write_bytes(lake.path("t", f"upload_month={month}", "old.parquet"), b"old")
-    staged = commit.new_staging(lake, "t")
-    lake.write_bytes(f"{staged}/upload_month=2010-01/new.parquet", b"new")
-    commit.publish_months(lake, "t", staged, Slice.of("2010-01-01", "2011-01-01"))
-    assert commit.months_in(lake, lake.path("t")) == ["2010-01", "2011-05"]  # 2010-02 got no rows
-    assert lake.listdir(lake.path("t", "upload_month=2010-01")) == ["new.parquet"]
-    assert lake.listdir(lake.path("t", "upload_month=2011-05")) == ["old.parquet"]  # outside the slice
-    assert not [n for n in lake.listdir(lake.path("t")) if n.startswith("_")]
-    outside = commit.new_staging(lake, "t")
-    lake.write_bytes(f"{outside}/upload_month=2012-01/x.parquet", b"x")
-    with pytest.raises(RuntimeError, match="outside the slice"):
-        commit.publish_months(lake, "t", outside, Slice.of("2010-01-01", "2010-02-01"))
+    schema = pa.schema([("row", pa.string()), ("upload_month", pa.string())])
+
+    def files(*month_rows):
+        out = []
+        for month, rows in month_rows:
+            buf = io.BytesIO()
+            pq.write_table(pa.table({"row": rows, "upload_month": [month] * len(rows)}, schema=schema), buf)
+            out.append(lake.path("t", "data", f"{month}-{len(rows)}.parquet"))
+            lake.write_bytes(out[-1], buf.getvalue())
+        return out
+
+    catalog.commit(lake, "t", files(("2010-01", ["a"]), ("2010-02", ["b"]), ("2011-05", ["c"])), AlwaysTrue(),
+                   ("upload_month",), schema)
+    catalog.commit(lake, "t", files(("2010-01", ["d", "e"])), months(Slice.of("2010-01-01", "2011-01-01")),
+                   ("upload_month",), schema)
+    assert sorted(map(tuple, table(s3_lake, "t")[["upload_month", "row"]].values)) == \
+        [("2010-01", "d"), ("2010-01", "e"), ("2011-05", "c")]  # 2010-02: no rows now; 2011 untouched
 
 
 def test_a_dead_holders_lock_is_taken_over(s3_lake, monkeypatch):
@@ -91,30 +123,36 @@ def test_model_stages_on_an_s3_lake(s3_lake, ingested, demo_set, tmp_path):
     local, _, _ = ingested
     bucket = Bucket(str(demo_set[0] / "bucket"))
     remote = Lake(s3_lake + "/model")
-    fs.copy_files(f"{local}/faces", remote.path("faces")[5:], destination_filesystem=remote.fs)
+    upload_table(local, remote, "faces")
 
     report = partitioning.run(remote.root, "full", partitionings="coarse:5:200,fine:5:60")
-    assert report["images"] > 0 and remote.exists(remote.path("partitionings", "full", "photos.parquet"))
+    assert report["images"] > 0 and remote.exists(f"{commit.current(remote, 'partitionings/full')}/photos.parquet")
     # The shards stage is a Spark job (EMR reads s3:// natively; Spark here cannot): the images path.
     summary = train.run(remote.root, bucket, "s3run", epochs=1, input="images")
     assert remote.listdir(remote.path("checkpoints")) == []  # the finished run's checkpoints are gone
     assert summary["run"] == "s3run" and remote.read_json("models/LATEST.json")["run"] == "s3run"
+    model = commit.current(remote, "models/s3run")
     assert {"model.keras", "last.keras", "summary.json", "cells.parquet", "history.csv", "tensorboard"} <= \
-        set(remote.listdir(remote.path("models", "s3run")))
+        set(remote.listdir(model))
 
-    # infer is a Spark stage: run it on a local copy of the lake, then hand its output back.
-    mirror = str(tmp_path / "mirror")
-    for rel in ("partitionings", "models"):
-        remote.download(rel, os.path.join(mirror, rel))
-    ledger = infer.run(mirror, bucket, "s3run")
-    fs.copy_files(f"{mirror}/predictions", remote.path("predictions")[5:], destination_filesystem=remote.fs)
+    # infer is a Spark stage: run it on a local copy of the lake's folders, then hand its table back.
+    mirror = Lake(str(tmp_path / "mirror"))
+    for output in ("partitionings/full", "models/s3run"):
+        version = commit.new_version(mirror, output)
+        remote.download(commit.current(remote, output), version)
+        commit.make_current(mirror, output, version)
+    ledger = infer.run(mirror.root, bucket, "s3run")
+    upload_table(mirror.root, remote, "predictions")
+    remote.write_json("_ledgers/infer/s3run.json", mirror.read_json("_ledgers/infer/s3run.json"))
 
     metrics = evaluate.run(remote.root, "s3run")
     assert metrics["images"] == ledger["out"] > 0
-    assert json.loads(remote.read_bytes(remote.path("metrics", "s3run", "metrics.json")))["images"] == ledger["out"]
+    assert json.loads(remote.read_bytes(f"{commit.current(remote, 'metrics/s3run')}/metrics.json"))["images"] == \
+        ledger["out"]
     site = publish.run(remote.root, bucket, "s3run", pool=5)
-    assert site["site"] == remote.path("site", "index.html") and site["images"] == 5
-    assert {"index.html", "app.js", "style.css", "img", "vendor", "site.json"} <= set(remote.listdir(remote.path("site")))
+    assert site["site"] == f"{commit.current(remote, 'site')}/index.html" and site["images"] == 5
+    assert {"index.html", "app.js", "style.css", "img", "vendor", "site.json"} <= \
+        set(remote.listdir(commit.current(remote, "site")))
 
 
 def test_metadata_lines_read_from_s3(s3_lake):

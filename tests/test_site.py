@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import REPO, current, put_table, table
 from playwright.sync_api import expect
 from PIL import Image
 
@@ -23,19 +23,19 @@ SHOTS = os.environ.get("DEEPLOC_SCREENSHOTS") or str(REPO / ".deeploc" / "screen
 
 @pytest.fixture(scope="module")
 def site(trained, tmp_path_factory):
-    """A copy of the trained lake with predictions (one of them titled with markup), metrics and the site."""
+    """A lake with the trained run, its predictions (one of them titled with markup), metrics and the site."""
+    from pyiceberg.expressions import EqualTo
+
     from deeploc.stages import evaluate, infer, publish
 
     lake, bucket, _, _, _ = trained
     copy = tmp_path_factory.mktemp("site-lake") / "lake"
-    shutil.copytree(lake, copy)
+    for folder in ("models", "partitionings"):  # folder outputs: their pointers name versions, not paths
+        shutil.copytree(lake / folder, copy / folder)
     infer.run(str(copy), bucket, "t1")
-    pred_dir = copy / "predictions" / "t1"
-    pred = pd.read_parquet(pred_dir)
+    pred = table(copy, "predictions")
     pred.loc[pred.index[0], "title"] = HOSTILE  # untrusted text, as Flickr titles can be
-    for f in pred_dir.glob("*.parquet"):
-        f.unlink()
-    pred.to_parquet(pred_dir / "part-0.parquet", index=False)
+    put_table(copy, "predictions", pred, ("run",), replace=EqualTo("run", "t1"))
     evaluate.run(str(copy), "t1")
     publish.run(str(copy), bucket, "t1", seed=3)
     return copy, pred
@@ -87,7 +87,7 @@ def test_the_map_the_photos_and_the_results(site, server, browser):
     assert page.locator("path.gc-line").count() == 1 and page.locator("path.topk-cell").count() == 5
     assert page.locator("#distance").text_content() == f"{row['hierarchy_km']:.1f} km"
     page.screenshot(path=os.path.join(SHOTS, "site-photo.png"))
-    metrics = json.loads((lake / "metrics" / "t1" / "metrics.json").read_text())
+    metrics = json.loads((current(lake, "metrics/t1") / "metrics.json").read_text())
     rows = page.locator("#accuracy tbody tr")
     assert rows.count() == len(metrics["table"])
     for i, m in enumerate(metrics["table"]):
@@ -177,7 +177,7 @@ def test_refusals_and_headers_without_a_browser(server):
 def test_the_site_opens_from_a_file(site, browser):
     lake, _ = site
     page = browser.new_page()
-    page.goto((lake / "site" / "index.html").as_uri())
+    page.goto((current(lake, "site") / "index.html").as_uri())
     page.wait_for_selector("#gallery button")
     assert page.locator("#gallery img").count() == min(100, len(site[1]))
     page.set_input_files("#file", str(REPO / "tasks" / "deeploc" / "site_template" / "style.css"))

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import REPO, current, table
 
 from deeploc import images, splits
 from deeploc.bucket import Bucket
@@ -19,7 +19,7 @@ from deeploc.bucket import Bucket
 
 def test_no_user_is_on_two_sides(trained):
     lake, _, report, _, _ = trained
-    photos = pd.read_parquet(lake / "partitionings" / "full" / "photos.parquet")
+    photos = pd.read_parquet(current(lake, "partitionings/full") / "photos.parquet")
     per_user = photos.groupby("user_nsid")["split"].nunique()
     assert (per_user == 1).all() and (photos.groupby("user_nsid").size() > 1).sum() > 10  # users with several photos
     assert report["split_rule"] == {"by": "user", "test_fraction": 0.2, "val_fraction": 0.2}
@@ -40,15 +40,15 @@ def test_shards_hold_exactly_the_readers_pixels(trained):
     import tensorflow as tf
 
     lake, bucket, _, ledger, _ = trained
-    index = json.loads((lake / "shards" / "full" / "index.json").read_text())
-    photos = pd.read_parquet(lake / "partitionings" / "full" / "photos.parquet").set_index("photo_id")
+    index = json.loads((current(lake, "shards/full") / "index.json").read_text())
+    photos = pd.read_parquet(current(lake, "partitionings/full") / "photos.parquet").set_index("photo_id")
     assert ledger["in"] == photos["split"].isin(["train", "val"]).sum() == ledger["out"] + ledger["rejected"]
     assert sum(e["records"] for s in index["splits"].values() for e in s) == ledger["out"]
     side = index["side"]
     spec = {"image": tf.io.FixedLenFeature([], tf.string), "photo_id": tf.io.FixedLenFeature([], tf.int64),
             "class_fine": tf.io.FixedLenFeature([], tf.int64)}
     first = index["splits"]["val"][0]["file"]
-    for record in tf.data.TFRecordDataset(str(lake / "shards" / "full" / first), "GZIP").take(5):
+    for record in tf.data.TFRecordDataset(str(current(lake, "shards/full") / first), "GZIP").take(5):
         ex = tf.io.parse_single_example(record, spec)
         pid = int(ex["photo_id"])
         got = np.frombuffer(ex["image"].numpy(), np.uint8).reshape(side, side, 3)
@@ -73,13 +73,14 @@ def test_export_and_reload_give_identical_predictions(trained, tmp_path):
 
     lake, _, _, _, summary = trained
     assert summary["epochs"] == 2 and summary["split_rule"]["by"] == "user"
-    history = pd.read_csv(lake / "models" / "t1" / "history.csv")
+    model = current(lake, "models/t1")
+    history = pd.read_csv(model / "history.csv")
     assert history["epoch"].tolist() == [1, 2] and "val_loss" in history and "learning_rate" in history
-    assert any(f.startswith("events.out") for _, _, fs in os.walk(lake / "models" / "t1" / "tensorboard") for f in fs)
+    assert any(f.startswith("events.out") for _, _, fs in os.walk(model / "tensorboard") for f in fs)
     assert not (lake / "checkpoints" / "t1").exists()  # a finished run leaves no checkpoint behind
     batch = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3)).astype(np.float32)
-    loaded = Predictor(str(lake / "models" / "t1"))
-    again = keras.models.load_model(lake / "models" / "t1" / "model.keras", compile=False)
+    loaded = Predictor(str(model))
+    again = keras.models.load_model(model / "model.keras", compile=False)
     for name, probs in loaded.model.predict(batch, verbose=0).items():
         assert np.array_equal(probs, again.predict(batch, verbose=0)[name])
 
@@ -114,11 +115,11 @@ def test_a_killed_run_resumes_where_it_stopped(trained, tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"resuming after epoch {killed_after} of 5" in res.stderr
-    summary = json.loads((lake / "models" / "k" / "summary.json").read_text())
+    summary = json.loads((current(lake, "models/k") / "summary.json").read_text())
     assert summary["resumed_after_epochs"] == [killed_after]
-    history = pd.read_csv(lake / "models" / "k" / "history.csv")
+    history = pd.read_csv(current(lake, "models/k") / "history.csv")
     assert history["epoch"].tolist() == [1, 2, 3, 4, 5]
-    assert sorted(os.listdir(lake / "models" / "k")) == sorted(os.listdir(lake / "models" / "t1"))
+    assert sorted(os.listdir(current(lake, "models/k"))) == sorted(os.listdir(current(lake, "models/t1")))
     assert not (lake / "checkpoints" / "k").exists()
 
 
@@ -131,8 +132,8 @@ def test_spark_inference_equals_single_photo_prediction(trained, tmp_path):
     lake, bucket, _, _, _ = trained
     ledger = infer.run(str(lake), bucket, "t1", crops=5)
     assert ledger["in"] == ledger["out"] + ledger["rejected"] and ledger["crops"] == 5
-    pred = pd.read_parquet(lake / "predictions" / "t1").sort_values("photo_id").head(6)
-    predictor = Predictor(str(lake / "models" / "t1"))
+    pred = table(lake, "predictions").sort_values("photo_id").head(6)
+    predictor = Predictor(str(current(lake, "models/t1")))
     for row in pred.itertuples():
         one = predict_bytes(predictor, bucket.read(row.object_key), k=5, crops=5)
         assert one["hierarchy"]["cell"] == predictor.cells["fine"]["token"][row.hierarchy_class]
@@ -144,17 +145,17 @@ def test_infer_any_photos_rejects_what_it_cannot_read(trained, tmp_path):
     from deeploc.stages import infer
 
     lake, bucket, _, _, _ = trained
-    photos = pd.read_parquet(lake / "partitionings" / "full" / "photos.parquet").head(4)
+    photos = pd.read_parquet(current(lake, "partitionings/full") / "photos.parquet").head(4)
     keys = tmp_path / "keys.txt"
     keys.write_text("\n".join([*photos["object_key"], "data/images/fff/fff/nothere.jpg"]) + "\n")
     ledger = infer.run(str(lake), bucket, "t1", photos=str(keys))
     assert (ledger["in"], ledger["out"], ledger["rejects"]) == (5, 4, {"unreadable_object": 1})
-    got = pd.read_parquet(lake / "predictions" / "t1")
+    got = table(lake, "predictions")
     assert sorted(got["photo_id"]) == sorted(photos["photo_id"])  # truth and ids looked up by key
     assert got["hierarchy_km"].notna().all()
     ids = tmp_path / "ids.txt"
     ids.write_text(f"{photos['photo_id'].iloc[0]}\n999999999999\n")
     ledger = infer.run(str(lake), bucket, "t1", photos=str(ids))
     assert (ledger["in"], ledger["out"], ledger["rejects"]) == (2, 1, {"unknown_photo_id": 1})
-    rej = pd.read_parquet(lake / "rejects" / "infer" / "t1")
+    rej = table(lake, "rejects/infer")
     assert rej["reject_reason"].tolist() == ["unknown_photo_id"]

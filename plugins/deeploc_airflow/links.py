@@ -22,8 +22,8 @@ from airflow.sdk import BaseOperatorLink
 
 URL_PREFIX = "/deeploc"          # where the plugin mounts ``RESULTS`` on the API server
 SERVED = ("site", "metrics")     # the only lake folders the app serves
-# What a stage's run made, by stage: (link name, path under the lake; {run} is the model run).
-OUTPUTS = {"evaluate": ("Metrics", "metrics/{run}/accuracy.md"), "publish": ("Web map", "site/index.html")}
+# What a stage's run made, by stage: (link name, folder output, file in it; {run} is the model run).
+OUTPUTS = {"evaluate": ("Metrics", "metrics/{run}", "accuracy.md"), "publish": ("Web map", "site", "index.html")}
 CONSOLE = "https://console.aws.amazon.com"
 
 
@@ -63,33 +63,40 @@ def ec2_console(instance_id: str, region: str | None) -> str:
     return f"{CONSOLE}/ec2/home?region={quote(region or '')}#InstanceDetails:instanceId={quote(instance_id)}"
 
 
-def lake_url(lake: str, rel: str) -> str:
-    """Where a browser opens ``rel`` of the lake: the S3 console, or the results app for a local lake."""
-    if lake.startswith("s3://"):
-        return s3_console(f"{lake.rstrip('/')}/{rel}")
-    return f"{URL_PREFIX}/lake/{quote(rel)}"
-
-
 def stage_links(argv: list[str]) -> dict[str, str]:
-    """The links of a stage's run, read from its argument list as the command line reads it."""
+    """The links of a stage's run, read from its argument list as the command line reads it: the S3
+    console of the version it made, or the results app (which follows the output's pointer) locally."""
+    from deeploc import commit
     from deeploc.cli import parser
+    from deeploc.lake import Lake
 
     if argv[0] not in OUTPUTS:
         return {}
     args = parser().parse_args(argv)
-    name, rel = OUTPUTS[argv[0]]
-    return {name: lake_url(args.lake, rel.format(run=args.run))}
+    name, output, file = OUTPUTS[argv[0]]
+    output = output.format(run=args.run)
+    if args.lake.startswith("s3://"):
+        return {name: s3_console(f"{commit.require(Lake(args.lake), output, argv[0])}/{file}")}
+    return {name: f"{URL_PREFIX}/lake/{quote(output)}/{quote(file)}"}
 
 
 # -- the results app (runs inside the API server) --------------------------------------------------------
 def served_file(lake_root: str, rel: str) -> str | None:
-    """The file ``rel`` of the lake if the app may serve it, else None: inside ``site/`` or ``metrics/``
-    once symbolic links are resolved, no name starting with a dot, a regular file."""
+    """The file ``rel`` (``site/...`` or ``metrics/<run>/...``) in the current version of that output if the
+    app may serve it, else None: inside the version once symbolic links are resolved, no name starting
+    with a dot, a regular file."""
+    from deeploc import commit
+    from deeploc.lake import Lake
+
     parts = [p for p in rel.split("/") if p]
     if not parts or parts[0] not in SERVED or any(p.startswith(".") for p in parts):
         return None
-    top = os.path.realpath(os.path.join(lake_root, parts[0]))
-    full = os.path.realpath(os.path.join(lake_root, *parts))
+    depth = 1 if parts[0] == "site" else 2  # site, or metrics/<run>
+    version = commit.current(Lake(lake_root), "/".join(parts[:depth])) if len(parts) > depth else None
+    if version is None:
+        return None
+    top = os.path.realpath(version)
+    full = os.path.realpath(os.path.join(top, *parts[depth:]))
     return full if full.startswith(top + os.sep) and os.path.isfile(full) else None
 
 

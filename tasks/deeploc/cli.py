@@ -65,10 +65,36 @@ def _run_serve(a: argparse.Namespace):
     return {"stopped": True}
 
 
+def _tables(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lake", required=True, help="lake root: a local folder or s3://bucket/prefix")
+    p.add_argument("--json", action="store_true", help="JSON on stdout instead of a table")
+    p.add_argument("--history", metavar="TABLE", help="one table's snapshots, with the run and counts of each")
+
+
+def _run_tables(a: argparse.Namespace):
+    from deeploc import catalog
+    from deeploc.lake import Lake
+
+    lake = Lake(a.lake)
+    rows = catalog.history(lake, a.history.split(".")[-1]) if a.history else catalog.describe(lake)
+    if a.json:
+        return rows
+    columns = (["snapshot_id", "current", "committed_at", "operation", "stage", "scope", "rows", "added_rows",
+                "removed_rows", "in", "out", "rejected"] if a.history else
+               ["table", "snapshot_id", "rows", "files", "bytes", "snapshots", "metadata_location"])
+    text = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(columns)]
+    for line in [columns, *text]:
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip())
+    return None
+
+
 # Commands that are not pipeline stages: (help, add options, run).
 TOOLS = {"demo-data": ("generate the demo data set (metadata, bucket folder, manifest)", _demo_data, _run_demo_data),
          "predict": ("where were these photos taken? the top-k cells of every output, as JSON", _predict, _run_predict),
-         "serve": ("the web map on 127.0.0.1, with the upload of your own photo", _serve, _run_serve)}
+         "serve": ("the web map on 127.0.0.1, with the upload of your own photo", _serve, _run_serve),
+         "tables": ("the lake's Iceberg tables: snapshot, rows, files, bytes, metadata location; or one's history",
+                    _tables, _run_tables)}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -96,8 +122,11 @@ def run(argv: list[str]):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The ``deeploc`` command: run it, print its result as JSON on stdout."""
-    print(json.dumps(run(sys.argv[1:] if argv is None else argv), indent=2, default=str))
+    """The ``deeploc`` command: run it, print its result as JSON on stdout (commands that print their own
+    output return None)."""
+    result = run(sys.argv[1:] if argv is None else argv)
+    if result is not None:
+        print(json.dumps(result, indent=2, default=str))
     return 0
 
 

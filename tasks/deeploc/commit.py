@@ -1,131 +1,110 @@
-"""How every stage's output enters the lake: built off to the side, then swapped in under a lock.
+"""How a stage's output enters the lake: a table by one Iceberg commit (``deeploc.catalog``), a folder by
+one pointer.
 
-A run writes its whole output into staging that belongs to it alone (``_staging-<UTC time>-<random>``
-beside the output; readers skip names starting with ``_``). Publishing then swaps named units (the
-month folders of a table, or one whole output folder such as ``models/<run>``) from staging into
-place, one unit at a time, while holding the lake lock of that output. So runs for different slices
-never touch each other's units, and two runs of the same slice replace a unit one after the other:
-the last one wins, with the same rows as the first.
-
-Locally a swap is two renames, and readers see a unit old or new, never half. S3 has no rename: a
-unit is briefly absent or partly copied while it is replaced; ``slice_io.read_slice`` checks what it
-read against the writer's ledger and reads again.
-
-Cleaning: a run removes its own staging and the old copies it swapped out. Leftovers of a killed run
-are removed by later runs only once older than ``ABANDONED_AFTER``, longer than any run may take, so
-one run never deletes another live run's work.
+A folder output (``models/<run>``, ``partitionings/<image set>``, ``shards/<image set>``,
+``metrics/<run>``, ``site``, ``duplicates``) is written whole into a version of its own,
+``<output>/v-<UTC time>-<random>/``, and made current by rewriting one small object, ``<output>/CURRENT``:
+a rename locally, one conditional PUT on S3; nothing is copied. Readers resolve the pointer once
+(``current``) and read that version, which stays in place while they read it: versions are removed
+only ``RETAIN`` after they stopped being current, and versions that never became current (a killed
+run's) once older than ``ABANDONED_AFTER``, by the next publish of the same output.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
 import tempfile
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
+from deeploc.catalog import ABANDONED_AFTER, RETAIN
 from deeploc.lake import Lake
-from deeploc.slices import Slice
-from deeploc.tables import MONTH
 
 log = logging.getLogger(__name__)
 
-STAGING, TRASH = "_staging-", "_trash-"
-# Longer than the longest run the DAGs allow (their timeouts), so nothing younger can be a live run's.
-ABANDONED_AFTER = timedelta(hours=48)
+POINTER = "CURRENT"
 _STAMP = "%Y%m%dT%H%M%S"
+_VERSION = re.compile(r"v-(\d{8}T\d{6})-[0-9a-f]{10}")
 
 
-def _fresh(prefix: str) -> str:
-    return f"{prefix}{datetime.now(timezone.utc).strftime(_STAMP)}-{uuid.uuid4().hex[:10]}"
+def new_version(lake: Lake, output: str) -> str:
+    """A location for a new version of ``output`` that no other run writes into."""
+    return lake.path(output, f"v-{datetime.now(timezone.utc).strftime(_STAMP)}-{uuid.uuid4().hex[:10]}")
 
 
-def new_staging(lake: Lake, parent: str) -> str:
-    """A location no other run will use, inside the folder ``parent`` (relative to the lake root)."""
-    return lake.path(parent, _fresh(STAGING)) if parent else lake.path(_fresh(STAGING))
+def _pointer(lake: Lake, output: str) -> dict | None:
+    data = lake.read_bytes_or_none(lake.path(output, POINTER))
+    return json.loads(data) if data is not None else None
 
 
-def _created(name: str) -> datetime | None:
-    m = re.match(rf"(?:{STAGING}|{TRASH})(\d{{8}}T\d{{6}})-", name)
-    return datetime.strptime(m.group(1), _STAMP).replace(tzinfo=timezone.utc) if m else None
+def current(lake: Lake, output: str) -> str | None:
+    """The location of ``output``'s current version; None when it was never published."""
+    pointer = _pointer(lake, output)
+    return lake.path(output, pointer["version"]) if pointer else None
 
 
-def sweep(lake: Lake, parent: str) -> list[str]:
-    """Remove the staging and trash under ``parent`` that are provably abandoned (older than
-    ``ABANDONED_AFTER``); return their names."""
-    now, removed = datetime.now(timezone.utc), []
-    folder = lake.path(parent) if parent else lake.root
-    for name in lake.listdir(folder):
-        created = _created(name)
-        if created is not None and now - created > ABANDONED_AFTER:
-            lake.delete(f"{folder.rstrip('/')}/{name}" if lake.remote else os.path.join(folder, name))
-            removed.append(name)
-    if removed:
-        log.info("removed %d abandoned staging folder(s) under %s", len(removed), folder)
-    return removed
+def require(lake: Lake, output: str, writer: str) -> str:
+    """``current``, or an error naming the stage that makes the output."""
+    found = current(lake, output)
+    if found is None:
+        raise FileNotFoundError(f"no {output} under {lake.root}; run {writer} first")
+    return found
 
 
-def _parent(output: str) -> str:
-    return output.rsplit("/", 1)[0] if "/" in output else ""
+def read_json(lake: Lake, output: str, name: str, writer: str):
+    return json.loads(lake.read_bytes(f"{require(lake, output, writer)}/{name}"))
 
 
-def _lock_name(output: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", output) or "root"
+def make_current(lake: Lake, output: str, version: str) -> None:
+    """Point ``output`` at ``version`` (a location from ``new_version``), then remove old versions."""
+    name = version.rstrip("/").rsplit("/", 1)[-1]
+    now = datetime.now(timezone.utc)
+    while True:  # compare-and-swap: a publisher that raced this one is never lost from the history
+        raw = lake.read_bytes_or_none(lake.path(output, POINTER))
+        old = json.loads(raw) if raw is not None else None
+        superseded = [*(old or {}).get("superseded", []), *([{"version": old["version"], "at": now.isoformat()}]
+                                                             if old else [])]
+        new = {"version": name, "since": now.isoformat(), "superseded": superseded}
+        if lake.compare_and_swap(lake.path(output, POINTER), raw, json.dumps(new, indent=2).encode()):
+            break
+    _remove_old_versions(lake, output, new, now)
 
 
-def publish(lake: Lake, output: str, swaps: list[tuple[str | None, str]]) -> None:
-    """Under the lock of ``output`` (a path relative to the root), put each staged location in
-    place of its final one (None: remove the final one)."""
-    with lake.lock(_lock_name(output)):
-        for staged, final in swaps:
-            trash = f"{final.rstrip('/').rsplit('/', 1)[0]}/{_fresh(TRASH)}"  # beside final: a rename locally
-            if lake.exists(final):
-                lake.move(final, trash)
-            if staged is not None:
-                lake.move(staged, final)
-            lake.delete(trash)
-    sweep(lake, output)
-    sweep(lake, _parent(output))
-
-
-def months_in(lake: Lake, location: str) -> list[str]:
-    """The ``YYYY-MM`` month folders of a table (or of its staging)."""
-    return [d.split("=", 1)[1] for d in lake.listdir(location) if d.startswith(MONTH + "=")]
-
-
-def publish_months(lake: Lake, table: str, staged: str, sl: Slice) -> None:
-    """Make the slice's months of ``table`` exactly what ``staged`` holds: staged months replace
-    theirs, months of the slice that got no rows are removed, months outside it are untouched."""
-    new = set(months_in(lake, staged))
-    outside = sorted(m for m in new if not sl.covers(m))
-    if outside:
-        raise RuntimeError(f"{table}: staged rows outside the slice {sl.name}: {outside[:5]}")
-    old = {m for m in months_in(lake, lake.path(table)) if sl.covers(m)}
-    unit = lambda base, m: f"{base}/{MONTH}={m}" if lake.remote else os.path.join(base, f"{MONTH}={m}")  # noqa: E731
-    publish(lake, table, [(unit(staged, m) if m in new else None, unit(lake.path(table), m))
-                          for m in sorted(new | old)])
-    lake.delete(staged)
+def _remove_old_versions(lake: Lake, output: str, pointer: dict, now: datetime) -> None:
+    keep = {pointer["version"]} | {s["version"] for s in pointer["superseded"]
+                                   if now - datetime.fromisoformat(s["at"]) <= RETAIN}
+    gone = []
+    for name in lake.listdir(lake.path(output)):
+        m = _VERSION.fullmatch(name)
+        if m is None or name in keep:
+            continue
+        made = datetime.strptime(m.group(1), _STAMP).replace(tzinfo=timezone.utc)
+        if any(s["version"] == name for s in pointer["superseded"]) or now - made > ABANDONED_AFTER:
+            lake.delete(lake.path(output, name))
+            gone.append(name)
+    if gone:
+        log.info("%s: removed %d old version(s)", output, len(gone))
 
 
 @contextlib.contextmanager
 def building(lake: Lake, output: str):
     """Yield a local folder to write a whole output in (e.g. ``models/<run>``); when the block ends
-    without an error it replaces ``output``. On a local lake the folder is the staging itself."""
-    parent = _parent(output)
+    without an error it becomes the output's current version. On a local lake the folder is the new
+    version itself; on S3 it is uploaded first. A failed block leaves the current version as it was."""
+    version = new_version(lake, output)
     if lake.remote:
         with tempfile.TemporaryDirectory(prefix="deeploc-") as local:
             yield local
-            staged = new_staging(lake, parent)
-            lake.upload(local, staged)
-            publish(lake, output, [(staged, lake.path(output))])
-        return
-    staged = new_staging(lake, parent)
-    os.makedirs(staged)
-    try:
-        yield staged
-    except BaseException:
-        lake.delete(staged)
-        raise
-    publish(lake, output, [(staged, lake.path(output))])
+            lake.upload(local, version)
+    else:
+        os.makedirs(version)
+        try:
+            yield version
+        except BaseException:
+            lake.delete(version)
+            raise
+    make_current(lake, output, version)

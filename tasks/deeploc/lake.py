@@ -3,8 +3,8 @@
 
 Locations handed around are strings as Spark names them: absolute local paths, or ``s3://`` URIs.
 Everything stages do to lake files goes through ``Lake`` (on a pyarrow file system), so a stage is
-written once for both. How outputs are swapped in is ``deeploc.commit``; row accounting is
-``deeploc.ledger``.
+written once for both. Tables live in an Iceberg catalog (``deeploc.catalog``); how a folder output
+becomes current is ``deeploc.commit``; row accounting is ``deeploc.ledger``.
 """
 
 from __future__ import annotations
@@ -85,6 +85,11 @@ class Lake:
         with self.fs.open_input_stream(self.fs_path(location), compression=None) as f:
             return f.read()
 
+    def read_bytes_or_none(self, location: str) -> bytes | None:
+        from pyarrow import fs
+
+        return self.read_bytes(location) if self._info(location).type == fs.FileType.File else None
+
     def read_json(self, rel: str):
         return json.loads(self.read_bytes(self.path(rel)))
 
@@ -99,9 +104,9 @@ class Lake:
 
         return ds.dataset(self.fs_path(location), filesystem=self.fs, **kw)
 
-    def download(self, rel: str, dest: str | None = None) -> str:
-        """A local folder holding ``rel``: the folder itself on a local lake, else a fresh download."""
-        return self._store.download(self.path(rel), dest)
+    def download(self, location: str, dest: str | None = None) -> str:
+        """A local folder holding the folder ``location``: itself on a local lake, else a fresh download."""
+        return self._store.download(location, dest)
 
     # -- writing -------------------------------------------------------------------------------
     def write_bytes(self, location: str, data: bytes) -> None:
@@ -124,16 +129,22 @@ class Lake:
             self.fs.delete_file(self.fs_path(location))
 
     def move(self, src: str, dst: str) -> None:
-        """Move a folder or file to a location that does not exist yet. Local: one rename. S3: server-side
-        copies, then the source goes (not atomic: see ``deeploc.commit``)."""
+        """Move a folder to a location that does not exist yet: a rename locally, copies on S3 (for small
+        folders only)."""
         self._store.move(src, dst)
+
+    def compare_and_swap(self, location: str, expected: bytes | None, new: bytes) -> bool:
+        """Replace the small file ``location`` by ``new`` if it still holds ``expected`` (None: if it does
+        not exist), atomically; False when another writer changed it first."""
+        return self._store.compare_and_swap(location, expected, new)
 
     def upload(self, local_dir: str, location: str) -> None:
         """Copy a local folder's contents to ``location`` (a new folder)."""
         self._store.upload(local_dir, location)
 
     def lock(self, name: str, wait_s: float = 3600.0):
-        """Hold the lake-wide lock ``name`` (a context manager); see ``deeploc.commit`` for what it guards."""
+        """Hold the lake-wide lock ``name`` (a context manager). It saves duplicate work (one parse at a
+        time); correctness never depends on it (``deeploc.catalog``, ``deeploc.commit``)."""
         return self._store.lock(self.path("_locks", f"{name}.lock"), wait_s)
 
 
@@ -153,6 +164,14 @@ class _LocalStore:
     def move(self, src: str, dst: str) -> None:
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         os.rename(src, dst)
+
+    def compare_and_swap(self, location: str, expected: bytes | None, new: bytes) -> bool:
+        with self.lock(f"{location}.lock", 600.0):  # an advisory lock serialises the read and the rename
+            held = open(location, "rb").read() if os.path.isfile(location) else None
+            if held != expected:
+                return False
+            self.write_bytes(location, new)
+            return True
 
     def upload(self, local_dir: str, location: str) -> None:
         shutil.copytree(local_dir, location)
@@ -202,13 +221,17 @@ class _S3Store:
             f.write(data)
 
     def move(self, src: str, dst: str) -> None:
-        from concurrent.futures import ThreadPoolExecutor
+        from pyarrow import fs
 
-        fs, src_p, dst_p = self.lake.fs, self.lake.fs_path(src).rstrip("/"), self.lake.fs_path(dst).rstrip("/")
-        files = [self.lake.fs_path(f) for f in self.lake.files(src)] or [src_p]
-        with ThreadPoolExecutor(16) as pool:
-            list(pool.map(lambda f: fs.copy_file(f, dst_p + f[len(src_p):]), files))
+        fs.copy_files(self.lake.fs_path(src), self.lake.fs_path(dst), source_filesystem=self.lake.fs,
+                      destination_filesystem=self.lake.fs, use_threads=True)
         self.lake.delete(src)
+
+    def compare_and_swap(self, location: str, expected: bytes | None, new: bytes) -> bool:
+        held = self._get(location)
+        if (held[0] if held else None) != expected:
+            return False
+        return self._put(location, new, **({"IfMatch": held[1]} if held else {"IfNoneMatch": "*"})) is not None
 
     def upload(self, local_dir: str, location: str) -> None:
         from pyarrow import fs

@@ -125,9 +125,11 @@ def predict_bytes(predictor: Predictor, data: bytes, k: int = 5, crops: int = 1,
 def cached(lake_root: str, run_name: str) -> Predictor:
     """One predictor per Python worker process (Spark reuses workers across tasks); on an S3 lake
     each worker downloads the run's model once."""
+    from deeploc import commit
     from deeploc.lake import Lake
 
-    return Predictor(Lake(lake_root).download(f"models/{run_name}"))
+    lake = Lake(lake_root)
+    return Predictor(lake.download(commit.require(lake, f"models/{run_name}", "train")))
 
 
 def distances(locs: dict[str, dict[str, np.ndarray]], lat: np.ndarray, lon: np.ndarray) -> dict[str, np.ndarray]:

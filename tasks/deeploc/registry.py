@@ -68,7 +68,6 @@ class Stage:
     # whose work stays on the primary node: no core nodes needed), "gpu_instance" (the training instance).
     runs_on: str = "cluster"
     gpu_workers: bool = False                    # aws: the cluster's core nodes are GPU instances
-    sliced: bool = False                         # takes --start / --end (one upload-time slice per run)
     settings: tuple[str, ...] = field(init=False)
 
     def __post_init__(self):
@@ -79,12 +78,7 @@ class Stage:
 
     def run(self, **kwargs):
         module, func = self.runner.split(":")
-        call = lambda: getattr(importlib.import_module(module), func)(**_combined(kwargs))  # noqa: E731
-        if not self.sliced:
-            return call()
-        from deeploc.slice_io import read_again_if_replaced  # a run of the same slice may replace its input
-
-        return read_again_if_replaced(call)
+        return getattr(importlib.import_module(module), func)(**_combined(kwargs))
 
 
 def _combined(kwargs: dict) -> dict:
@@ -124,7 +118,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           writes=("parsed", "rejects/parse")),
     Stage("metadata", "parsed/ -> metadata/ (clean geotagged photos, object keys) for one upload-time slice",
           "deeploc.stages.metadata:run", (LAKE, *SLICE),
-          reads=("parsed",), writes=("metadata", "rejects/metadata"), sliced=True),
+          reads=("parsed",), writes=("metadata", "rejects/metadata")),
     Stage("availability", "metadata/ + a listing of the image bucket -> images/ for one slice",
           "deeploc.stages.availability:run", (
               LAKE, *BUCKET, *SLICE,
@@ -135,10 +129,10 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
                      int, 24_400),
               Option("listing_max_age", "hours a kept S3 listing of a prefix is reused by later slices",
                      float, 720.0)),
-          reads=("metadata",), writes=("images", "rejects/availability"), sliced=True),
+          reads=("metadata",), writes=("images", "rejects/availability")),
     Stage("faces", "images/ + image bytes -> faces/ with the face ratio, for one slice (OpenCV)",
           "deeploc.stages.faces:run", (LAKE, *BUCKET, *SLICE),
-          reads=("images",), writes=("faces", "rejects/faces"), sliced=True),
+          reads=("images",), writes=("faces", "rejects/faces")),
     Stage("partitioning", "faces/ -> partitionings/<image set>/ (S2 cells, classes, hierarchy, split)",
           "deeploc.stages.partitioning:run", (
               LAKE, IMAGE_SET, PROFILE,

@@ -21,7 +21,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlparse
 
-from deeploc import geo, images, runs
+from deeploc import commit, geo, images, runs
 from deeploc.lake import Lake
 from deeploc.predict import Predictor, predict_bytes
 
@@ -149,12 +149,11 @@ def handler(site: str, predictor: Predictor, csp: str):
 def make_server(lake: str, run: str | None = None, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
     """The site of ``site/`` and uploads predicted by ``run`` (default: the run the site shows)."""
     lake_ = Lake(lake)
-    if not lake_.exists(lake_.path("site", "site.json")):
-        raise FileNotFoundError(f"no site under {lake_.path('site')}; run deeploc publish first")
-    published = lake_.read_json("site/site.json")
+    site = lake_.download(commit.require(lake_, "site", "deeploc publish"))
+    with open(os.path.join(site, "site.json")) as f:
+        published = json.load(f)
     run = run or published["run"] or runs.resolve(lake_, None)
-    site = lake_.download("site")
-    predictor = Predictor(lake_.download(f"models/{run}"))
+    predictor = Predictor(lake_.download(commit.require(lake_, f"models/{run}", "train")))
     return ThreadingHTTPServer((host, port), handler(site, predictor, content_security_policy(published["tiles"])))
 
 

@@ -1,18 +1,21 @@
 """Reading one upload-time slice of a table, and writing a slice stage's output + rejects.
 
-A slice stage gives every row it read a ``reject_reason`` (null = keep). Those labelled rows are
-computed once into a hidden flat Parquet table that both writes then read: cheaper than Spark's
-in-memory cache and bounded in memory at any size. Output and rejects are written one file per month
-into staging, counted from what is on disk, the ledger is recorded (it fails the run if rows were lost
-or duplicated) and only then are the slice's months published (``deeploc.commit``).
+Reading plans the current snapshot's files of the slice's months (``deeploc.catalog``): a reader never
+sees a month in the middle of being replaced, and its ledger records the snapshot it read.
+
+A slice stage gives every row it read a ``reject_reason`` (null = keep). Output and rejects are written
+by Spark into data folders of the run's own, counted from the files' footers, the ledger is recorded
+(it fails the run if rows were lost or duplicated), and only then is each table committed: one
+snapshot that replaces the slice's months, carrying the ledger's counts.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 
-from deeploc import commit, ledger, registry
+from deeploc import catalog, ledger, registry
 from deeploc.lake import Lake
 from deeploc.slices import Slice
 from deeploc.tables import MONTH, REASON
@@ -24,22 +27,7 @@ log = logging.getLogger(__name__)
 # zstd's default level 3 here and faster (benchmarks/RESULTS.md, metadata).
 PARQUET_OPTIONS = {"compression": "zstd", "parquet.compression.codec.zstd.level": "1",
                    "parquet.dictionary.page.size": str(64 << 10)}
-# How long a reader waits for a month that is being replaced on S3 (see deeploc.commit) to settle.
-SETTLE_TRIES, SETTLE_WAIT_S = 6, 5.0
-# How often a slice stage starts again when another run replaced its input while it read it.
-READ_AGAIN = 3
-
-
-def read_again_if_replaced(run):
-    """Run a slice stage; when another run (of the same slice) replaced input files it had listed, start
-    it again: it is idempotent and its staging is gone already. At most ``READ_AGAIN`` times."""
-    for attempt in range(READ_AGAIN + 1):
-        try:
-            return run()
-        except Exception as exc:
-            if "java.io.FileNotFoundException" not in str(exc) or attempt == READ_AGAIN:  # how Spark says so
-                raise
-            log.warning("input files replaced by another run while this one read them; reading the slice again")
+FOLDER = "p_"   # the folder copy of a partition column: ``p_upload_month=2010-01``
 
 
 def write_parquet(df, location: str, folders: tuple[str, ...] = ()) -> None:
@@ -48,85 +36,101 @@ def write_parquet(df, location: str, folders: tuple[str, ...] = ()) -> None:
     (writer.partitionBy(*folders) if folders else writer).parquet(location)
 
 
-def read_files(spark, base: str, files: list[str]):
-    """A table read from files already listed, with ``base`` as the root of its folder columns: Spark
-    lists nothing again, and staging folders (hidden by their "_") need no glob."""
-    return spark.read.option("basePath", base).parquet(*files)
+def write_table_files(df, lake: Lake, table: str, partition_by: tuple[str, ...]) -> tuple[str, list[str]]:
+    """Write ``df`` into a new data folder of ``table``, a file per value of the ``partition_by`` columns
+    at least; return (the folder, its files). The columns stay in the files (Spark's folders are named
+    by copies): Iceberg reads a file's partition from its data."""
+    from pyspark.sql import functions as F
+
+    where = catalog.new_data_folder(lake, table)
+    write_parquet(df.select("*", *(F.col(c).alias(FOLDER + c) for c in partition_by)).repartition(*partition_by),
+                  where, tuple(FOLDER + c for c in partition_by))
+    return where, lake.files(where, ".parquet")
 
 
-def month_of_file(location: str) -> str | None:
-    for part in location.split("/"):
-        if part.startswith(MONTH + "="):
-            return part.split("=", 1)[1]
-    return None
+def arrow_schema(df):
+    """The pyarrow schema of a Spark DataFrame (what a table is created with)."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(df.schema)
 
 
-def slice_files(lake: Lake, table: str, sl: Slice) -> list[str]:
-    """The Parquet files of ``table`` in the slice's months (hidden folders skipped)."""
-    base = lake.path(table)
-    return [f for f in lake.files(base, ".parquet")
-            if not any(p[:1] in "._" for p in f[len(base):].split("/") if p) and sl.covers(month_of_file(f) or "")]
+def months(sl: Slice):
+    """The slice's months as a pyiceberg filter on ``upload_month`` (``YYYY-MM`` strings sort by time)."""
+    from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, LessThan
+
+    from deeploc.slices import month_of
+
+    bounds = [*([GreaterThanOrEqual(MONTH, month_of(sl.start))] if sl.start else []),
+              *([LessThan(MONTH, month_of(sl.end))] if sl.end else [])]
+    return And(*bounds) if len(bounds) == 2 else (bounds[0] if bounds else AlwaysTrue())
 
 
-def read_slice(spark, lake: Lake, table: str, sl: Slice, check_ledger: bool = True):
-    """(rows of slice ``sl`` of ``table``, their count from the Parquet footers). An empty frame with the
-    table's columns when the slice has none; an error naming the stage to run first when the table has
-    no rows at all. With ``check_ledger``, the count must equal what the writer's ledger for the same
-    slice says it published; a month being replaced on S3 is waited for, a mismatch that stays fails."""
-    writer = registry.writer_of(table)
-    for attempt in range(SETTLE_TRIES):
-        files = slice_files(lake, table, sl)
-        rows = ledger.footer_rows(lake, files)
-        expected = ledger.read(lake, writer, sl.name) if check_ledger else None
-        if expected is None or expected["out"] == rows:
-            break
-        if attempt == SETTLE_TRIES - 1:
-            raise RuntimeError(f"{table} holds {rows} rows for slice {sl.name} but the {writer} ledger says "
-                               f"{expected['out']}: a run of {writer} for {sl.name} is replacing it or was "
-                               "interrupted; rerun it")
-        time.sleep(SETTLE_WAIT_S)
-    if files:
-        return read_files(spark, lake.path(table), files), rows
-    anything = next(iter(f for f in lake.files(lake.path(table), ".parquet") if month_of_file(f)), None)
-    if anything is None:
-        raise FileNotFoundError(f"no {table} table under {lake.path(table)}; run {writer} first")
-    schema = read_files(spark, lake.path(table), [anything]).schema
-    return spark.createDataFrame([], schema), 0
+def read_files(spark, files: list[str], schema):
+    """A DataFrame of these Parquet files (no partition folders inferred), or an empty one of ``schema``
+    (pyarrow) when there are none."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return spark.read.parquet(*files) if files else spark.createDataFrame([], from_arrow_schema(schema))
+
+
+def read_slice(spark, lake: Lake, table: str, sl: Slice):
+    """(rows of slice ``sl`` of ``table``, their count, the snapshot read): the files of the current
+    snapshot. An error naming the stage to run first when the table was never written."""
+    found = catalog.plan(lake, table, months(sl))
+    if found.arrow_schema is None:
+        raise FileNotFoundError(f"no {table} table in the catalog of {lake.root}; run {registry.writer_of(table)} first")
+    return read_files(spark, found.files, found.arrow_schema), found.rows, found.snapshot_id
 
 
 def write_slice(lake: Lake, stage: str, labelled, rows_in: int, table: str, columns: list[str],
-                reject_columns: list[str], sl: Slice, materialize: bool = True, **extra) -> dict:
-    """Persist ``labelled`` (with ``reject_reason`` and ``upload_month``) as slice ``sl`` of ``table`` and
-    ``rejects/<stage>``; return the ledger. ``materialize``: label once into an intermediate table (for
-    costly labels such as face detection); without it each table's write labels again."""
+                reject_columns: list[str], sl: Slice, read_snapshot: int | None, materialize: bool = True,
+                **extra) -> dict:
+    """Commit ``labelled`` (with ``reject_reason`` and ``upload_month``) as slice ``sl`` of ``table`` and
+    ``rejects/<stage>``; return the ledger. ``materialize``: label once into a scratch table (for costly
+    labels such as face detection); without it each table's write labels again."""
     from pyspark.sql import functions as F
 
-    spark = labelled.sparkSession
-    flat, t0 = commit.new_staging(lake, table), time.monotonic()
-    out_dir, rej_dir = commit.new_staging(lake, table), commit.new_staging(lake, f"rejects/{stage}")
+    spark, t0 = labelled.sparkSession, time.monotonic()
+    scratch = lake.path("_scratch", f"{stage}-{uuid.uuid4().hex[:12]}")
+    written: list[str] = []
     try:
         if materialize:
-            write_parquet(labelled, flat)
+            write_parquet(labelled, scratch)
         t1 = time.monotonic()
-        rows = read_files(spark, flat, lake.files(flat, ".parquet")) if materialize else labelled
-        for cols, keep, where in ((columns, F.col(REASON).isNull(), out_dir),
-                                  ([*reject_columns, REASON], F.col(REASON).isNotNull(), rej_dir)):
-            write_parquet(rows.filter(keep).select(*cols, MONTH).repartition(MONTH), where, (MONTH,))
-        lake.delete(flat)
+        rows = spark.read.parquet(scratch) if materialize else labelled
+        frames = {table: rows.filter(F.col(REASON).isNull()).select(*columns, MONTH),
+                  f"rejects/{stage}": rows.filter(F.col(REASON).isNotNull()).select(*reject_columns, REASON, MONTH)}
+        files = {}
+        for name, frame in frames.items():
+            folder, files[name] = write_table_files(frame, lake, name, (MONTH,))
+            written.append(folder)
         log.info("%s [%s]: labelled in %.1f s, tables written in %.1f s", stage, sl.name, t1 - t0,
                  time.monotonic() - t1)
+        outside = sorted({m for fs in files.values() for m in map(month_of_file, fs) if not sl.covers(m)})
+        if outside:
+            raise RuntimeError(f"{stage}: rows outside the slice {sl.name}: {outside[:5]}")
         # Counted from what is on disk: the footers, and the one reason column of the rejects.
-        out_files, rej_files = (lake.files(d, ".parquet") for d in (out_dir, rej_dir))
-        rows_out, rejected = ledger.footer_rows(lake, out_files), ledger.footer_rows(lake, rej_files)
-        by_reason = {r[REASON]: r["n"] for r in read_files(spark, rej_dir, rej_files).groupBy(REASON)
-                     .agg(F.count("*").alias("n")).collect()} if rejected else {}
+        rej_files = files[f"rejects/{stage}"]
+        rows_out, rejected = ledger.footer_rows(lake, files[table]), ledger.footer_rows(lake, rej_files)
+        by_reason = {r[REASON]: r["n"] for r in spark.read.parquet(*rej_files).groupBy(REASON)
+                     .agg(F.count("*").alias("n")).collect()} if rej_files else {}
         if sum(by_reason.values()) != rejected:
             raise ledger.LedgerError(f"{stage} [{sl.name}]: the rejects' reasons and footers disagree")
-        entry = ledger.record(lake, stage, sl.name, rows_in, rows_out, by_reason, **extra)
+        entry = ledger.record(lake, stage, sl.name, rows_in, rows_out, by_reason, read_snapshot=read_snapshot, **extra)
     except BaseException:
-        for d in (flat, out_dir, rej_dir):
-            lake.delete(d)
+        for folder in written:
+            lake.delete(folder)
         raise
-    commit.publish_months(lake, table, out_dir, sl)
-    commit.publish_months(lake, f"rejects/{stage}", rej_dir, sl)
+    finally:
+        lake.delete(scratch)
+    counts = {k: entry[k] for k in ("in", "out", "rejected", "rejects")}
+    for name, frame in frames.items():
+        catalog.commit(lake, name, files[name], months(sl), (MONTH,), arrow_schema(frame),
+                       {"stage": stage, "scope": sl.name, **counts})
     return entry
+
+
+def month_of_file(location: str) -> str:
+    """The month of a file written by ``write_table_files``, from its folder name."""
+    return next(p.split("=", 1)[1] for p in location.split("/") if p.startswith(f"{FOLDER}{MONTH}="))

@@ -24,8 +24,11 @@ def session(app: str = "deeploc"):
 
     # Folder columns (upload_month=2010-01, source=<hex id>) stay strings: inference could read an id
     # of digits as a number.
+    # Timestamps as microseconds since the epoch, UTC: the type Iceberg tables hold (Spark's default,
+    # INT96, is not one).
     builder = (SparkSession.builder.appName(app).config("spark.sql.session.timeZone", "UTC")
-               .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false"))
+               .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
+               .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS"))
     # Under spark-submit (an EMR step) the launcher chose the master and the resources: keep them.
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
         master = os.environ.get("DEEPLOC_SPARK_MASTER", "local[2]")

@@ -141,7 +141,7 @@ def run(lake: str, bucket: Bucket, start: str | None = None, end: str | None = N
         raise ValueError(f"check must be one of {CHECKS}, got {check!r}")
     spark = session("deeploc-availability")
     lake, sl = Lake(lake), Slice.of(start, end)
-    meta, rows_in = read_slice(spark, lake, "metadata", sl)
+    meta, rows_in, snapshot = read_slice(spark, lake, "metadata", sl)
     prefixes = [r[0] for r in meta.select(F.substring("hash", 1, 3)).distinct().collect()]
     if check == "auto":
         check = choose_check(bucket, rows_in, len(prefixes), objects_per_prefix)
@@ -157,7 +157,7 @@ def run(lake: str, bucket: Bucket, start: str | None = None, end: str | None = N
     objects = objects.cache()
     try:
         return write_slice(lake, "availability", transform(meta, objects, min_bytes), rows_in, "images", IMAGES,
-                           IMAGES_REJECTS, sl, bucket=bucket.location, check=check, prefixes=len(prefixes),
+                           IMAGES_REJECTS, sl, snapshot, bucket=bucket.location, check=check, prefixes=len(prefixes),
                            min_bytes=min_bytes, prefixes_listed_now=listed_now if check == "list" else 0)
     finally:
         objects.unpersist()

@@ -18,7 +18,9 @@ import os
 import numpy as np
 import pandas as pd
 
-from deeploc import commit, geo, runs, world
+from pyiceberg.expressions import EqualTo
+
+from deeploc import catalog, commit, geo, ledger, runs, world
 from deeploc.lake import Lake
 from deeploc.predict import HIERARCHY
 
@@ -114,28 +116,27 @@ def run(lake: str, run: str | None = None) -> dict:
     """Accuracy of a run's predictions; publish ``metrics/<run>/``."""
     lake = Lake(lake)
     run_name = runs.resolve(lake, run)
-    pred_dir = lake.path("predictions", run_name)
-    if not lake.exists(pred_dir):
-        raise FileNotFoundError(f"evaluate: no predictions under {pred_dir}; run infer first")
-    summary = lake.read_json(f"models/{run_name}/summary.json")
+    model = commit.require(lake, f"models/{run_name}", "train")
+    summary = json.loads(lake.read_bytes(f"{model}/summary.json"))
     order = summary["order"]
     outputs = [*order, HIERARCHY]
     columns = ["latitude", "longitude", *(f"{o}_{c}" for o in outputs for c in ("lat", "lon", "km"))]
-    pred = lake.read_parquet(pred_dir, columns=columns)
+    pred, snapshot = catalog.read(lake, "predictions", columns, EqualTo("run", run_name), writer="infer")
+    photo_set = ledger.read(lake, "infer", run_name)
+    if photo_set is None or (pred.empty and photo_set["out"]):
+        raise FileNotFoundError(f"evaluate: no predictions of run {run_name} in {lake.root}; run infer first")
     pred = pred[pred["latitude"].notna()]  # photos of unknown location were predicted, but cannot be scored
-    photo_set = lake.read_json(f"predictions/{run_name}/_set.json") if lake.exists(lake.path(
-        "predictions", run_name, "_set.json")) else {}
-    cells = lake.read_parquet(lake.path("models", run_name, "cells.parquet"))
+    cells = lake.read_parquet(f"{model}/cells.parquet")
     fine = cells[cells["partitioning"] == order[-1]]
     top = fine.loc[fine["count"].idxmax()] if len(fine) else None
     prior = None if top is None else (float(top["mean_lat"]), float(top["mean_lon"]))
     true_country, true_continent = world.locate(pred["latitude"], pred["longitude"])
     table = accuracy_table(pred, outputs, prior, true_country, true_continent)
     continents = by_continent(pred, HIERARCHY, true_continent)
-    train = lake.read_parquet(lake.path("partitionings", summary["image_set"], "photos.parquet"),
-                              columns=["latitude", "longitude", "split"])
+    parts = commit.require(lake, f"partitionings/{summary['image_set']}", "the partitioning stage")
+    train = lake.read_parquet(f"{parts}/photos.parquet", columns=["latitude", "longitude", "split"])
     metrics = {"run": run_name, "image_set": summary["image_set"], "images": int(len(pred)),
-               "photos": photo_set.get("photos"), "split": photo_set.get("split"),
+               "photos": photo_set.get("photos"), "split": photo_set.get("split"), "predictions_snapshot": snapshot,
                "split_rule": summary.get("split_rule"), "crops": photo_set.get("crops", 1),
                "truth_outside_countries": int(sum(c is None for c in true_country)),
                "table": table.replace({np.nan: None}).to_dict(orient="records"),

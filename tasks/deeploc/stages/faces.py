@@ -54,8 +54,8 @@ def run(lake: str, bucket: Bucket, start: str | None = None, end: str | None = N
     spark = session("deeploc-faces")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "256")
     lake, sl = Lake(lake), Slice.of(start, end)
-    imgs, rows_in = read_slice(spark, lake, "images", sl)
+    imgs, rows_in, snapshot = read_slice(spark, lake, "images", sl)
     # Spread the decoding over every core even when the slice is a single small file.
     imgs = imgs.repartition(max(2, spark.sparkContext.defaultParallelism * 2))
     log.info("faces: %d usable images in slice %s", rows_in, sl.name)
-    return write_slice(lake, "faces", transform(imgs, bucket), rows_in, "faces", FACES, FACES_REJECTS, sl)
+    return write_slice(lake, "faces", transform(imgs, bucket), rows_in, "faces", FACES, FACES_REJECTS, sl, snapshot)

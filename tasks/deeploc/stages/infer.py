@@ -1,4 +1,4 @@
-"""Infer stage: a trained run + photos -> ``predictions/<run>/`` + rejects.
+"""Infer stage: a trained run + photos -> the ``predictions`` table (the run's partition) + rejects.
 
 Which photos: a split of the run's image set (``--split test``), or any set (``--photos``): a Parquet
 table with ``object_key`` or ``photo_id`` (and, when known, ``latitude`` / ``longitude``), or a text
@@ -14,12 +14,12 @@ the truth (null when the truth is unknown).
 
 from __future__ import annotations
 
-import json
 import logging
+import uuid
 
 import numpy as np
 
-from deeploc import commit, images, ledger, runs
+from deeploc import catalog, commit, images, ledger, runs
 from deeploc.bucket import Bucket
 from deeploc.lake import Lake
 from deeploc.predict import CROPS, HIERARCHY, cached, distances
@@ -108,6 +108,7 @@ def photo_set(spark, lake: Lake, photos: str):
     """(DataFrame of ``KEEP`` columns + reject_reason, description) for ``--photos``."""
     from pyspark.sql import functions as F
 
+    from deeploc.slice_io import read_files
     from deeploc.uris import filesystem
 
     if photos.endswith(".parquet") or _is_folder(photos):
@@ -123,8 +124,9 @@ def photo_set(spark, lake: Lake, photos: str):
     if key not in given.columns:
         raise ValueError(f"{photos}: needs a photo_id or an object_key column")
     known = given.select(key, *[c for c in ("latitude", "longitude") if c in given.columns and key != "photo_id"])
-    if commit.months_in(lake, lake.path("faces")):  # location and attribution of known photos
-        faces = spark.read.parquet(lake.path("faces")).select(*KEEP)
+    faces = catalog.plan(lake, "faces")
+    if faces.files:  # location and attribution of known photos
+        faces = read_files(spark, faces.files, faces.arrow_schema).select(*KEEP)
         joined = known.join(faces.drop(*[c for c in ("latitude", "longitude") if c in known.columns]), key, "left")
     else:
         joined = known
@@ -147,23 +149,26 @@ def _is_folder(location: str) -> bool:
 
 def run(lake: str, bucket: Bucket, run: str | None = None, split: str = "test", photos: str | None = None,
         top_k: int = 5, crops: int = 1) -> dict:
-    """Predict a split of the run's image set, or ``photos``; publish ``predictions/<run>/``; return the ledger."""
+    """Predict a split of the run's image set, or ``photos``; commit the run's predictions; return the ledger."""
+    from pyiceberg.expressions import EqualTo
     from pyspark.sql import functions as F
 
+    from deeploc.slice_io import arrow_schema, write_table_files
     from deeploc.spark import session
 
     if crops not in CROPS:
         raise ValueError(f"crops must be one of {CROPS}, got {crops}")
     lake_ = Lake(lake)
     run = runs.resolve(lake_, run)
-    summary = lake_.read_json(f"models/{run}/summary.json")  # the driver reads the run's summary, not its model
+    summary = commit.read_json(lake_, f"models/{run}", "summary.json", "train")  # the summary, never the model
     outputs = [*summary["order"], HIERARCHY]
     spark = session("deeploc-infer")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "128")
     if photos:
         todo, source = photo_set(spark, lake_, photos)
     else:
-        todo = (spark.read.parquet(lake_.path("partitionings", summary["image_set"], "photos.parquet"))
+        parts = commit.require(lake_, f"partitionings/{summary['image_set']}", "the partitioning stage")
+        todo = (spark.read.parquet(f"{parts}/photos.parquet")
                 .filter(F.col("split") == split).select(*KEEP, F.lit(None).cast("string").alias(REASON)))
         source = f"the {split} split of {summary['image_set']} (split by {summary['split_rule']['by']})"
     rows_in = todo.count()
@@ -173,29 +178,31 @@ def run(lake: str, bucket: Bucket, run: str | None = None, split: str = "test", 
     work = todo.filter(F.col(REASON).isNull()).drop(REASON).repartition(max(2, spark.sparkContext.defaultParallelism))
     root = lake_.root
     labelled = work.mapInPandas(lambda it: _predict(it, root, run, bucket, top_k, crops, threads), schema(outputs))
-    staged_out, staged_rej = commit.new_staging(lake_, "predictions"), commit.new_staging(lake_, "rejects/infer")
-    flat = commit.new_staging(lake_, "predictions")
+    flat, folders = lake_.path("_scratch", f"infer-{uuid.uuid4().hex[:12]}"), []
     try:
         labelled.write.parquet(flat)  # predicted once; both tables come from here
         done = spark.read.parquet(flat)
-        done.filter(F.col(REASON).isNull()).drop(REASON, "detail").write.parquet(staged_out)
-        (done.filter(F.col(REASON).isNotNull()).select("photo_id", "object_key", REASON, "detail")
-         .unionByName(unknown.select("photo_id", "object_key", REASON, F.lit(None).cast("string").alias("detail")))
-         .write.parquet(staged_rej))
-        rejected = spark.read.parquet(staged_rej)
-        rejects = {r[REASON]: r["count"] for r in rejected.groupBy(REASON).count().collect()}
-        rows_out = ledger.footer_rows(lake_, lake_.files(staged_out, ".parquet"))
-        entry = ledger.record(lake_, "infer", run, rows_in, rows_out, rejects, photos=source, crops=crops,
+        frames = {"predictions": done.filter(F.col(REASON).isNull()).drop(REASON, "detail"),
+                  "rejects/infer": done.filter(F.col(REASON).isNotNull()).select("photo_id", "object_key", REASON, "detail")
+                  .unionByName(unknown.select("photo_id", "object_key", REASON, F.lit(None).cast("string").alias("detail")))}
+        frames = {k: v.withColumn("run", F.lit(run)) for k, v in frames.items()}
+        files = {}
+        for table, frame in frames.items():
+            folder, files[table] = write_table_files(frame, lake_, table, ("run",))
+            folders.append(folder)
+        rejected = spark.read.parquet(*files["rejects/infer"]) if files["rejects/infer"] else None
+        rejects = {r[REASON]: r["count"] for r in rejected.groupBy(REASON).count().collect()} if rejected else {}
+        entry = ledger.record(lake_, "infer", run, rows_in, ledger.footer_rows(lake_, files["predictions"]), rejects,
+                              photos=source, split=None if photos else split, crops=crops,
                               split_rule=summary["split_rule"])
-        lake_.write_bytes(f"{staged_out}/_set.json", json.dumps({
-            "photos": source, "split": None if photos else split, "split_rule": summary["split_rule"],
-            "crops": crops}).encode())
     except BaseException:
-        for d in (staged_out, staged_rej):
-            lake_.delete(d)
+        for folder in folders:
+            lake_.delete(folder)
         raise
     finally:
         lake_.delete(flat)
-    commit.publish(lake_, f"predictions/{run}", [(staged_out, lake_.path("predictions", run))])
-    commit.publish(lake_, f"rejects/infer/{run}", [(staged_rej, lake_.path("rejects", "infer", run))])
+    for table, frame in frames.items():
+        catalog.commit(lake_, table, files[table], EqualTo("run", run), ("run",), arrow_schema(frame),
+                       {"stage": "infer", "scope": run, **{k: entry[k] for k in ("in", "out", "rejected", "rejects")},
+                        "photos": source, "crops": crops})
     return entry

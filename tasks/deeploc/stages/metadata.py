@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 
-from deeploc import yfcc
+from deeploc import commit, yfcc
 from deeploc.lake import Lake
-from deeploc.slice_io import read_files, read_slice, write_slice
+from deeploc.slice_io import read_slice, write_slice
 from deeploc.slices import Slice
 from deeploc.tables import METADATA, METADATA_REJECTS, MONTH, REASON
 
 log = logging.getLogger(__name__)
-DUPLICATES = "parsed/_duplicates"
+DUPLICATES = "duplicates"   # written by the parse step: the repeated photo ids and their first occurrence
 
 
 def object_key(hash_col):
@@ -58,12 +58,10 @@ def run(lake: str, start: str | None = None, end: str | None = None) -> dict:
 
     spark = session("deeploc-metadata")
     lake_, sl = Lake(lake), Slice.of(start, end)
-    parsed, rows_in = read_slice(spark, lake_, "parsed", sl, check_ledger=False)
-    if not lake_.exists(lake_.path(DUPLICATES)):
-        raise FileNotFoundError(f"no {DUPLICATES} under {lake_.root}; run parse first")
-    duplicates = read_files(spark, lake_.path(DUPLICATES), lake_.files(lake_.path(DUPLICATES), ".parquet"))
+    parsed, rows_in, snapshot = read_slice(spark, lake_, "parsed", sl)
+    duplicates = spark.read.parquet(*lake_.files(commit.require(lake_, DUPLICATES, "parse"), ".parquet"))
     log.info("metadata: slice %s, %d parsed rows", sl.name, rows_in)
     # No intermediate table: the rules are cheap to apply twice (once per written table).
     return write_slice(lake_, "metadata", transform(parsed.drop("source"), duplicates).select(
         *METADATA, *[c for c in METADATA_REJECTS if c not in METADATA], REASON, MONTH),
-        rows_in, "metadata", METADATA, METADATA_REJECTS, sl, materialize=False)
+        rows_in, "metadata", METADATA, METADATA_REJECTS, sl, snapshot, materialize=False)

@@ -1,17 +1,17 @@
-"""Parse step: raw YFCC100M metadata files -> ``parsed/`` (typed rows by upload month) + rejects.
+"""Parse step: raw YFCC100M metadata files -> ``parsed`` (typed rows by upload month) + rejects.
 
 Every input file is read once. A file already parsed (same path, size and modification time) is
 skipped; a changed one is parsed again and replaces its own rows. The slice stages then read only
-their months of ``parsed/`` and never the raw files. Lines that cannot be parsed are rejected here
+their months of ``parsed`` and never the raw files. Lines that cannot be parsed are rejected here
 (``bad_field_count``, ``bad_photo_id``, ``bad_upload_time``); every other row is kept under its upload
 month, however early or late (the ledger counts those outside YFCC100M's 2004-2014).
 
-On the lake::
+In the lake:
 
-    parsed/source=<id>/upload_month=YYYY-MM/   one folder per input file (id: a hash of its path)
-    parsed/_sources/<id>.json                   the file it came from: size, modification time, layout, counts
-    parsed/_duplicates/                         photo ids seen more than once, with their first occurrence
-    rejects/parse/source=<id>/                  unparseable lines: the raw line and a reason
+    parsed                   Iceberg table, partitioned by source (the input file's id) and upload_month
+    rejects_parse            Iceberg table of unparseable lines (the raw line and a reason), by source
+    _parse/sources/<id>.json the file a source id came from: size, modification time, layout, counts
+    duplicates/              photo ids seen more than once, with their first occurrence (a folder output)
     _ledgers/parse/<id>.json, input.json        per file, and over the whole current input
 
 Files parsed earlier but no longer among the inputs keep their rows (a parse of one new file must not
@@ -22,9 +22,9 @@ One parse runs per lake at a time (a lake lock): the runs of a backfill that sta
 the first, then find nothing left to do. Duplicates are decided over the whole table, once per change:
 the first occurrence of an id (by file path, then position in the file) keeps it.
 
-The rows are parsed and written in one pass (no intermediate table): unparseable lines are written
-under a ``rejected`` month folder beside the good months and moved to ``rejects/parse/`` before
-publishing, so the parsed files carry an all-null ``raw`` column and the rejects all-null typed ones.
+The rows are parsed and written in one pass: unparseable lines land in a folder of their own (no
+upload month) that moves to the rejects table's data before the two commits, so the parsed files carry
+an all-null ``raw`` column and the rejects all-null typed ones.
 """
 
 from __future__ import annotations
@@ -35,16 +35,19 @@ import logging
 import time
 from collections import Counter
 
-from deeploc import commit, ledger, yfcc
+from pyiceberg.expressions import In
+
+from deeploc import catalog, commit, ledger, yfcc
 from deeploc.lake import Lake
 from deeploc.line_source import InputFile, head, list_inputs, read_counts, read_lines
-from deeploc.slice_io import month_of_file, read_files, write_parquet
+from deeploc.slice_io import FOLDER, arrow_schema, month_of_file, write_parquet
 from deeploc.tables import MONTH, PARSED, REASON
 
 log = logging.getLogger(__name__)
 
-TABLE, REJECTS, DUPLICATES = "parsed", "rejects/parse", "parsed/_duplicates"
-REJECTED = "rejected"          # the month folder of unparseable lines until they move to rejects/parse
+TABLE, REJECTS, DUPLICATES, SOURCES = "parsed", "rejects/parse", "duplicates", "_parse/sources"
+PARTITIONS = ("source", MONTH)
+REJECTED = "__HIVE_DEFAULT_PARTITION__"   # Spark's folder for the null month of unparseable lines
 SPAN = ("2004-01", "2015-01")  # YFCC100M's upload years [first month, end month)
 LOCK_WAIT_S = 6 * 3600         # a waiting parse outlasts a full parse on a cluster
 # Upload times a timestamp holds with a 4-digit year: 0001-01-01 to 9999-12-31.
@@ -121,7 +124,7 @@ def transform(lines, layout: int, sources: dict[str, str] | None = None):
     return labelled.select(
         *(F.when(ok, F.col(c)).alias(c) if c in typed else F.col(c) for c in PARSED),
         F.when(~ok, F.col("raw")).alias("raw"), REASON,
-        F.when(ok, F.date_format("upload_time", "yyyy-MM")).otherwise(F.lit(REJECTED)).alias(MONTH),
+        F.when(ok, F.date_format("upload_time", "yyyy-MM")).alias(MONTH),
         (F.element_at(F.create_map(*(F.lit(x) for kv in sources.items() for x in kv)), F.col("source_file")) if sources
          else F.substring(F.sha1("source_file"), 1, 16)).alias("source"))
 
@@ -131,62 +134,73 @@ def _changed(manifest: dict | None, file: InputFile) -> bool:
 
 
 def _parse(spark, lake: Lake, files: list[InputFile], layout: int | None, chunk_bytes: int) -> None:
-    """Parse ``files`` in one Spark job, then check and publish each file's rows and rejects."""
+    """Parse ``files`` in one Spark job, check each file's counts, then commit both tables once."""
     from pyspark.sql import functions as F
 
     layouts = {f.path: detect_layout(f.path, layout) for f in files}
-    staged, counts, rejects_staged = (commit.new_staging(lake, t) for t in (TABLE, TABLE, REJECTS))
+    ids = {f.path: source_id(f.path) for f in files}
+    data, rejects = catalog.new_data_folder(lake, TABLE), catalog.new_data_folder(lake, REJECTS)
+    counts = lake.path("_scratch", f"parse-counts-{data.rsplit('/', 1)[-1]}")
     try:
-        ids = {f.path: source_id(f.path) for f in files}
         frames = [transform(read_lines(spark, [p for p, n in layouts.items() if n == want], chunk_bytes, counts), want, ids)
                   for want in sorted(set(layouts.values()))]
         df = frames[0]
         for more in frames[1:]:
             df = df.unionByName(more)
         t0 = time.monotonic()
-        write_parquet(df, staged, ("source", MONTH))
+        write_parquet(df.select("*", *(F.col(c).alias(FOLDER + c) for c in PARTITIONS)), data,
+                      tuple(FOLDER + c for c in PARTITIONS))
         t1 = time.monotonic()
         lines = read_counts(counts)
-        reject_files = [f for f in lake.files(staged, ".parquet") if month_of_file(f) == REJECTED]
+        for sid in ids.values():  # unparseable lines: to the rejects table's own data folder
+            found = f"{data}/{FOLDER}source={sid}/{FOLDER}{MONTH}={REJECTED}"
+            if lake.exists(found):
+                lake.move(found, f"{rejects}/{FOLDER}source={sid}")
+        good, bad = lake.files(data, ".parquet"), lake.files(rejects, ".parquet")
         reasons = Counter()
-        if reject_files:
-            for r in read_files(spark, staged, reject_files).groupBy("source", REASON).count().collect():
+        if bad:
+            for r in spark.read.parquet(*bad).groupBy("source", REASON).count().collect():
                 reasons[(r["source"], r[REASON])] = r["count"]
+        entries, rows = {}, ledger.file_rows(lake, good)
         for file in files:
-            sid = source_id(file.path)
-            unit, rejected_unit = f"{staged}/source={sid}", f"{rejects_staged}/source={sid}"
-            month_files = [f for f in lake.files(unit, ".parquet") if month_of_file(f) != REJECTED]
-            entry = ledger.record(lake, "parse", sid, lines.get(file.path, 0), ledger.footer_rows(lake, month_files),
-                                  {r: n for (s, r), n in reasons.items() if s == sid},
-                                  path=file.path, layout=layouts[file.path])
-            months = _rows_by_month(lake, month_files)
-            if lake.exists(f"{unit}/{MONTH}={REJECTED}"):
-                lake.move(f"{unit}/{MONTH}={REJECTED}", rejected_unit)
-            commit.publish(lake, TABLE, [(unit if month_files else None, lake.path(TABLE, f"source={sid}"))])
-            commit.publish(lake, REJECTS, [(rejected_unit if lake.exists(rejected_unit) else None,
-                                            lake.path(REJECTS, f"source={sid}"))])
-            lake.write_json(f"{TABLE}/_sources/{sid}.json", {
-                "path": file.path, "size": file.size, "mtime": file.mtime, "layout": layouts[file.path],
-                "in": entry["in"], "out": entry["out"], "rejects": entry["rejects"],
-                "months": months})
-            log.info("parse: %s -> %d rows, %d rejected", file.path, entry["out"], entry["rejected"])
-        log.info("parse: parsed and written in %.1f s, checked and published in %.1f s", t1 - t0, time.monotonic() - t1)
+            sid = ids[file.path]
+            months = _rows_by_month({f: n for f, n in rows.items() if f"/{FOLDER}source={sid}/" in f})
+            entries[sid] = ledger.record(lake, "parse", sid, lines.get(file.path, 0), sum(months.values()),
+                                         {r: n for (s, r), n in reasons.items() if s == sid},
+                                         path=file.path, layout=layouts[file.path], months=months)
+        schema = arrow_schema(df)
+    except BaseException:
+        for folder in (data, rejects):
+            lake.delete(folder)
+        raise
     finally:
-        for d in (staged, counts, rejects_staged):
-            lake.delete(d)
+        lake.delete(counts)
+    changed = In("source", sorted(ids.values()))
+    summary = {"stage": "parse", "scope": "input", "files": sorted(ids), "in": sum(e["in"] for e in entries.values()),
+               "out": sum(e["out"] for e in entries.values()), "rejected": sum(e["rejected"] for e in entries.values())}
+    catalog.commit(lake, TABLE, good, changed, PARTITIONS, schema, summary)
+    catalog.commit(lake, REJECTS, bad, changed, ("source",), schema, summary)
+    for file in files:  # last: a file whose manifest is missing is parsed again
+        entry = entries[ids[file.path]]
+        lake.write_json(f"{SOURCES}/{ids[file.path]}.json", {
+            "path": file.path, "size": file.size, "mtime": file.mtime, "layout": layouts[file.path],
+            "in": entry["in"], "out": entry["out"], "rejects": entry["rejects"], "months": entry["months"]})
+        log.info("parse: %s -> %d rows, %d rejected", file.path, entry["out"], entry["rejected"])
+    log.info("parse: parsed and written in %.1f s, checked and committed in %.1f s", t1 - t0, time.monotonic() - t1)
 
 
-def _rows_by_month(lake: Lake, files: list[str]) -> dict[str, int]:
+def _rows_by_month(rows: dict[str, int]) -> dict[str, int]:
+    """Rows per upload month, from the rows of each written file."""
     out: Counter = Counter()
-    for f in files:
-        out[month_of_file(f)] += ledger.footer_rows(lake, [f])
+    for f, n in rows.items():
+        out[month_of_file(f)] += n
     return dict(sorted(out.items()))
 
 
 def _manifests(lake: Lake) -> dict[str, dict]:
     """Source id -> manifest of every file the parsed table holds."""
-    names = [n for n in lake.listdir(lake.path(TABLE, "_sources")) if n.endswith(".json")]
-    return {n[:-5]: lake.read_json(f"{TABLE}/_sources/{n}") for n in names}
+    names = [n for n in lake.listdir(lake.path(SOURCES)) if n.endswith(".json")]
+    return {n[:-5]: lake.read_json(f"{SOURCES}/{n}") for n in names}
 
 
 def _basis(lake: Lake) -> list[list]:
@@ -195,24 +209,29 @@ def _basis(lake: Lake) -> list[list]:
 
 
 def _prune(lake: Lake, gone: dict[str, dict]) -> None:
-    """Remove the rows, rejects, ledger and manifest of files no longer among the inputs."""
+    """Remove the rows, rejects, ledgers and manifests of files no longer among the inputs."""
+    which = In("source", sorted(gone))
+    for table, partitions in ((TABLE, PARTITIONS), (REJECTS, ("source",))):
+        if catalog.load(lake, table) is not None:
+            catalog.commit(lake, table, [], which, partitions, None, {"stage": "parse", "scope": "prune",
+                                                                      "files": sorted(gone)})
     for sid, manifest in sorted(gone.items()):
-        commit.publish(lake, TABLE, [(None, lake.path(TABLE, f"source={sid}"))])
-        commit.publish(lake, REJECTS, [(None, lake.path(REJECTS, f"source={sid}"))])
         lake.delete(lake.path(ledger.location("parse", sid)))
-        lake.delete(lake.path(TABLE, "_sources", f"{sid}.json"))  # last: a failed prune is redone
+        lake.delete(lake.path(SOURCES, f"{sid}.json"))  # last: a failed prune is redone
         log.info("parse: pruned %s (%d rows)", manifest["path"], manifest["out"])
 
 
 def find_duplicates(spark, lake: Lake, basis: list[list]) -> int:
-    """Write ``parsed/_duplicates`` (photo_id, first_file, first_position) for every id that occurs more
-    than once in the whole parsed table, with the ``basis`` it was computed on; return how many ids repeat."""
+    """Publish ``duplicates`` (photo_id, first_file, first_position) for every id that occurs more than
+    once in the whole parsed table, with the ``basis`` it was computed on; return how many ids repeat."""
     from pyspark.sql import functions as F
 
-    files = [f for f in lake.files(lake.path(TABLE), ".parquet") if "/_" not in f[len(lake.root):]]
-    staged = commit.new_staging(lake, TABLE)
+    from deeploc.slice_io import read_files
+
+    table = catalog.plan(lake, TABLE)
+    version = commit.new_version(lake, DUPLICATES)
     try:
-        rows = read_files(spark, lake.path(TABLE), files)
+        rows = read_files(spark, table.files, table.arrow_schema)
         # The ids alone first (one narrow column: real inputs repeat few or none), then the first
         # occurrence of just those.
         ids = rows.groupBy("photo_id").count().filter("count > 1").select("photo_id")
@@ -221,13 +240,13 @@ def find_duplicates(spark, lake: Lake, basis: list[list]) -> int:
                     .groupBy("photo_id").agg(first.alias("first"))
                     .select("photo_id", F.col("first.source_file").alias("first_file"),
                             F.col("first.position").alias("first_position")))
-        write_parquet(repeated.coalesce(1), staged)
-        lake.write_bytes(f"{staged}/basis.json", json.dumps(basis).encode())
-        n = ledger.footer_rows(lake, lake.files(staged, ".parquet"))
-        commit.publish(lake, DUPLICATES, [(staged, lake.path(DUPLICATES))])
+        write_parquet(repeated.coalesce(1), version)
+        lake.write_bytes(f"{version}/basis.json", json.dumps({"basis": basis, "snapshot": table.snapshot_id}).encode())
+        n = ledger.footer_rows(lake, lake.files(version, ".parquet"))
     except BaseException:
-        lake.delete(staged)
+        lake.delete(version)
         raise
+    commit.make_current(lake, DUPLICATES, version)
     return n
 
 
@@ -235,7 +254,7 @@ def _input_ledger(lake: Lake, files: list[InputFile], parsed_now: int, duplicate
                   earlier: dict[str, dict]) -> dict:
     """One ledger over the whole current input, from the files' manifests; ``earlier``: the manifests of
     files still in the table but not among the inputs."""
-    manifests = [lake.read_json(f"{TABLE}/_sources/{source_id(f.path)}.json") for f in files]
+    manifests = [lake.read_json(f"{SOURCES}/{source_id(f.path)}.json") for f in files]
     rejects: Counter = Counter()
     months: Counter = Counter()
     for m in manifests:
@@ -262,7 +281,7 @@ def run(input: list[str], lake: str, layout: int | None = None, chunk_mb: int = 
     with lake_.lock("parse", LOCK_WAIT_S):
         todo = []
         for file in files:
-            known = f"{TABLE}/_sources/{source_id(file.path)}.json"
+            known = f"{SOURCES}/{source_id(file.path)}.json"
             if _changed(lake_.read_json(known) if lake_.exists(lake_.path(known)) else None, file):
                 todo.append(file)
         current = {source_id(f.path) for f in files}
@@ -275,8 +294,8 @@ def run(input: list[str], lake: str, layout: int | None = None, chunk_mb: int = 
         if todo:
             _parse(session("deeploc-parse"), lake_, todo, layout, chunk_mb << 20)
         basis, duplicates = _basis(lake_), None
-        done = f"{DUPLICATES}/basis.json"
-        if not lake_.exists(lake_.path(done)) or lake_.read_json(done) != basis:  # the table changed since
+        done = commit.current(lake_, DUPLICATES)
+        if done is None or json.loads(lake_.read_bytes(f"{done}/basis.json"))["basis"] != basis:  # the table changed
             t0 = time.monotonic()
             duplicates = find_duplicates(session("deeploc-parse"), lake_, basis)
             log.info("parse: %d repeated photo ids found in %.1f s", duplicates, time.monotonic() - t0)

@@ -19,7 +19,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from deeploc import commit, partitioning, profiles, s2, splits
+from deeploc import catalog, commit, partitioning, profiles, s2, splits
 from deeploc.lake import Lake
 from deeploc.tables import IMAGE_SETS, REMOVAL_THRESHOLD, removal_filter
 
@@ -29,15 +29,9 @@ COLUMNS = ["photo_id", "object_key", "latitude", "longitude", "face_ratio", "tit
            "license_url", "user_nsid", "user_nickname"]
 
 
-def read_faces(lake: Lake) -> pd.DataFrame:
-    """The columns the model half needs, from every month of ``faces/`` (hidden folders skipped)."""
-    if not commit.months_in(lake, lake.path("faces")):
-        raise FileNotFoundError(f"partitioning: no faces table under {lake.path('faces')}; run the ingestion DAG first")
-    table = lake.arrow_dataset(lake.path("faces"), format="parquet", partitioning="hive")
-    missing = sorted(set(COLUMNS) - set(table.schema.names))
-    if missing:
-        raise ValueError(f"the faces table has no {missing}: it was written by an older version; rerun the ingestion DAG")
-    return table.to_table(columns=COLUMNS).to_pandas()
+def read_faces(lake: Lake) -> tuple[pd.DataFrame, int]:
+    """The columns the model half needs from the current snapshot of ``faces``, and that snapshot's id."""
+    return catalog.read(lake, "faces", COLUMNS, writer="the ingestion DAG")
 
 
 def choose(df: pd.DataFrame, image_set: str, threshold: float) -> pd.DataFrame:
@@ -72,7 +66,7 @@ def run(lake: str, image_set: str = "full", profile: str = "demo", partitionings
     lake = Lake(lake)
     spec = partitionings or profiles.get(profile).partitionings
     specs = partitioning.Spec.parse(spec)
-    faces = read_faces(lake)
+    faces, snapshot = read_faces(lake)
     chosen = choose(faces, image_set, face_threshold)
     df = chosen[splits.sample(chosen["photo_id"], max_images, seed)].reset_index(drop=True)
     df["split"] = splits.split(df, split_by, test_fraction, val_fraction)
@@ -81,6 +75,7 @@ def run(lake: str, image_set: str = "full", profile: str = "demo", partitionings
     leaf = s2.leaf_ids(lat, lon)
 
     tables, report = {}, {"image_set": image_set, "profile": profile, "spec": spec, "face_threshold": face_threshold,
+                          "faces_snapshot": snapshot,
                           "images": len(df), "removed_by_faces": len(faces) - len(chosen),
                           "left_out_by_sample": len(chosen) - len(df), "max_images": max_images, "seed": seed,
                           "split_rule": {"by": split_by, "test_fraction": test_fraction, "val_fraction": val_fraction},
@@ -116,5 +111,5 @@ def run(lake: str, image_set: str = "full", profile: str = "demo", partitionings
         with open(os.path.join(tmp, "report.md"), "w") as f:
             f.write(report_markdown(report))
     log.info("partitioning [%s]: %d images (%s) -> %s", image_set, len(df), report["split"],
-             lake.path("partitionings", image_set))
+             commit.current(lake, f"partitionings/{image_set}"))
     return report

@@ -20,7 +20,9 @@ from urllib.parse import unquote_plus
 
 import pandas as pd
 
-from deeploc import assets, cell_shapes, commit, images, runs
+from pyiceberg.expressions import EqualTo
+
+from deeploc import assets, catalog, cell_shapes, commit, images, runs
 from deeploc.bucket import Bucket
 from deeploc.lake import Lake
 from deeploc.predict import HIERARCHY
@@ -81,9 +83,9 @@ def points(pred: pd.DataFrame, outputs: list[str]) -> list[dict]:
     return out
 
 
-def cells(lake: Lake, run: str, order: list[str]) -> dict:
-    """Per partitioning, per class: [token, mean lat, mean lon, outline]."""
-    table = lake.read_parquet(lake.path("models", run, "cells.parquet"))
+def cells(lake: Lake, model: str, order: list[str]) -> dict:
+    """Per partitioning, per class of the model (its location): [token, mean lat, mean lon, outline]."""
+    table = lake.read_parquet(f"{model}/cells.parquet")
     return {p: [[t, round(float(la), 4), round(float(lo), 4), cell_shapes.outline(t)]
                 for t, la, lo in table[table["partitioning"] == p].sort_values("class")[["token", "mean_lat", "mean_lon"]]
                 .itertuples(index=False)] for p in order}
@@ -104,10 +106,12 @@ def run(lake: str, bucket: Bucket, run: str | None = None, pool: int = 1000, til
     """Build the web map of a run's predictions; publish ``site/``."""
     lake = Lake(lake)
     run_name = runs.resolve(lake, run)
-    summary = lake.read_json(f"models/{run_name}/summary.json")
-    metrics = lake.read_json(f"metrics/{run_name}/metrics.json")
+    model = commit.require(lake, f"models/{run_name}", "train")
+    summary = json.loads(lake.read_bytes(f"{model}/summary.json"))
+    measured = commit.require(lake, f"metrics/{run_name}", "evaluate")
+    metrics = json.loads(lake.read_bytes(f"{measured}/metrics.json"))
     outputs = [*summary["order"], HIERARCHY]
-    pred = lake.read_parquet(lake.path("predictions", run_name))
+    pred, _ = catalog.read(lake, "predictions", where=EqualTo("run", run_name), writer="infer")
     pred = pred[pred["latitude"].notna()]
     sample = pred.sample(n=min(pool, len(pred)), random_state=seed).sort_values("photo_id")
     pts = points(sample, outputs)
@@ -122,12 +126,12 @@ def run(lake: str, bucket: Bucket, run: str | None = None, pool: int = 1000, til
         os.makedirs(os.path.join(out, "figures"))
         for name in metrics.get("figures", []):
             with open(os.path.join(out, "figures", name), "wb") as f:
-                f.write(lake.read_bytes(lake.path("metrics", run_name, name)))
+                f.write(lake.read_bytes(f"{measured}/{name}"))
         copy_assets(out)
         data = {"run": run_name, "image_set": summary["image_set"], "photos": metrics.get("photos"),
                 "split_rule": summary.get("split_rule"), "outputs": outputs, "default_output": HIERARCHY,
                 "order": summary["order"], "metrics": metrics["table"], "by_continent": metrics.get("by_continent", []),
-                "figures": [f"figures/{n}" for n in metrics.get("figures", [])], "cells": cells(lake, run_name, summary["order"]),
+                "figures": [f"figures/{n}" for n in metrics.get("figures", [])], "cells": cells(lake, model, summary["order"]),
                 "pool": pts, "shown": SHOWN, "seed": seed, "predicted_total": int(len(pred)), "tiles": http_url(tiles),
                 "train": {k: summary[k] for k in ("train_images", "val_images", "best_epoch")}}
         # Read as package resources, so the site builds from the installed wheel on EMR too.
@@ -140,6 +144,6 @@ def run(lake: str, bucket: Bucket, run: str | None = None, pool: int = 1000, til
                 f.write((template / name).read_bytes())
         with open(os.path.join(out, "site.json"), "w") as f:  # what deeploc serve needs to know (its CSP)
             json.dump({"run": run_name, "tiles": http_url(tiles)}, f)
-    index = lake.path("site", "index.html")
+    index = f"{commit.current(lake, 'site')}/index.html"
     log.info("publish [%s]: %d photos in the pool (%d shown at a time) -> %s", run_name, len(pts), SHOWN, index)
     return {"site": index, "points": len(pts), "images": shown}

@@ -3,9 +3,9 @@ common input of every training transform (shorter side resized to 1.5x the netwo
 square) and written as GZIP-compressed TFRecord shards: training then reads large files in sequence
 instead of decoding millions of small objects every epoch.
 
-On the lake, ``shards/<image set>/``: ``<split>/part-*.tfrecord.gz`` and ``index.json`` (the files, their
-record counts, the side, the partitionings); ``rejects/shards/<image set>/`` holds the photos that could
-not be read, with the reason. Each record: ``image`` (raw uint8 pixels, side x side x 3: exactly what
+On the lake, ``shards/<image set>/`` (a folder output, ``deeploc.commit``): ``<split>/part-*.tfrecord.gz``
+and ``index.json`` (the files, their record counts, the side, the partitionings); the table
+``rejects_shards`` holds the photos that could not be read, with the reason, by image set. Each record: ``image`` (raw uint8 pixels, side x side x 3: exactly what
 ``images.resize_square`` gives after the shared reader, no second lossy encoding), ``photo_id`` and ``class_<partitioning>``.
 """
 
@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import uuid
 
-from deeploc import commit, images, ledger, profiles
+from deeploc import catalog, commit, images, ledger, profiles
 from deeploc.bucket import Bucket
 from deeploc.lake import Lake
 from deeploc.tables import REASON
@@ -81,15 +81,15 @@ def run(lake: str, bucket: Bucket, image_set: str = "full", profile: str = "demo
     from pyspark.sql import functions as F
     from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-    from deeploc.slice_io import write_parquet
+    from pyiceberg.expressions import EqualTo
+
+    from deeploc.slice_io import arrow_schema, write_table_files
     from deeploc.spark import session
 
     lake_ = Lake(lake)
-    photos_file = lake_.path("partitionings", image_set, "photos.parquet")
-    if not lake_.exists(photos_file):
-        raise FileNotFoundError(f"shards: no partitionings under {lake_.path('partitionings', image_set)}; "
-                                "run the partitioning stage first")
-    report = lake_.read_json(f"partitionings/{image_set}/report.json")
+    parts = commit.require(lake_, f"partitionings/{image_set}", "the partitioning stage")
+    photos_file = f"{parts}/photos.parquet"
+    report = json.loads(lake_.read_bytes(f"{parts}/report.json"))
     outputs, side = report["order"], images.eval_side(profiles.get(profile).input_size)
     spark = session("deeploc-shards")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "128")
@@ -98,7 +98,7 @@ def run(lake: str, bucket: Bucket, image_set: str = "full", profile: str = "demo
     rows_in = photos.count()
     per_shard = max(1, TARGET_SHARD_BYTES // (side * side * 3))
     tasks = max(spark.sparkContext.defaultParallelism, -(-rows_in // per_shard))
-    staged, rej = commit.new_staging(lake_, "shards"), commit.new_staging(lake_, "rejects/shards")
+    staged, rej = commit.new_version(lake_, f"shards/{image_set}"), None
     schema = StructType([StructField("photo_id", LongType()), StructField("object_key", StringType()),
                          StructField("split", StringType()), StructField("shard", StringType()),
                          StructField(REASON, StringType()), StructField("detail", StringType())])
@@ -109,7 +109,9 @@ def run(lake: str, bucket: Bucket, image_set: str = "full", profile: str = "demo
         fates = (photos.repartition(tasks, "photo_id")
                  .mapInPandas(lambda it: _write_shards(it, root, staged, bucket, side, outputs), schema).cache())
         counts = fates.filter(F.col("shard").isNotNull()).groupBy("split", "shard").count().collect()
-        write_parquet(fates.filter(F.col(REASON).isNotNull()).select("photo_id", "object_key", REASON, "detail"), rej)
+        rejected = fates.filter(F.col(REASON).isNotNull()).select("photo_id", "object_key", REASON, "detail",
+                                                                  F.lit(image_set).alias("image_set"))
+        rej, rej_files = write_table_files(rejected, lake_, "rejects/shards", ("image_set",))
         rejects = {r[REASON]: r["count"] for r in fates.filter(F.col(REASON).isNotNull()).groupBy(REASON).count().collect()}
         fates.unpersist()
         index = {"image_set": image_set, "profile": profile, "side": side, "input_size": profiles.get(profile).input_size,
@@ -119,9 +121,12 @@ def run(lake: str, bucket: Bucket, image_set: str = "full", profile: str = "demo
         lake_.write_bytes(f"{staged}/index.json", json.dumps(index, indent=2).encode())
         entry = ledger.record(lake_, "shards", image_set, rows_in, sum(r["count"] for r in counts), rejects, side=side)
     except BaseException:
-        lake_.delete(staged)
-        lake_.delete(rej)
+        for folder in (staged, rej):
+            if folder:
+                lake_.delete(folder)
         raise
-    commit.publish(lake_, f"shards/{image_set}", [(staged, lake_.path("shards", image_set))])
-    commit.publish(lake_, f"rejects/shards/{image_set}", [(rej, lake_.path("rejects", "shards", image_set))])
+    catalog.commit(lake_, "rejects/shards", rej_files, EqualTo("image_set", image_set), ("image_set",),
+                   arrow_schema(rejected), {"stage": "shards", "scope": image_set,
+                                            **{k: entry[k] for k in ("in", "out", "rejected", "rejects")}})
+    commit.make_current(lake_, f"shards/{image_set}", staged)
     return entry

@@ -32,10 +32,7 @@ INPUTS = ("shards", "images")
 def _partitionings(lake: Lake, image_set: str, profile: str, any_partitionings: bool) -> tuple[str, dict]:
     """A local folder with the image set's partitionings, and their report; refused when they were built
     for another profile (unless ``any_partitionings``)."""
-    if not lake.exists(lake.path("partitionings", image_set, "photos.parquet")):
-        raise FileNotFoundError(f"train: no partitionings under {lake.path('partitionings', image_set)}; "
-                                "run the partitioning stage first")
-    folder = lake.download(f"partitionings/{image_set}")
+    folder = lake.download(commit.require(lake, f"partitionings/{image_set}", "the partitioning stage"))
     with open(os.path.join(folder, "report.json")) as f:
         report = json.load(f)
     if report.get("profile") != profile and not any_partitionings:
@@ -47,13 +44,10 @@ def _partitionings(lake: Lake, image_set: str, profile: str, any_partitionings: 
 
 def _shard_files(lake: Lake, image_set: str, side: int, order: list[str], local: str) -> dict[str, list[str]]:
     """The shards of each split as local files (downloaded once from an S3 lake), checked against the run."""
-    rel = f"shards/{image_set}"
-    if not lake.exists(lake.path(rel, "index.json")):
-        raise FileNotFoundError(f"train: no shards under {lake.path(rel)}; run deeploc shards first "
-                                "(or --input images for a tiny set)")
-    index = lake.read_json(f"{rel}/index.json")
+    rel = commit.require(lake, f"shards/{image_set}", "deeploc shards (or train with --input images for a tiny set)")
+    index = json.loads(lake.read_bytes(f"{rel}/index.json"))
     if index["side"] != side or index["partitionings"] != order:
-        raise ValueError(f"train: the shards under {lake.path(rel)} are for side {index['side']} and partitionings "
+        raise ValueError(f"train: the shards under {rel} are for side {index['side']} and partitionings "
                          f"{index['partitionings']}, not {side} and {order}; run deeploc shards again")
     folder = lake.download(rel, local if lake.remote else None)
     return {s: [os.path.join(folder, e["file"]) for e in index["splits"][s]] for s in ("train", "val")}
@@ -142,7 +136,7 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
     runs.mark_latest(lake_, run, image_set)
     log.info("train: best epoch %d, val loss %.3f, fine val acc %.3f vs %.3f for the class prior -> %s",
              summary["best_epoch"], summary["best_val_loss"], summary["val_acc_fine_best"] or float("nan"),
-             summary["val_acc_fine_prior"] or float("nan"), lake_.path("models", run))
+             summary["val_acc_fine_prior"] or float("nan"), commit.current(lake_, f"models/{run}"))
     return summary
 
 
