@@ -34,18 +34,18 @@ def months(lake_root: str, table: str, start: str, end: str, files: str = "1") -
 
     lake, sl = Lake(lake_root), Slice.of(start, end)
     folder, written = catalog.new_data_folder(lake, table), []
+    schema = pa.schema([("row", pa.string()), ("upload_month", pa.string())])
     year = int(start[:4])
     for m in range(1, 13):
         month = f"{year}-{m:02d}"
         rows = rows_of(month)
         for part in range(int(files)):
+            mine = rows[part::int(files)]
             buf = io.BytesIO()
-            pq.write_table(pa.table({"row": rows[part::int(files)], "upload_month": [month] * len(rows[part::int(files)])}),
-                           buf)
+            pq.write_table(pa.table({"row": mine, "upload_month": [month] * len(mine)}, schema=schema), buf)
             written.append(f"{folder}/upload_month={month}/part-{part}.parquet")
             lake.write_bytes(written[-1], buf.getvalue())
     print("committing", flush=True)
-    schema = pa.schema([("row", pa.string()), ("upload_month", pa.string())])
     done = catalog.commit(lake, table, written, month_filter(sl), ("upload_month",), schema, {"scope": sl.name})
     return {"slice": sl.name, **done}
 
@@ -74,5 +74,8 @@ def stages(lake: str, bucket: str, metadata: str, start: str, end: str) -> dict:
 
 
 if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)  # the commits' own account (retries) on stderr
     mode, *args = sys.argv[1:]
     print(json.dumps({"months": months, "stages": stages, "watch": watch}[mode](*args)))

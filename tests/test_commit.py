@@ -174,14 +174,21 @@ def test_a_writer_killed_in_its_commit(tmp_path):
     """SIGKILL at several moments of a commit (reading footers, writing manifests and metadata): the
     table still reads its previous snapshot, and the next run of the slice is green and exact."""
     lake = str(tmp_path)
-    _wait([_spawn("months", lake, "t", "2010-01-01", "2011-01-01")])
-    for delay in (0.0, 0.15, 0.3, 0.5, 0.8):
+
+    def commit_then(kill_after: float | None) -> float:
         proc = _spawn("months", lake, "t", "2010-01-01", "2011-01-01", "20")
         assert proc.stdout.readline().strip() == "committing"
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-        assert _by_month(lake) == _expected(2010), delay  # old or new snapshot: the same rows, whole
+        t0 = time.monotonic()
+        if kill_after is not None:
+            time.sleep(kill_after)
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=120)
+        return time.monotonic() - t0
+
+    took = commit_then(None)  # a whole commit, timed: the kills below fall across it
+    for share in (0.05, 0.25, 0.5, 0.75, 0.9, 0.97):
+        commit_then(share * took)
+        assert _by_month(lake) == _expected(2010), share  # old or new snapshot: the same rows, whole
     _wait([_spawn("months", lake, "t", "2010-01-01", "2011-01-01")])
     assert _by_month(lake) == _expected(2010)
 

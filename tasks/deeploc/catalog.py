@@ -183,7 +183,7 @@ def commit(lake: Lake, table: str, files: list[str], replace, partition_by: tupl
     from pyiceberg.io.pyarrow import parquet_file_to_data_file
 
     tbl = load(lake, table) or _create(lake, table, schema, partition_by)
-    props = {PREFIX + k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in (summary or {}).items()}
+    props = {PREFIX + k: json.dumps(v, sort_keys=True) for k, v in (summary or {}).items()}  # typed, for history
     new = None
     for attempt in range(COMMIT_TRIES):
         tbl.refresh()
@@ -274,7 +274,8 @@ def maintain(lake: Lake, table: str, now: datetime | None = None) -> dict:
 
 
 def _referenced(tbl) -> set[str]:
-    """Every file a retained snapshot needs: metadata files, manifest lists, manifests, data files."""
+    """Every file a retained snapshot needs: metadata files, manifest lists, manifests, and the data files
+    live in some retained snapshot (a manifest also lists the files its snapshot deleted: not needed)."""
     io = tbl.io
     out = {tbl.metadata_location, *(e.metadata_file for e in tbl.metadata.metadata_log)}
     manifests = {}  # snapshots share most of their manifests: read each once
@@ -283,7 +284,7 @@ def _referenced(tbl) -> set[str]:
         manifests.update((m.manifest_path, m) for m in snap.manifests(io))
     for path, manifest in manifests.items():
         out.add(path)
-        out.update(e.data_file.file_path for e in manifest.fetch_manifest_entry(io, discard_deleted=False))
+        out.update(e.data_file.file_path for e in manifest.fetch_manifest_entry(io, discard_deleted=True))
     return {p[len("file://"):] if p.startswith("file://") else p for p in out}
 
 
@@ -312,17 +313,10 @@ def history(lake: Lake, table: str) -> list[dict]:
     out = []
     for snap in sorted(tbl.metadata.snapshots, key=lambda s: s.timestamp_ms):
         s = snap.summary.additional_properties
-        ours = {k[len(PREFIX):]: _maybe_json(v) for k, v in s.items() if k.startswith(PREFIX)}
+        ours = {k[len(PREFIX):]: json.loads(v) for k, v in s.items() if k.startswith(PREFIX)}
         out.append({"snapshot_id": snap.snapshot_id, "current": current is not None and snap.snapshot_id == current.snapshot_id,
                     "committed_at": datetime.fromtimestamp(snap.timestamp_ms / 1000, timezone.utc).isoformat(),
                     "operation": str(snap.summary.operation.value), "rows": int(s.get("total-records", 0)),
                     "added_rows": int(s.get("added-records", 0)), "removed_rows": int(s.get("deleted-records", 0)),
                     **ours})
     return out
-
-
-def _maybe_json(text: str):
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text

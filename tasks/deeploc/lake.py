@@ -242,6 +242,7 @@ class _S3Store:
         from pyarrow import fs
 
         dest = dest or tempfile.mkdtemp(prefix="deeploc-")
+        os.makedirs(dest, exist_ok=True)
         fs.copy_files(self.lake.fs_path(location), dest, source_filesystem=self.lake.fs, use_threads=True)
         return dest
 
