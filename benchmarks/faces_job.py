@@ -31,9 +31,10 @@ def main() -> None:
     ap.add_argument("--mode", choices=("bare", "stage"), required=True)
     ap.add_argument("--repeats", type=int, default=3, help="timed stage runs after the warm-up")
     a = ap.parse_args()
-    import pandas as pd
+    from deeploc import catalog
+    from deeploc.lake import Lake
 
-    keys = pd.read_parquet(f"{a.lake}/images")["object_key"].tolist()
+    keys = catalog.read(Lake(a.lake), "images", ["object_key"])[0]["object_key"].tolist()
     if a.mode == "bare":
         print(json.dumps({"images": len(keys), "per_second": bare_loop(a.bucket, keys)}))
         return

@@ -22,12 +22,12 @@ BATCH = 128  # the infer stage's Arrow batch
 
 
 def make(d: str, n: int) -> None:
-    import keras
     import pandas as pd
     from PIL import Image
 
-    from deeploc import model, yfcc
+    from deeploc import commit, yfcc
     from deeploc.demo.render import encode_jpeg, render_scene
+    from deeploc.lake import Lake
 
     rng = np.random.default_rng(2)
     rows = []
@@ -45,17 +45,26 @@ def make(d: str, n: int) -> None:
                                      "count": rng.integers(1, 100, k), "mean_lat": rng.uniform(-60, 70, k),
                                      "mean_lon": rng.uniform(-180, 180, k)}) for p, k in sizes.items()])
     for name, (backbone, size) in RUNS.items():
-        out = os.path.join(d, "lake", "models", name)
-        os.makedirs(out, exist_ok=True)
-        keras.utils.set_random_seed(0)
-        model.build(backbone, size, sizes).save(os.path.join(out, "model.keras"))
-        cells.to_parquet(os.path.join(out, "cells.parquet"))
-        pd.DataFrame({"fine": np.arange(400), "coarse": rng.integers(0, 60, 400)}).to_parquet(
-            os.path.join(out, "hierarchy.parquet"))
-        with open(os.path.join(out, "summary.json"), "w") as f:
-            json.dump({"order": order, "profile": {"input_size": size, "backbone": backbone}, "image_set": "full",
-                       "split_rule": {"by": "photo"}}, f)
+        with commit.building(Lake(os.path.join(d, "lake")), f"models/{name}") as out:
+            _save_run(out, backbone, size, sizes, cells, order, rng)
     open(os.path.join(d, "ready"), "w").close()
+
+
+def _save_run(out: str, backbone: str, size: int, sizes: dict, cells, order: list[str], rng) -> None:
+    """A run's folder: an untrained model of the backbone, its cells, hierarchy and summary."""
+    import keras
+    import pandas as pd
+
+    from deeploc import model
+
+    keras.utils.set_random_seed(0)
+    model.build(backbone, size, sizes).save(os.path.join(out, "model.keras"))
+    cells.to_parquet(os.path.join(out, "cells.parquet"))
+    pd.DataFrame({"fine": np.arange(400), "coarse": rng.integers(0, 60, 400)}).to_parquet(
+        os.path.join(out, "hierarchy.parquet"))
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump({"order": order, "profile": {"input_size": size, "backbone": backbone}, "image_set": "full",
+                   "split_rule": {"by": "photo"}}, f)
 
 
 def stage(d: str, run: str, master: str) -> dict:
@@ -84,7 +93,10 @@ def bare(d: str, run: str) -> dict:
     from deeploc.predict import Predictor
 
     tf.config.threading.set_intra_op_parallelism_threads(2)
-    pred = Predictor(os.path.join(d, "lake", "models", run))
+    from deeploc import commit
+    from deeploc.lake import Lake
+
+    pred = Predictor(commit.current(Lake(os.path.join(d, "lake")), f"models/{run}"))
     bucket, side = Bucket(os.path.join(d, "bucket")), images.eval_side(pred.input_size)
     keys = pd.read_parquet(os.path.join(d, "photos.parquet"))["object_key"]
     batch = np.stack([pred.prepare(images.read_rgb(bucket, k, min_side=side))[0] for k in keys])

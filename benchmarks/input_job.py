@@ -21,9 +21,10 @@ def make(out: str, n: int, seed: int = 5) -> None:
     import pandas as pd
     from PIL import Image
 
-    from deeploc import yfcc
+    from deeploc import commit, yfcc
     from deeploc.bucket import Bucket
     from deeploc.demo.render import encode_jpeg, render_scene
+    from deeploc.lake import Lake
     from deeploc.stages import shards
 
     rng = np.random.default_rng(seed)
@@ -36,24 +37,25 @@ def make(out: str, n: int, seed: int = 5) -> None:
         with open(path, "wb") as f:
             f.write(encode_jpeg(np.asarray(Image.fromarray(render_scene(lat[i], lon[i], rng, 512)).resize((640, 480))), 88))
         keys.append(key)
-    part = os.path.join(out, "lake", "partitionings", "full")
-    os.makedirs(part, exist_ok=True)
     split = np.where(np.arange(n) % 5 == 0, "val", "train")
-    pd.DataFrame({"photo_id": np.arange(n), "object_key": keys, "split": split,
-                  "class_coarse": rng.integers(0, 50, n), "class_fine": rng.integers(0, 400, n)}).to_parquet(
-        os.path.join(part, "photos.parquet"))
-    with open(os.path.join(part, "report.json"), "w") as f:
-        json.dump({"order": ["coarse", "fine"], "profile": "yfcc", "spec": "-", "split_rule": {"by": "photo"}}, f)
+    with commit.building(Lake(os.path.join(out, "lake")), "partitionings/full") as part:
+        pd.DataFrame({"photo_id": np.arange(n), "object_key": keys, "split": split,
+                      "class_coarse": rng.integers(0, 50, n), "class_fine": rng.integers(0, 400, n)}).to_parquet(
+            os.path.join(part, "photos.parquet"))
+        with open(os.path.join(part, "report.json"), "w") as f:
+            json.dump({"order": ["coarse", "fine"], "profile": "yfcc", "spec": "-", "split_rule": {"by": "photo"}}, f)
     shards.run(os.path.join(out, "lake"), Bucket(os.path.join(out, "bucket")), profile="yfcc")
 
 
 def measure(kind: str, d: str) -> dict:
     import pandas as pd
 
-    from deeploc import images, training_data
+    from deeploc import commit, images, training_data
     from deeploc.bucket import Bucket
+    from deeploc.lake import Lake
 
-    photos = pd.read_parquet(os.path.join(d, "lake", "partitionings", "full", "photos.parquet"))
+    lake = Lake(os.path.join(d, "lake"))
+    photos = pd.read_parquet(os.path.join(commit.current(lake, "partitionings/full"), "photos.parquet"))
     train = photos[photos["split"] == "train"]
     bucket, side = Bucket(os.path.join(d, "bucket")), images.eval_side(INPUT)
     if kind == "bare":
@@ -69,8 +71,9 @@ def measure(kind: str, d: str) -> dict:
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     if kind == "shards":
-        index = json.load(open(os.path.join(d, "lake", "shards", "full", "index.json")))
-        files = [os.path.join(d, "lake", "shards", "full", e["file"]) for e in index["splits"]["train"]]
+        shard_dir = commit.current(lake, "shards/full")
+        index = json.load(open(os.path.join(shard_dir, "index.json")))
+        files = [os.path.join(shard_dir, e["file"]) for e in index["splits"]["train"]]
         ds = training_data.from_shards(files, ["coarse", "fine"], side, INPUT, 64, True, 1)
     else:
         ds = training_data.from_images(train, ["coarse", "fine"], bucket, INPUT, 64, True, 1)
