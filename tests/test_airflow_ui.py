@@ -14,7 +14,7 @@ import urllib.request
 from datetime import datetime, timezone
 
 import pytest
-from conftest import REPO
+from conftest import REPO, current
 from playwright.sync_api import expect
 
 from airflow_services import free_port
@@ -176,7 +176,8 @@ def test_a_year_a_backfill_and_a_model_run_from_the_forms(ui, browser):
         time.sleep(5)
     assert _runs(url, MODEL)[run_id]["state"] == "success"
     _green_in_the_run_list(page, url, MODEL, [run_id])
-    summary = json.loads(next((home / "lake" / "models").glob("manual__*/summary.json")).read_text())
+    made = next(p.name for p in (home / "lake" / "models").iterdir() if p.name.startswith("manual__"))
+    summary = json.loads((current(home / "lake", f"models/{made}") / "summary.json").read_text())
     assert summary["profile"]["name"] == "demo"
 
     # The evaluate and publish tasks link to what they made, served by the UI's own server.
@@ -194,7 +195,7 @@ def test_a_year_a_backfill_and_a_model_run_from_the_forms(ui, browser):
 
 def test_the_results_app_serves_nothing_else(ui):
     url, home = ui
-    site = home / "lake" / "site"
+    site = current(home / "lake", "site")  # what /deeploc/lake/site/ serves
     (site / ".hidden").write_text("no")
     os.symlink(home / "lake" / "_ledgers", site / "escape")
     try:
