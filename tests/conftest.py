@@ -158,9 +158,10 @@ def demo_run(tmp_path_factory):
     return home, env, res
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's headless Chromium, driven by Playwright."""
+    """Debian's headless Chromium, driven by Playwright (per module: Playwright's sync API keeps an event
+    loop running while it is open, which asyncio.run in later modules must not meet)."""
     if CHROMIUM is None:
         pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium package)")
     from playwright.sync_api import sync_playwright
