@@ -81,6 +81,15 @@ def _pick(page, dialog, field, day: str):
     expect(field).to_contain_text(f"{d}, {y} 00:00")
 
 
+def _submit(page, dialog, button: str) -> None:
+    """Press the dialog's button; it closes when the run or backfill was accepted (else: what it said)."""
+    dialog.get_by_role("button", name=button).click()
+    try:
+        expect(page.locator("[role=dialog][data-state=open]")).to_have_count(0, timeout=20_000)
+    except AssertionError:
+        raise AssertionError(f"the dialog stayed open: {dialog.inner_text()[:1500]}") from None
+
+
 def _runs(url: str, dag: str) -> dict:
     return {r["dag_run_id"]: r for r in _get(f"{url}/api/v2/dags/{dag}/dagRuns?limit=100")["dag_runs"]}
 
@@ -135,8 +144,7 @@ def test_a_year_a_backfill_and_a_model_run_from_the_forms(ui, browser):
     start, end = dialog.get_by_test_id("datetime-input").nth(1), dialog.get_by_test_id("datetime-input").nth(2)
     _pick(page, dialog, start, "2010/01/01")
     _pick(page, dialog, end, "2011/01/01")
-    dialog.get_by_role("button", name="Trigger").click()
-    expect(page.locator("[role=dialog][data-state=open]")).to_have_count(0)
+    _submit(page, dialog, "Trigger")
 
     # Two more years from the Backfill form; the demo ran them already, so: reprocess all runs.
     dialog = _dialog(page, url, INGESTION)
@@ -147,8 +155,7 @@ def test_a_year_a_backfill_and_a_model_run_from_the_forms(ui, browser):
     dialog.locator("[data-part=item-text]", has_text="All Runs").click()
     expect(dialog.get_by_text("2 runs will be triggered")).to_be_visible()
     page.screenshot(path=os.path.join(SHOTS, "backfill-form.png"))
-    dialog.get_by_role("button", name="Run Backfill").click()
-    expect(page.locator("[role=dialog][data-state=open]")).to_have_count(0)
+    _submit(page, dialog, "Run Backfill")
 
     runs = _wait_green(url, INGESTION, since, ["2008-01-01", "2009-01-01", "2010-01-01"], 12)
     assert sorted((r["data_interval_start"][:10], r["data_interval_end"][:10], r["state"]) for r in runs.values()) == [
@@ -165,8 +172,7 @@ def test_a_year_a_backfill_and_a_model_run_from_the_forms(ui, browser):
     # The model DAG with the form's defaults: the deployment's profile (demo), every image.
     before = set(_runs(url, MODEL))
     dialog = _dialog(page, url, MODEL)
-    dialog.get_by_role("button", name="Trigger").click()
-    expect(page.locator("[role=dialog][data-state=open]")).to_have_count(0)
+    _submit(page, dialog, "Trigger")
     deadline = time.monotonic() + 60
     while not set(_runs(url, MODEL)) - before and time.monotonic() < deadline:
         time.sleep(2)

@@ -75,9 +75,10 @@ def stage_links(argv: list[str]) -> dict[str, str]:
     args = parser().parse_args(argv)
     name, output, file = OUTPUTS[argv[0]]
     output = output.format(run=args.run)
-    if args.lake.startswith("s3://"):
-        return {name: s3_console(f"{commit.require(Lake(args.lake), output, argv[0])}/{file}")}
-    return {name: f"{URL_PREFIX}/lake/{quote(output)}/{quote(file)}"}
+    if not args.lake.startswith("s3://"):
+        return {name: f"{URL_PREFIX}/lake/{quote(output)}/{quote(file)}"}
+    version = commit.current(Lake(args.lake), output)
+    return {name: s3_console(f"{version}/{file}")} if version else {}  # none when the stage made nothing
 
 
 # -- the results app (runs inside the API server) --------------------------------------------------------
