@@ -60,4 +60,8 @@ def run_and_record(result_uri: str, argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_and_record(sys.argv[1], sys.argv[2:]))
+    # Run as the imported module, not as __main__: the stages catch deeploc.step.Interrupted, which
+    # would otherwise be a second class of the same name.
+    from deeploc import step
+
+    sys.exit(step.run_and_record(sys.argv[1], sys.argv[2:]))
