@@ -287,6 +287,26 @@ def bench_commit(a) -> None:
     record("commit: making a slice current on S3, Iceberg commit against the copy-based publish", lines)
 
 
+def bench_plan(a) -> None:
+    r = child("plan_job", "--lake", os.path.join(OUT, f"plan-lake-{a.rows}"), "--bucket", os.path.join(OUT, "plan-photos"),
+              "--rows", str(a.rows))
+    lines = [f"- a faces table of {r['rows']:,} photos spread like Flickr's (GeoNames, population-weighted; made in "
+             f"{r['lake_s']:.0f} s), images cut from real photographs (scikit-image's), default aws settings, "
+             "prices and rates of deeploc.prices; the account is not asked (local target: quotas are the documented "
+             "defaults)"]
+    for name, got in r["plans"].items():
+        p = got["plan"]
+        raw = 3 * p["shards"]["side"] ** 2
+        failed = [c["name"] for c in p["checks"] if not c["ok"]]
+        lines += [f"- **{name}**: planned in {got['seconds']:.1f} s; {p['data']['photos']:,} photos, classes "
+                  + ", ".join(f"{x['name']} {x['classes']:,}" for x in p["partitionings"])
+                  + f"; a shard record {p['shards']['per_photo'] / 1e3:.0f} KB = {p['shards']['per_photo'] / raw:.2f}x its "
+                  f"raw pixels ({p['shards']['side']} px square); training disk {p['training']['disk_needed_gb']:,.0f} GB; "
+                  f"${p['cost']['on_demand']:,.0f} on demand; failed checks: {', '.join(failed) or 'none'}",
+                  "", "```", got["text"], "```", ""]
+    record("plan: the yfcc and mp16 profiles at the reference scale, and yfcc's taus on every photo", lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="name", required=True)
@@ -309,8 +329,10 @@ def main() -> None:
     p.add_argument("--images", type=int, default=3000)
     p = sub.add_parser("infer", help="inference images/s at local[1] and local[2], against model.predict alone")
     p.add_argument("--images", type=int, default=1200)
+    p = sub.add_parser("plan", help="issue 21: the yfcc and mp16 plans of a faces table at the reference scale")
+    p.add_argument("--rows", type=int, default=5_900_000, help="photos in faces (8:2 of them train+val: ~4.7M)")
     a = ap.parse_args()
-    {"partition": bench_partition, "metadata": bench_metadata, "commit": bench_commit, "availability": bench_availability,
+    {"plan": bench_plan, "partition": bench_partition, "metadata": bench_metadata, "commit": bench_commit, "availability": bench_availability,
      "faces": bench_faces, "input": bench_input, "infer": bench_infer}[a.name](a)
 
 

@@ -30,6 +30,7 @@ STAGES = {
 # the partitioning runs on a primary node alone, the shards over core nodes, inference over GPU nodes.
 CLUSTERS = {"prep": ["partitioning"], "shards": ["shards"], "serve": ["infer", "evaluate", "publish"]}
 STEP_LIMIT, TRAIN_LIMIT = timedelta(hours=STEP_CEILING_H), timedelta(hours=TRAIN_CEILING_H)
+TRAIN_RETRIES = 3
 DOC = """
 ### Model: partitionings, training, inference, evaluation, the web map
 
@@ -65,8 +66,10 @@ with DAG(
     doc_md=DOC,
 ) as dag:
     # local lane: each stage in the task's own process
+    # Training resumes from its checkpoints: a lost (spot) instance costs a try, so it gets three.
     local = [LocalStage(task_id=stage, stage=stage, options=options,
-                        execution_timeout=TRAIN_LIMIT if stage == "train" else STEP_LIMIT)
+                        execution_timeout=TRAIN_LIMIT if stage == "train" else STEP_LIMIT,
+                        retries=TRAIN_RETRIES if stage == "train" else 1)
              for stage, options in STAGES.items()]
 
     # aws lane: a primary node for the partitioning, a cluster for the shards, a GPU instance to train, a
@@ -75,7 +78,8 @@ with DAG(
         plan = task(aws.plan, task_id="plan", multiple_outputs=True)(clusters=CLUSTERS, stages=list(STAGES))
         prep, prepare, end_prep = aws.emr_cluster("prep", CLUSTERS["prep"], STAGES, plan, STEP_LIMIT)
         shard, shards, end_shard = aws.emr_cluster("shards", CLUSTERS["shards"], STAGES, plan, STEP_LIMIT)
-        train = aws.TrainOnInstance(task_id="train", options=STAGES["train"], plan=plan, execution_timeout=TRAIN_LIMIT)
+        train = aws.TrainOnInstance(task_id="train", options=STAGES["train"], plan=plan, execution_timeout=TRAIN_LIMIT,
+                                    retries=TRAIN_RETRIES)
         end_train = aws.TerminateTrainingInstances(task_id="terminate_training_instances", run_label=plan["label"])
         serve, steps, end_serve = aws.emr_cluster("serve", CLUSTERS["serve"], STAGES, plan, STEP_LIMIT)
 
@@ -87,3 +91,7 @@ with DAG(
     # The launch and the wait are one task that fails as a whole, so the teardown hangs on the plan.
     chain(train, end_train.as_teardown(setups=plan))
     chain(steps[-1], end_serve.as_teardown(setups=serve))
+    # A cluster is asked for once the one before it is gone: together they would pass the quota the
+    # plan checked (each cluster alone fits it), and the next would wait for vCPUs its own run holds.
+    chain(end_prep, shard)
+    chain(end_shard, serve)

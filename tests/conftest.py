@@ -37,22 +37,11 @@ def current(lake, output: str) -> Path:
 
 
 def put_table(lake, name: str, df, partition_by=("upload_month",), replace=None) -> None:
-    """Commit ``df`` to a lake table, one Parquet file per partition (what a stage's Spark job writes),
-    replacing the rows ``replace`` selects (default: none)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """Commit ``df`` to a lake table (``deeploc.catalog.write_frame``)."""
     from deeploc import catalog
     from deeploc.lake import Lake
-    from pyiceberg.expressions import AlwaysFalse
 
-    lake = Lake(str(lake))
-    folder, files = catalog.new_data_folder(lake, name), []
-    for i, (_, part) in enumerate(df.groupby(list(partition_by), sort=True)):
-        files.append(f"{folder}/part-{i}.parquet")
-        os.makedirs(folder, exist_ok=True)
-        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), files[-1])
-    schema = pa.Schema.from_pandas(df, preserve_index=False)
-    catalog.commit(lake, name, files, replace or AlwaysFalse(), tuple(partition_by), schema)
+    catalog.write_frame(Lake(str(lake)), name, df, tuple(partition_by), replace)
 
 
 def share(src, dst, *tables: str) -> None:

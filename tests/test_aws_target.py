@@ -32,7 +32,7 @@ def _env(home) -> dict:
             "PYTHONPATH": f"{REPO / 'plugins'}:{REPO / 'tasks'}", "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-west-2", "AWS_ENDPOINT_URL": "",
             "DEEPLOC_LAKE": "", "DEEPLOC_BUCKET": "", "DEEPLOC_METADATA": "", "DEEPLOC_TARGET": "",
-            "DEEPLOC_AWS": json.dumps({"poll_seconds": 1})}
+            "DEEPLOC_AWS": json.dumps({"poll_seconds": 1, "capacity_wait_hours": 0.05})}
 
 
 def scenario(tmp_path, db, *args) -> dict:
@@ -55,7 +55,8 @@ def _stage_args(step):  # spark-submit --deploy-mode client <step_main.py> <resu
 
 
 def test_both_dags_green_with_the_local_argument_lists(tmp_path, migrated_db):
-    r = scenario(tmp_path, migrated_db)
+    """Green, while another run's cluster holds the room at first and EC2 is slow to list the instance."""
+    r = scenario(tmp_path, migrated_db, "--busy-cluster", "--unlisted-instance")
     for dag_id, run in r["runs"].items():
         assert run["state"] == "success", (dag_id, run["tasks"])
         for task_id, ti in run["tasks"].items():
@@ -85,6 +86,16 @@ def test_both_dags_green_with_the_local_argument_lists(tmp_path, migrated_db):
     names = sorted(k.rsplit("/", 1)[1] for k in r["code"])
     assert names[:3] == ["constraints.txt", "deeploc-0.1.0-py3-none-any.whl", "node_setup.sh"]
     assert names[3:] == ["step_main.py"]
+    # The first cluster was asked for only once the other run's cluster had ended (quota 264 vCPUs, the
+    # ingest cluster alone 264); the instance EC2 did not list at first was waited for, not given up.
+    kinds = [e[0] for e in r["events"]]
+    ingest = next(i for i, e in enumerate(r["events"]) if e[0] == "cluster" and e[1].startswith("deeploc-ingest"))
+    assert kinds.index("busy_ended") < ingest
+    assert "not_listed" in kinds and kinds.index("not_listed") > kinds.index("launch")
+    # Each run kept its plan in the lake, every check passed, the nodes' wheelhouse among them.
+    for run in r["runs"].values():
+        assert run["plan"]["ok"] and {"wheelhouse", "quota_standard"} <= {c["name"] for c in run["plan"]["checks"]}
+    assert r["runs"]["deeploc_model"]["plan"]["data"]["photos"] == 48
 
 
 def test_a_step_that_fails_once_is_submitted_again(tmp_path, migrated_db):
@@ -93,6 +104,30 @@ def test_a_step_that_fails_once_is_submitted_again(tmp_path, migrated_db):
     assert ing["state"] == "success" and ing["tasks"]["aws.availability"] == {"state": "success", "tries": 2}
     steps = [_stage_args(s)[0] for s in _clusters(r)["ingest"]["steps"]]
     assert steps == ["parse", "metadata", "availability", "availability", "faces"]  # resubmitted, not re-polled
+    names = [n for n in _clusters(r)["ingest"]["step_names"] if n.startswith("deeploc availability ")]
+    assert [n.rsplit(" ", 1)[1] for n in names] == ["try1", "try2"]  # each try finds its own step by name
+
+
+def test_a_dead_cluster_fails_the_step_at_once_with_emrs_reason(tmp_path, migrated_db):
+    r = scenario(tmp_path, migrated_db, "--cluster-dies", "availability")
+    ing = r["runs"]["deeploc_ingestion"]
+    assert ing["state"] == "failed"
+    assert ing["tasks"]["aws.availability"] == {"state": "failed", "tries": 1}  # retries=2 not spent on a dead cluster
+    assert ing["tasks"]["aws.faces"]["state"] == "upstream_failed"
+    assert ing["tasks"]["aws.terminate_ingest_cluster"]["state"] == "success"
+    assert [_stage_args(s)[0] for s in _clusters(r)["ingest"]["steps"]] == ["parse", "metadata", "availability"]
+    assert _clusters(r)["ingest"]["reason"] == "The primary node was lost"
+
+
+def test_a_plan_that_does_not_fit_stops_the_run_before_anything_starts(tmp_path, migrated_db):
+    r = scenario(tmp_path, migrated_db, "--no-wheelhouse", "--tiny-volume")
+    for dag_id, run in r["runs"].items():
+        assert run["state"] == "failed" and run["tasks"]["aws.plan"] == {"state": "failed", "tries": 1}, dag_id
+        failed = {c["name"] for c in run["plan"]["checks"] if not c["ok"]}
+        assert failed == ({"wheelhouse", "disk"} if dag_id == "deeploc_model" else {"wheelhouse"}), dag_id
+    disk = next(c for c in r["runs"]["deeploc_model"]["plan"]["checks"] if c["name"] == "disk")
+    assert "on a 1 GB volume" in disk["message"] and "train_volume_gb" in disk["message"]
+    assert r["clusters"] == [] and r["instances"] == [] and r["events"] == []
 
 
 def test_a_terminal_failure_fails_at_once_and_the_cluster_still_goes(tmp_path, migrated_db):
@@ -115,10 +150,16 @@ def test_a_step_that_keeps_failing_uses_its_retries(tmp_path, migrated_db):
 
 
 def test_a_lost_training_instance_is_replaced(tmp_path, migrated_db):
-    r = scenario(tmp_path, migrated_db, "--lose-instance")
+    """The first try's instance is reclaimed and its worker died with a second one of the run running:
+    the next try terminates that one before it launches its own."""
+    r = scenario(tmp_path, migrated_db, "--lose-instance", "--stale-instance")
     model = r["runs"]["deeploc_model"]
     assert model["state"] == "success" and model["tasks"]["aws.train"] == {"state": "success", "tries": 2}
     assert [i["state"] for i in r["instances"]] == ["terminated", "terminated"]
+    (ghost,) = [e[1] for e in r["events"] if e[0] == "ghost"]
+    launches = [i for i, e in enumerate(r["events"]) if e[0] == "launch"]
+    ended = next(i for i, e in enumerate(r["events"]) if e[0] == "terminate" and ghost in e[1])
+    assert launches[0] < ended < launches[1]
     results = [next(line for line in i["user_data"].splitlines() if line.startswith("RESULT=")) for i in r["instances"]]
     assert results[0].endswith("train-try1.json") and results[1].endswith("train-try2.json")
 
@@ -175,15 +216,22 @@ def test_job_flow_sizes_clusters_by_their_stages():
     from deeploc_airflow.aws_package import job_flow
     from deeploc_airflow.settings import AWS_DEFAULTS
 
-    plan = {"lake": "s3://l/lake", "node_setup": "s3://c/n.sh", "constraints": "s3://c/c.txt", "wheel": "s3://c/w.whl"}
-    cfg = {**AWS_DEFAULTS, "subnet": "subnet-1", "bootstrap": "s3://c/site.sh"}
-    serve, prep, ingest = (job_flow(n, s, cfg, plan, "x") for n, s in
-                           (("serve", ["infer", "evaluate"]), ("prep", ["partitioning"]), ("ingest", ["faces"])))
-    groups = lambda jf: {g["InstanceRole"]: g["InstanceType"] for g in jf["Instances"]["InstanceGroups"]}  # noqa: E731
-    assert groups(serve)["CORE"] == AWS_DEFAULTS["infer_core_type"] and groups(ingest)["CORE"] == AWS_DEFAULTS["core_type"]
+    plan = {"lake": "s3://l/lake", "node_setup": "s3://c/n.sh", "wheels": "s3://c/wheels/1", "wheel": "s3://c/w.whl"}
+    cfg = {**AWS_DEFAULTS, "subnet": "subnet-1", "bootstrap": "s3://c/site.sh", "task_count": 6}
+    serve, prep, ingest, shards = (job_flow(n, s, cfg, plan, "x") for n, s in (
+        ("serve", ["infer", "evaluate"]), ("prep", ["partitioning"]), ("ingest", ["faces"]), ("shards", ["shards"])))
+    groups = lambda jf: {g["InstanceRole"]: g for g in jf["Instances"]["InstanceGroups"]}  # noqa: E731
+    assert groups(serve)["CORE"]["InstanceType"] == AWS_DEFAULTS["infer_core_type"]
+    assert groups(ingest)["CORE"]["InstanceType"] == AWS_DEFAULTS["core_type"]
     assert set(groups(prep)) == {"MASTER"}
-    assert serve["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"][-1] == "gpu"
-    assert ingest["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"][-1] == "cpu"
+    # Task nodes (compute only, no HDFS) on CPU clusters, as spot instances; never on the GPU cluster.
+    assert "TASK" not in groups(serve)
+    task = groups(ingest)["TASK"]
+    assert (task["Market"], task["InstanceCount"], groups(ingest)["CORE"]["Market"]) == ("SPOT", 6, "ON_DEMAND")
+    # What each cluster's nodes install: TensorFlow's GPU build, its CPU build, or neither.
+    extra = lambda jf: jf["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"]  # noqa: E731
+    assert extra(serve) == ["s3://c/wheels/1", "s3://c/w.whl", "python3.11", "gpu"]
+    assert extra(shards)[-1] == "cpu" and extra(ingest)[-1] == "base" and extra(prep)[-1] == "base"
     props = serve["Configurations"][1]["Properties"]
     assert props["spark.task.cpus"] == props["spark.executor.cores"]  # one inference task per executor (GPU)
     assert prep["Instances"]["Ec2SubnetId"] == "subnet-1" and prep["LogUri"] == "s3://l/lake/_logs/emr"
@@ -215,7 +263,7 @@ def test_the_node_scripts_pass_shellcheck(script):
 def test_the_training_user_data_is_valid_bash():
     from deeploc_airflow.aws_package import training_user_data
 
-    plan = {"node_setup": "s3://c/n.sh", "constraints": "s3://c/c.txt", "wheel": "s3://c/w.whl", "python": "python3.11"}
+    plan = {"node_setup": "s3://c/n.sh", "wheels": "s3://c/wheels/abc", "wheel": "s3://c/w.whl", "python": "python3.11"}
     script = training_user_data(plan, ["train", "--run", "a b'c"], "s3://l/r.json", "s3://l/r.log", 2.5)
     assert "HOURS=3" in script and "ARGS=(train --run 'a b'\"'\"'c')" in script
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0

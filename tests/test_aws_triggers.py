@@ -1,10 +1,13 @@
 """The deferred waits, run for real: the amazon provider's EMR step trigger (as ``EmrStage`` defers to
 it, with the configured hours) and ``TrainingTrigger``, polling a moto server over HTTP with
-aiobotocore, as the triggerer would. The test plays the cluster and the instance from moto's state."""
+aiobotocore, as the triggerer would. The test plays the cluster and the instance from moto's state.
+And what a task marked failed from the UI does (``on_kill``): its instance goes (on moto), its step is
+cancelled and no other (botocore's Stubber: moto has no CancelSteps)."""
 
 import asyncio
 import json
 import time
+from datetime import timedelta
 from types import SimpleNamespace
 
 import boto3
@@ -61,7 +64,7 @@ def test_emr_stage_defers_with_the_configured_hours(server):
     from deeploc_airflow.settings import AWS_DEFAULTS
 
     cluster, _ = _cluster_with_step()
-    plan = {"lake": "s3://lake/root", "step_main": "s3://lake/code/step_main.py",
+    plan = {"lake": "s3://lake/root", "step_main": "s3://lake/code/step_main.py", "label": "d-r",
             "settings": {**AWS_DEFAULTS, "poll_seconds": 30, "step_timeout_hours": 7}}
     op = EmrStage(task_id="faces", stage="faces", options={"start": "2010-01-01", "end": "2011-01-01"}, plan=plan,
                   job_flow_id=cluster, deferrable=True, aws_conn_id=None)
@@ -71,6 +74,43 @@ def test_emr_stage_defers_with_the_configured_hours(server):
     trigger = deferred.value.trigger
     assert isinstance(trigger, EmrAddStepsTrigger)
     assert trigger.waiter_delay * trigger.attempts == 7 * 3600  # 7 hours, not the provider's 30 minutes
+    # The deferral ends by itself a little after the waiter would (a triggerer that lost it cannot hang it).
+    assert deferred.value.timeout == timedelta(hours=7, seconds=60)
+    assert op.step_ids and boto3.client("emr").describe_step(ClusterId=cluster, StepId=op.step_ids[0])["Step"][
+        "Name"] == "deeploc faces d-r try1"
+
+
+def test_a_step_marked_failed_in_the_ui_cancels_its_own_step_only():
+    from botocore.stub import Stubber
+
+    from deeploc_airflow.aws_operators import EmrStage
+    from deeploc_airflow.settings import AWS_DEFAULTS
+
+    op = EmrStage(task_id="faces", stage="faces", options={"start": "2010-01-01", "end": "2011-01-01"},
+                  plan={"settings": AWS_DEFAULTS}, job_flow_id="j-1", aws_conn_id=None, region_name="us-west-2")
+    op.step_ids = ["s-MINE"]
+    steps = [{"Id": i, "Name": n, "Status": {"State": "RUNNING"}} for i, n in
+             (("s-OTHER", "deeploc faces another-run try1"), ("s-MINE", "deeploc faces d-r try1"))]
+    with Stubber(op.hook.conn) as stub:
+        stub.add_response("list_steps", {"Steps": steps}, {"ClusterId": "j-1"})
+        stub.add_response("cancel_steps", {"CancelStepsInfoList": [{"StepId": "s-MINE", "Status": "SUBMITTED"}]},
+                          {"ClusterId": "j-1", "StepIds": ["s-MINE"]})
+        op.on_kill()
+        stub.assert_no_pending_responses()
+
+
+def test_training_marked_failed_in_the_ui_terminates_its_instance(server):
+    from deeploc_airflow.aws_operators import TrainOnInstance
+    from deeploc_airflow.settings import AWS_DEFAULTS
+
+    mine, other = _instance(), _instance()
+    op = TrainOnInstance(task_id="train", options={"run": "m1"}, plan={"settings": AWS_DEFAULTS}, aws_conn_id=None,
+                         region_name="us-west-2")
+    op.instance_id = mine
+    op.on_kill()
+    found = boto3.client("ec2").describe_instances(InstanceIds=[mine, other])["Reservations"]
+    states = {i["InstanceId"]: i["State"]["Name"] for r in found for i in r["Instances"]}
+    assert states == {mine: "terminated", other: "running"}
 
 
 @pytest.mark.parametrize("state,status", [("COMPLETED", "success"), ("FAILED", "error")])
@@ -111,6 +151,15 @@ def test_training_trigger_sees_a_lost_instance_and_a_deadline(server):
     assert event["status"] == "retry" and "terminated" in event["message"]
     running = TrainingTrigger(_instance(), "s3://lake/m/none.json", time.time() + 1.0, 0.5, aws_conn_id=None)
     assert asyncio.run(_first_event(running))["status"] == "timeout"
+
+
+def test_training_trigger_waits_for_an_instance_ec2_does_not_list_yet(server):
+    from deeploc_airflow.training import TrainingTrigger
+
+    unlisted = TrainingTrigger("i-0123456789abcdef0", "s3://lake/m/none.json",
+                               time.time() + 1.5, 0.5, aws_conn_id=None)
+    event = asyncio.run(_first_event(unlisted))
+    assert event["status"] == "timeout"  # polled as pending until its deadline, never failed on NotFound
 
 
 def test_outcome_rules():

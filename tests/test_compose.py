@@ -36,8 +36,9 @@ def test_mounts_land_where_airflow_looks_and_every_service_shares_the_secrets():
         assert mounts["airflow-secrets"] == "/opt/airflow/secrets", name
         env = svc["environment"]
         assert env["AIRFLOW__API_AUTH__JWT_SECRET_CMD"] == "cat /opt/airflow/secrets/jwt_secret", name
+        assert env["AIRFLOW__API__SECRET_KEY_CMD"] == "cat /opt/airflow/secrets/api_secret_key", name
         assert env["AIRFLOW__CORE__FERNET_KEY_CMD"] == "cat /opt/airflow/secrets/fernet_key", name
-        assert not {"AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__FERNET_KEY"} & set(env), name
+        assert not {"AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__FERNET_KEY"} & set(env), name
         if name != "airflow-init":  # everything waits for the init service
             assert svc["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully", name
 
@@ -59,7 +60,8 @@ def test_the_init_service_prepares_secrets_and_writable_folders(tmp_path):
     secrets = {p.name: p.read_text() for p in (tmp_path / "s").iterdir()}
     subprocess.run(cmd, env=env, capture_output=True, check=True)
     assert {p.name: p.read_text() for p in (tmp_path / "s").iterdir()} == secrets  # kept, not remade
-    assert len(secrets["jwt_secret"]) >= 60 and len(secrets["fernet_key"]) == 44
+    assert len(secrets["jwt_secret"]) >= 60 and len(secrets["api_secret_key"]) >= 60 and len(secrets["fernet_key"]) == 44
+    assert secrets["jwt_secret"] != secrets["api_secret_key"]
     assert json.loads(secrets["passwords.json"])["airflow"] in first.stdout
     if os.geteuid() == 0:
         assert (tmp_path / "data").stat().st_uid == 4321 and (tmp_path / "s" / "jwt_secret").stat().st_uid == 4321

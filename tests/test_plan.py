@@ -31,7 +31,9 @@ def test_the_demo_lake_plans_and_fits(ingested, demo_set):
     assert [p["name"] for p in got["partitionings"]] == ["coarse", "medium", "fine"]
     assert all(p["classes"] > 1 for p in got["partitionings"])
     assert got["shards"]["sampled"] > 10 and got["shards"]["per_photo"] > 1000
-    assert got["training"]["disk_needed_gb"] > plan.SYSTEM_GB and got["vcpus"]["standard_at_once"] > 0
+    assert got["shards"]["total_bytes"] == got["shards"]["per_photo"] * (got["data"]["split"]["train"]
+                                                                          + got["data"]["split"]["val"])
+    assert got["training"]["disk_needed_gb"] >= plan.SYSTEM_GB and got["vcpus"]["standard_at_once"] > 0
     assert got["cost"]["on_demand"] > got["cost"]["with_spot"] > 0
     assert {c["name"] for c in got["checks"]} >= {"disk", "partitioning_scale", "quota_standard", "quota_gpu"}
     assert "classes" in res.stderr and "ok" in res.stderr  # the table a person reads

@@ -66,6 +66,20 @@ def test_files_json_and_folders(s3_lake, tmp_path):
     assert not lake.compare_and_swap(lake.path("out", commit.POINTER), b"stale", b"{}")  # a lost race says so
 
 
+def test_a_large_file_goes_up_in_parts(s3_lake, tmp_path):
+    """A checkpoint past S3's single-PUT limit must go in parts: put_file streams it as a multipart
+    upload (the ETag of a multipart object ends in -<parts>), and it reads back whole."""
+    import boto3
+
+    data = os.urandom(23 << 20)
+    (tmp_path / "ckpt.keras").write_bytes(data)
+    lake = Lake(s3_lake)
+    lake.put_file(str(tmp_path / "ckpt.keras"), lake.path("models", "m", "ckpt.keras"))
+    head = boto3.client("s3").head_object(Bucket="lake", Key="root/models/m/ckpt.keras")
+    assert int(head["ETag"].strip('"').rsplit("-", 1)[1]) >= 2
+    assert lake.read_bytes(lake.path("models", "m", "ckpt.keras")) == data
+
+
 def test_a_slice_commit_on_s3(s3_lake):
     import io
 

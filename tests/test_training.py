@@ -95,6 +95,17 @@ def test_missing_weights_and_other_profiles_are_refused(trained):
         train.run(str(lake), bucket, "y", profile="yfcc", epochs=1)
 
 
+def _stop_after_first_checkpoint(cmd: list[str], state, signum: int) -> None:
+    """Start ``cmd``; once its first epoch is checkpointed, send it ``signum`` and wait for it to end."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (state.exists() and json.loads(state.read_text()).get("epoch", 0) >= 1):
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before the end"
+        time.sleep(0.2)
+    os.kill(proc.pid, signum)
+    proc.wait(timeout=120)
+
+
 @pytest.mark.slow
 def test_a_killed_run_resumes_where_it_stopped(trained, tmp_path):
     """SIGKILL after the first checkpoint, then the same command: one history row per epoch, the run
@@ -102,14 +113,8 @@ def test_a_killed_run_resumes_where_it_stopped(trained, tmp_path):
     lake, bucket, _, _, _ = trained
     cmd = [sys.executable, "-m", "deeploc.cli", "train", "--lake", str(lake), "--bucket", bucket.location,
            "--run", "k", "--epochs", "5"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = lake / "checkpoints" / "k" / "state.json"
-    deadline = time.monotonic() + 300
-    while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
-        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before the end"
-        time.sleep(0.2)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    _stop_after_first_checkpoint(cmd, state, signal.SIGKILL)
     killed_after = json.loads(state.read_text())["epoch"]
     assert killed_after < 5
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -121,6 +126,29 @@ def test_a_killed_run_resumes_where_it_stopped(trained, tmp_path):
     assert history["epoch"].tolist() == [1, 2, 3, 4, 5]
     assert sorted(os.listdir(current(lake, "models/k"))) == sorted(os.listdir(current(lake, "models/t1")))
     assert not (lake / "checkpoints" / "k").exists()
+
+
+@pytest.mark.slow
+def test_a_spot_notice_keeps_the_epoch_in_progress(trained, tmp_path):
+    """The training instance's spot reclaim notice is a SIGTERM to the step (scripts/train_instance.sh):
+    the run keeps its model from inside the epoch, says a retry is worth it, and the next try resumes
+    from that model."""
+    lake, bucket, _, _, _ = trained
+    result = tmp_path / "train-try1.json"
+    # Enough epochs that the signal lands inside training, not in the export after it.
+    cmd = [sys.executable, "-m", "deeploc.step", str(result), "train", "--lake", str(lake), "--bucket",
+           bucket.location, "--run", "s", "--epochs", "12"]
+    state = lake / "checkpoints" / "s" / "state.json"
+    _stop_after_first_checkpoint(cmd, state, signal.SIGTERM)
+    said = json.loads(result.read_text())
+    assert not said["ok"] and not said["terminal"] and "SIGTERM" in said["error"]
+    stopped = json.loads(state.read_text())["interrupted"]
+    assert (lake / "checkpoints" / "s" / stopped["model"]).is_file() and stopped["iterations"] > 0
+    cmd[3] = str(tmp_path / "train-try2.json")
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and json.loads((tmp_path / "train-try2.json").read_text())["ok"], res.stderr[-3000:]
+    assert f"from inside epoch {stopped['epoch'] + 1} ({stopped['iterations']} steps in all)" in res.stderr
+    assert pd.read_csv(current(lake, "models/s") / "history.csv")["epoch"].tolist() == list(range(1, 13))
 
 
 def test_spark_inference_equals_single_photo_prediction(trained, tmp_path):

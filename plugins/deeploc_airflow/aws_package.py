@@ -1,8 +1,13 @@
 """What the aws target ships and asks AWS for, built as plain data: the code package (a wheel of this
-project), the pip constraints its nodes install it with, the scripts the nodes run, the EMR cluster
-(``run_job_flow`` arguments), an EMR step, and the training instance's user data.
+project), the pip constraints and the wheelhouse its nodes install it from, the scripts the nodes
+run, the EMR cluster (``run_job_flow`` arguments), an EMR step, and the training instance's user data.
 
-The operators that submit these are in ``aws_operators.py``; nothing here calls AWS.
+Nodes install with ``pip --no-index --find-links``: no node reaches PyPI. The wheelhouse (every
+dependency as a wheel for the nodes' platform, one set per extra: ``base`` for ingestion nodes, which
+need no TensorFlow, ``cpu`` and ``gpu``) depends on the lock alone, so it is built once per lock
+(``./dev wheelhouse --lake s3://...``) and reused by every code change;
+the plan refuses a run whose wheelhouse is missing. The operators that submit these are in
+``aws_operators.py``; nothing here calls AWS but the wheelhouse command.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from deeploc import registry
+from deeploc.aws_config import EMR_POLICY_TAG
 
 from deeploc_airflow.settings import REPO
 
@@ -28,7 +34,9 @@ SOURCE = Path(os.environ.get("DEEPLOC_SOURCE") or REPO)
 LOCK = Path(os.environ.get("DEEPLOC_REQUIREMENTS") or SOURCE / "requirements.txt")
 # Wheels carry file times; a fixed one makes the same code give the same bytes (and the same S3 key).
 SOURCE_DATE_EPOCH = "315532800"
-LABEL_TAG = "for-use-with-amazon-emr-managed-policies"   # what AmazonEMRServicePolicy_v2 requires
+EXTRAS = ("base", "cpu", "gpu")
+# The nodes: Amazon Linux 2023 on x86-64 (EMR 8, the Deep Learning AMI), CPython 3.11.
+NODE_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64")
 
 
 def code_package(source: Path = SOURCE) -> tuple[str, bytes]:
@@ -80,12 +88,41 @@ def uses_gpu(stages: Sequence[str]) -> bool:
     return any(registry.get(s).gpu_workers for s in stages)
 
 
+def node_extra(stages: Sequence[str]) -> str:
+    """What a cluster's nodes install: TensorFlow's CUDA build for GPU workers, its CPU build where a
+    stage needs TensorFlow, neither for ingestion."""
+    if uses_gpu(stages):
+        return "gpu"
+    return "cpu" if any(registry.get(s).tensorflow for s in stages) else "base"
+
+
+def wheelhouse_digest(lock_text: str) -> str:
+    return hashlib.sha256(lock_text.encode()).hexdigest()[:16]
+
+
+def wheelhouse_command(extra: str, constraints_file: str, dest: str, index_url: str | None = None) -> list[str]:
+    """``pip download`` of the package's dependencies with ``extra`` as wheels for the nodes' platform."""
+    wanted = [f"{dep}" for dep in _dependencies(extra)]
+    return [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--python-version", "3.11",
+            "--implementation", "cp", "--abi", "cp311", *(a for p in NODE_PLATFORMS for a in ("--platform", p)),
+            "--constraint", constraints_file, "--dest", dest, "--disable-pip-version-check", "--quiet",
+            *(["--index-url", index_url] if index_url else []), *wanted]
+
+
+def _dependencies(extra: str) -> list[str]:
+    """The package's requirements for an extra, from pyproject.toml (the wheel's own metadata)."""
+    import tomllib
+
+    project = tomllib.loads((SOURCE / "pyproject.toml").read_text())["project"]
+    return [*project["dependencies"], *(project["optional-dependencies"][extra] if extra != "base" else [])]
+
+
 def job_flow(name: str, stages: Sequence[str], cfg: dict, plan: dict, label: str) -> dict:
     """``run_job_flow`` arguments for one transient cluster of ``stages``: core nodes only when a stage
     spreads over them (GPU ones for inference), a primary node alone when every stage stays there."""
     gpu = uses_gpu(stages)
     setup = {"Name": "deeploc node setup", "ScriptBootstrapAction": {
-        "Path": plan["node_setup"], "Args": [plan["constraints"], plan["wheel"], cfg["python"], "gpu" if gpu else "cpu"]}}
+        "Path": plan["node_setup"], "Args": [plan["wheels"], plan["wheel"], cfg["python"], node_extra(stages)]}}
     bootstraps = [setup] + ([{"Name": "site bootstrap", "ScriptBootstrapAction": {"Path": cfg["bootstrap"], "Args": []}}]
                             if cfg["bootstrap"] else [])
     groups = [{"Name": "primary", "Market": "ON_DEMAND", "InstanceRole": "MASTER",
@@ -94,6 +131,10 @@ def job_flow(name: str, stages: Sequence[str], cfg: dict, plan: dict, label: str
         groups.append({"Name": "core", "Market": "ON_DEMAND", "InstanceRole": "CORE",
                        "InstanceType": cfg["infer_core_type" if gpu else "core_type"],
                        "InstanceCount": int(cfg["infer_core_count" if gpu else "core_count"])})
+        if not gpu and int(cfg["task_count"]):  # compute only, no HDFS: safe to lose, so spot if asked
+            groups.append({"Name": "task", "Market": "SPOT" if cfg["task_spot"] else "ON_DEMAND",
+                           "InstanceRole": "TASK", "InstanceType": cfg["task_type"],
+                           "InstanceCount": int(cfg["task_count"])})
     instances = {"InstanceGroups": groups,
                  "KeepJobFlowAliveWhenNoSteps": True,  # steps arrive one by one; the teardown task ends it
                  "TerminationProtected": False}
@@ -118,7 +159,7 @@ def job_flow(name: str, stages: Sequence[str], cfg: dict, plan: dict, label: str
         "JobFlowRole": cfg["job_flow_role"],
         "ServiceRole": cfg["service_role"],
         "AutoTerminationPolicy": {"IdleTimeout": int(cfg["idle_minutes"]) * 60},
-        "Tags": [{"Key": LABEL_TAG, "Value": "true"}, {"Key": "deeploc:cluster", "Value": name},
+        "Tags": [{"Key": EMR_POLICY_TAG, "Value": "true"}, {"Key": "deeploc:cluster", "Value": name},
                  {"Key": "deeploc:run", "Value": label[:256]}],
     }
 
@@ -134,9 +175,14 @@ def _one_task_per_gpu(cfg: dict) -> dict:
             "spark.executor.memory": cfg["infer_executor_memory"]}
 
 
-def emr_step(argv: list[str], plan: dict, result: str) -> dict:
+def step_name(stage: str, label: str, try_number: int) -> str:
+    """A step's name: the stage, the run and the try, so each try finds (and cancels) its own steps only."""
+    return f"deeploc {stage} {label} try{try_number}"[:256]
+
+
+def emr_step(argv: list[str], plan: dict, result: str, name: str) -> dict:
     """One ``spark-submit`` of the stage's argument list; its result goes to ``result`` (``deeploc.step``)."""
-    return {"Name": f"deeploc {argv[0]}", "ActionOnFailure": "CONTINUE",
+    return {"Name": name, "ActionOnFailure": "CONTINUE",
             "HadoopJarStep": {"Jar": "command-runner.jar",
                               "Args": ["spark-submit", "--deploy-mode", "client", plan["step_main"], result, *argv]}}
 
@@ -144,8 +190,47 @@ def emr_step(argv: list[str], plan: dict, result: str) -> dict:
 def training_user_data(plan: dict, argv: list[str], result: str, log_uri: str, hours: float) -> str:
     """The training instance's boot script: its settings, then ``scripts/train_instance.sh``."""
     q = shlex.quote
-    settings = {"SETUP": plan["node_setup"], "CONSTRAINTS": plan["constraints"], "WHEEL": plan["wheel"],
+    settings = {"SETUP": plan["node_setup"], "WHEELS": plan["wheels"], "WHEEL": plan["wheel"],
                 "PY": plan["python"], "RESULT": result, "LOG_URI": log_uri, "HOURS": str(int(-(-float(hours) // 1)))}
     lines = ["#!/bin/bash", "# DeepLocations training run, started by Airflow; the instance terminates when it ends.",
              *(f"{k}={q(v)}" for k, v in settings.items()), f"ARGS=({' '.join(map(q, argv))})"]
     return "\n".join(lines) + "\n" + (SCRIPTS / "train_instance.sh").read_text()
+
+
+def build_wheelhouse(lake: str, code_prefix: str = "", extras: Sequence[str] = EXTRAS,
+                     index_url: str | None = None) -> str:
+    """Download the nodes' wheels for each extra and upload them under ``<lake>/_code/wheels/<lock>/``
+    with a ``READY`` marker; return the prefix. Needs a package index (PyPI or a mirror) here, once."""
+    from deeploc.lake import Lake
+
+    text = constraints()
+    target = Lake(lake)
+    prefix = wheelhouse_uri(lake, code_prefix, text)
+    with tempfile.TemporaryDirectory(prefix="deeploc-wheelhouse-") as tmp:
+        (Path(tmp) / "constraints.txt").write_text(text)
+        for extra in extras:
+            dest = Path(tmp) / extra
+            res = subprocess.run(wheelhouse_command(extra, str(Path(tmp) / "constraints.txt"), str(dest), index_url),
+                                 capture_output=True, text=True)
+            if res.returncode != 0:
+                raise RuntimeError(f"pip download for the {extra} wheelhouse failed:\n{res.stderr[-3000:]}")
+            target.upload(str(dest), f"{prefix}/{extra}")
+            target.write_bytes(f"{prefix}/{extra}/READY", b"")
+    return prefix
+
+
+def wheelhouse_uri(lake: str, code_prefix: str, lock_text: str) -> str:
+    """Where the wheelhouse of a lock lives: beside the code packages."""
+    return f"{(code_prefix or lake.rstrip('/') + '/_code').rstrip('/')}/wheels/{wheelhouse_digest(lock_text)}"
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="build the nodes' wheelhouse for this lock, once")
+    ap.add_argument("command", choices=["wheelhouse"])
+    ap.add_argument("--lake", required=True, help="the s3:// lake (the wheelhouse goes under <lake>/_code/wheels/)")
+    ap.add_argument("--code-prefix", default="", help="the code_prefix of deeploc_aws, when set")
+    ap.add_argument("--index-url", help="a PyPI mirror (default: PyPI)")
+    args = ap.parse_args()
+    print(build_wheelhouse(args.lake, args.code_prefix, index_url=args.index_url))

@@ -3,9 +3,10 @@ and the services test): secrets every service shares, folders they can write, an
 
     python -m deeploc_airflow.deploy_init --secrets DIR --uid UID [--folder DIR ...]
 
-Every service reads the same JWT secret (``[api_auth] jwt_secret``) and Fernet key through
-``AIRFLOW__API_AUTH__JWT_SECRET_CMD`` / ``AIRFLOW__CORE__FERNET_KEY_CMD``: a component with a secret of
-its own would reject the tokens of the others. They are made once and kept (re-running changes nothing).
+Every service reads the same JWT secret (``[api_auth] jwt_secret``), API secret key (``[api] secret_key``:
+the log server and the api-server sign and check log requests with it) and Fernet key through
+``AIRFLOW__API_AUTH__JWT_SECRET_CMD``, ``AIRFLOW__API__SECRET_KEY_CMD`` and ``AIRFLOW__CORE__FERNET_KEY_CMD``:
+a component with a secret of its own would reject the others' tokens, or fail to show task logs. They are made once and kept (re-running changes nothing).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import secrets
 
 FILES = {"jwt_secret": lambda: secrets.token_urlsafe(48),
+         "api_secret_key": lambda: secrets.token_urlsafe(48),
          # a Fernet key is 32 random bytes, url-safe base64 (what cryptography's Fernet.generate_key makes)
          "fernet_key": lambda: base64.urlsafe_b64encode(os.urandom(32)).decode(),
          "passwords.json": lambda: json.dumps({"airflow": secrets.token_urlsafe(12)})}

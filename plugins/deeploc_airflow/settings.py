@@ -13,6 +13,8 @@ import json
 import os
 from pathlib import Path
 
+from deeploc import aws_config
+
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / ".deeploc" / "demo"
 DEFAULTS = {
@@ -22,44 +24,13 @@ DEFAULTS = {
     "target": "local",
     "profile": "demo",   # what model runs train when a run does not say (Asset-triggered runs never do)
 }
+# An unattended run on the aws target stops at its plan beyond this (the yfcc profile's sample fits).
+BUDGET = {"photos": 200_000, "dollars": 100.0}
 TARGETS = ("local", "aws")
 
-# Ceilings (hours) of the aws tasks that wait, fixed when the DAG is parsed: the configured waits
-# below must stay under them, so that a wait always ends by its own limit (and the run's teardowns
-# still run) rather than by the task's execution timeout.
-STEP_CEILING_H, TRAIN_CEILING_H = 12, 48
-
-# The aws target. Instance types follow the benchmarks (docs/aws.md): parse and availability are
-# bound by decompression and S3 listing, faces by JPEG decoding, inference by the backbone.
-AWS_DEFAULTS = {
-    "code_prefix": "",            # s3:// prefix for the code package; empty: <lake>/_code
-    "log_uri": "",                # EMR logs; empty: <lake>/_logs/emr
-    "release_label": "emr-spark-8.0.0",  # Spark 4.0.2 (the local pyspark pin), Python 3.11
-    "service_role": "EMR_DefaultRole",
-    "job_flow_role": "EMR_EC2_DefaultRole",
-    "subnet": "",                 # EMR and training subnet (tagged for the EMR managed policy: docs/aws.md)
-    "master_type": "r5.2xlarge",  # partitioning, evaluate and publish run on the primary: 48M points need memory
-    "core_type": "m5.4xlarge",    # clusters whose stages spread over core nodes
-    "core_count": 16,
-    "infer_core_type": "g4dn.2xlarge",  # the inference cluster: one GPU per core node
-    "infer_core_count": 4,
-    "infer_executor_cores": 8,    # all of a g4dn.2xlarge's vCPUs, for one inference task
-    "infer_executor_memory": "18g",  # more than half of what YARN offers on that node: one executor per node
-    "root_volume_gb": 64,         # EMR nodes: the CUDA build of TensorFlow alone is ~6 GB
-    "idle_minutes": 60,           # clusters end themselves after this long without a step: the backstop
-    "bootstrap": "",              # an extra bootstrap script (s3://) run after the project's own
-    "cluster_id": "",             # an existing cluster: no cluster is created or terminated
-    "step_timeout_hours": 6,      # each EMR step (<= STEP_CEILING_H)
-    "train_ami": "",              # an Amazon Linux 2023 Deep Learning AMI (NVIDIA driver, Python 3.11)
-    "train_instance_type": "g5.2xlarge",
-    "train_instance_profile": "deeploc-train",
-    "train_subnet": "",
-    "train_spot": False,          # a spot instance: cheaper; a lost one is replaced and training resumes
-    "train_volume_gb": 200,       # the instance's root volume: image shards are read from the lake, not kept
-    "train_timeout_hours": 36,    # the training wait and the instance's own hard limit (<= TRAIN_CEILING_H)
-    "python": "python3.11",       # the interpreter the bootstrap uses and Spark runs
-    "poll_seconds": 60,           # how often waits look at a step or the training instance
-}
+# The aws settings, their defaults and ceilings live with the package (the plan needs them outside
+# Airflow too); here they get Airflow's layers.
+STEP_CEILING_H, TRAIN_CEILING_H, AWS_DEFAULTS = aws_config.STEP_CEILING_H, aws_config.TRAIN_CEILING_H, aws_config.DEFAULTS
 
 
 def resolve(name: str, params: dict | None = None) -> str:
@@ -88,17 +59,20 @@ def resolve_aws(params: dict | None = None) -> dict:
     (JSON), then the run's params named like the keys (non-empty ones only); checked against the ceilings."""
     from airflow.sdk import Variable
 
-    merged = dict(AWS_DEFAULTS)
-    for source, raw in (("env DEEPLOC_AWS", os.environ.get("DEEPLOC_AWS")),
-                        ("Variable deeploc_aws", Variable.get("deeploc_aws", default=None))):
-        if raw:
-            layer = json.loads(raw)
-            unknown = set(layer) - set(AWS_DEFAULTS)
-            if unknown:
-                raise ValueError(f"{source}: unknown keys {sorted(unknown)}; known: {sorted(AWS_DEFAULTS)}")
-            merged.update(layer)
-    merged.update({k: v for k, v in (params or {}).items() if k in AWS_DEFAULTS and v not in ("", None, 0)})
-    for key, ceiling in (("step_timeout_hours", STEP_CEILING_H), ("train_timeout_hours", TRAIN_CEILING_H)):
-        if not 0 < float(merged[key]) <= ceiling:
-            raise ValueError(f"{key} must be in (0, {ceiling}] hours (the task's own time limit), got {merged[key]}")
-    return merged
+    return aws_config.merged(("env DEEPLOC_AWS", os.environ.get("DEEPLOC_AWS")),
+                             ("Variable deeploc_aws", Variable.get("deeploc_aws", default=None)),
+                             ("the run's params", {k: v for k, v in (params or {}).items()
+                                                   if k in AWS_DEFAULTS and v not in ("", None, 0)}))
+
+
+def resolve_budget() -> dict:
+    """What an unattended run (scheduled, or triggered by the Asset) may spend: the Variable
+    ``deeploc_budget`` ({"photos": N, "dollars": D}), else env ``DEEPLOC_BUDGET``, else ``BUDGET``."""
+    from airflow.sdk import Variable
+
+    raw = Variable.get("deeploc_budget", default=None) or os.environ.get("DEEPLOC_BUDGET")
+    budget = {**BUDGET, **(json.loads(raw) if raw else {})}
+    unknown = set(budget) - set(BUDGET)
+    if unknown:
+        raise ValueError(f"deeploc_budget: unknown keys {sorted(unknown)}; known: {sorted(BUDGET)}")
+    return budget

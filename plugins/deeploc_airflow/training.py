@@ -17,6 +17,19 @@ from typing import Any, AsyncIterator
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 GONE = ("shutting-down", "terminated", "stopping", "stopped")
+# Errors a poll may meet that say nothing about the training: the next poll asks again.
+TRANSIENT = ("RequestLimitExceeded", "Throttling", "ThrottlingException", "InternalError", "ServiceUnavailable",
+             "SlowDown", "RequestTimeout")
+
+
+# EC2 may not know an instance it has just launched for a few seconds: that is "pending", not gone.
+NOT_LISTED, NOT_LISTED_YET = "InvalidInstanceID.NotFound", ("pending", "launched; EC2 does not list it yet")
+
+
+def instance_of(reservations: list) -> tuple[str | None, str]:
+    """(state, reason) of the one instance a ``describe_instances`` answered with."""
+    inst = reservations[0]["Instances"][0] if reservations else {}
+    return inst.get("State", {}).get("Name"), inst.get("StateReason", {}).get("Message", "")
 
 
 def outcome(result: dict | None, state: str | None, why: str = "") -> tuple[str, str]:
@@ -54,24 +67,22 @@ class TrainingTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         bucket, key = _split(self.result_uri)
         ec2_hook = EC2Hook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, api_type="client_type")
         s3_hook = S3Hook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
         async with await ec2_hook.get_async_conn() as ec2, await s3_hook.get_async_conn() as s3:
             while True:
-                found = (await ec2.describe_instances(InstanceIds=[self.instance_id]))["Reservations"]
-                inst = found[0]["Instances"][0] if found else {}
-                state = inst.get("State", {}).get("Name")
-                why = inst.get("StateReason", {}).get("Message", "")
                 try:
-                    obj = await s3.get_object(Bucket=bucket, Key=key)
-                    result = json.loads(await obj["Body"].read())
-                except ClientError as exc:
-                    if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+                    state, why, result = *(await self._instance(ec2)), await self._result(s3, bucket, key)
+                except (ClientError, BotoCoreError) as exc:
+                    code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else "network"
+                    if isinstance(exc, ClientError) and code not in TRANSIENT:
                         raise
-                    result = None
+                    self.log.warning("polling training: %s (%s); asking again", code, exc)
+                    await asyncio.sleep(self.poll_seconds)
+                    continue
                 verdict, message = outcome(result, state, why)
                 if verdict != "running":
                     yield TriggerEvent({"status": verdict, "message": message, "instance_id": self.instance_id})
@@ -81,3 +92,25 @@ class TrainingTrigger(BaseTrigger):
                                         "instance_id": self.instance_id})
                     return
                 await asyncio.sleep(self.poll_seconds)
+
+    async def _instance(self, ec2) -> tuple[str | None, str]:
+        from botocore.exceptions import ClientError
+
+        try:
+            return instance_of((await ec2.describe_instances(InstanceIds=[self.instance_id]))["Reservations"])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == NOT_LISTED:
+                return NOT_LISTED_YET
+            raise
+
+    @staticmethod
+    async def _result(s3, bucket: str, key: str) -> dict | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            obj = await s3.get_object(Bucket=bucket, Key=key)
+            return json.loads(await obj["Body"].read())
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+                raise
+            return None

@@ -220,6 +220,23 @@ def commit(lake: Lake, table: str, files: list[str], replace, partition_by: tupl
     return result
 
 
+def write_frame(lake: Lake, table: str, df, partition_by: tuple[str, ...] = ("upload_month",), replace=None) -> dict:
+    """Commit a pandas frame to a table, one Parquet file per partition (as a stage's Spark job writes
+    them), in place of the rows ``replace`` selects (default: none). For lakes stocked from Python:
+    the tests, the benchmarks, a user's own rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyiceberg.expressions import AlwaysFalse
+
+    folder, files = new_data_folder(lake, table), []
+    lake.fs.create_dir(lake.fs_path(folder), recursive=True)
+    for i, (_, part) in enumerate(df.groupby(list(partition_by), sort=True)):
+        files.append(f"{folder}/part-{i}.parquet")
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), lake.fs_path(files[-1]), filesystem=lake.fs)
+    return commit(lake, table, files, replace if replace is not None else AlwaysFalse(), tuple(partition_by),
+                  pa.Schema.from_pandas(df, preserve_index=False))
+
+
 def _evolve(tbl, files: list[str]) -> None:
     """Add the columns the new files have and the table has not (a newer version of a stage)."""
     import pyarrow.parquet as pq

@@ -4,7 +4,9 @@ state and step count (hence the learning-rate schedule's position), the best mod
 per-epoch history and the TensorBoard logs.
 
 ``state.json`` is written last and names the model file of its epoch: a crash between the files leaves
-the previous epoch's state intact, never a mix.
+the previous epoch's state intact, never a mix. A run interrupted inside an epoch (a spot reclaim
+notice) keeps its model there too (``interrupted.keras``, named in the state): the next try starts from
+it rather than from the last completed epoch. Models go up streamed, in parts on S3.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 from deeploc.lake import Lake
 
 log = logging.getLogger(__name__)
+INTERRUPTED = "interrupted.keras"
 
 
 class Checkpoints:
@@ -44,11 +47,9 @@ class Checkpoints:
                    tensorboard: str | None = None) -> None:
         """Upload one completed epoch: its model, the best one if it changed, the history, then the state."""
         name = f"last-epoch-{epoch:04d}.keras"
-        with open(last_model, "rb") as f:
-            self.lake.write_bytes(self._loc(name), f.read())
+        self.lake.put_file(last_model, self._loc(name))
         if best_model:
-            with open(best_model, "rb") as f:
-                self.lake.write_bytes(self._loc("best.keras"), f.read())
+            self.lake.put_file(best_model, self._loc("best.keras"))
         self.lake.write_bytes(self._loc("history.csv"), to_csv(history).encode())
         if tensorboard:
             for folder, _, files in os.walk(tensorboard):
@@ -61,6 +62,17 @@ class Checkpoints:
                                                                    indent=2, default=str).encode())
         if previous and previous.get("model") != name:
             self.lake.delete(self._loc(previous["model"]))
+        if previous and previous.get("interrupted"):
+            self.lake.delete(self._loc(INTERRUPTED))
+
+    def save_interrupted(self, model_file: str, epoch: int, iterations: int, base: dict) -> None:
+        """Keep the model of a run interrupted inside epoch ``epoch`` (0-based) after ``iterations`` steps;
+        ``base``: the run's state when no epoch has completed yet."""
+        self.lake.put_file(model_file, self._loc(INTERRUPTED))
+        state = self.state() or base
+        self.lake.write_bytes(self._loc("state.json"), json.dumps(
+            {**state, "interrupted": {"epoch": epoch, "iterations": iterations, "model": INTERRUPTED}},
+            indent=2, default=str).encode())
 
     def download_tensorboard(self, dest: str) -> None:
         for f in self.lake.files(self._loc("tensorboard")):

@@ -89,10 +89,40 @@ def _run_tables(a: argparse.Namespace):
     return None
 
 
+# The plan takes the options of the stages it sizes, as they declare them.
+PLANNED = {"partitioning": ("profile", "image_set", "face_threshold", "partitionings", "split_by", "max_images"),
+           "train": ("epochs",), "availability": ("bucket", "unsigned", "endpoint_url")}
+
+
+def _plan(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lake", required=True, help="lake root: a local folder or s3://bucket/prefix")
+    for stage, names in PLANNED.items():
+        for name in names:
+            registry.get(stage).option(name).add_to(p)
+    p.add_argument("--target", choices=("local", "aws"), default="local",
+                   help="aws: also ask the account (quotas, AMI, subnets, roles, buckets); settings from DEEPLOC_AWS")
+    p.add_argument("--budget", help='what an unattended run may spend, as JSON: {"photos": N, "dollars": D}')
+
+
+def _run_plan(a: argparse.Namespace):
+    from deeploc import aws_config, plan
+    from deeploc.bucket import Bucket
+    from deeploc.lake import Lake
+
+    made = plan.model(Lake(a.lake), Bucket.of(a.bucket, a.unsigned, a.endpoint_url), a.profile, a.target,
+                      aws_config.from_environment(), image_set=a.image_set, face_threshold=a.face_threshold,
+                      partitionings=a.partitionings, max_images=a.max_images, split_by=a.split_by, epochs=a.epochs,
+                      budget=json.loads(a.budget) if a.budget else None)
+    print(plan.text(made), file=sys.stderr)
+    return made
+
+
 # Commands that are not pipeline stages: (help, add options, run).
 TOOLS = {"demo-data": ("generate the demo data set (metadata, bucket folder, manifest)", _demo_data, _run_demo_data),
          "predict": ("where were these photos taken? the top-k cells of every output, as JSON", _predict, _run_predict),
          "serve": ("the web map on 127.0.0.1, with the upload of your own photo", _serve, _run_serve),
+         "plan": ("what a model run will need and cost, and whether it fits (exit 3 when a check fails)",
+                  _plan, _run_plan),
          "tables": ("the lake's Iceberg tables: snapshot, rows, files, bytes, metadata location; or one's history",
                     _tables, _run_tables)}
 
@@ -123,11 +153,11 @@ def run(argv: list[str]):
 
 def main(argv: list[str] | None = None) -> int:
     """The ``deeploc`` command: run it, print its result as JSON on stdout (commands that print their own
-    output return None)."""
+    output return None); exit 3 when the result says a check failed (``"ok": false``)."""
     result = run(sys.argv[1:] if argv is None else argv)
     if result is not None:
         print(json.dumps(result, indent=2, default=str))
-    return 0
+    return 3 if isinstance(result, dict) and result.get("ok") is False else 0
 
 
 if __name__ == "__main__":

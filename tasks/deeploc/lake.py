@@ -113,6 +113,11 @@ class Lake:
         """Write a whole file; readers see the old or the new content, never a part."""
         self._store.write_bytes(location, data)
 
+    def put_file(self, local_path: str, location: str) -> None:
+        """Copy a local file to ``location``, streamed (a large one goes to S3 in parts, never whole in
+        memory: S3 takes at most 5 GB in one PUT); readers see the old or the new file, never a part."""
+        self._store.put_file(local_path, location)
+
     def write_json(self, rel: str, obj) -> str:
         path = self.path(rel)
         self.write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
@@ -164,6 +169,12 @@ class _LocalStore:
     def move(self, src: str, dst: str) -> None:
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         os.rename(src, dst)
+
+    def put_file(self, local_path: str, location: str) -> None:
+        os.makedirs(os.path.dirname(location), exist_ok=True)
+        tmp = f"{location}.tmp-{uuid.uuid4().hex[:8]}"
+        shutil.copyfile(local_path, tmp)
+        os.replace(tmp, location)
 
     def compare_and_swap(self, location: str, expected: bytes | None, new: bytes) -> bool:
         with self.lock(f"{location}.lock", 600.0):  # an advisory lock serialises the read and the rename
@@ -219,6 +230,11 @@ class _S3Store:
     def write_bytes(self, location: str, data: bytes) -> None:
         with self.lake.fs.open_output_stream(self.lake.fs_path(location), compression=None) as f:
             f.write(data)
+
+    def put_file(self, local_path: str, location: str) -> None:
+        from pyarrow import fs
+
+        fs.copy_files(local_path, self.lake.fs_path(location), destination_filesystem=self.lake.fs)
 
     def move(self, src: str, dst: str) -> None:
         from pyarrow import fs

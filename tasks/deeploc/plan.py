@@ -120,16 +120,17 @@ def shard_bytes(lake: Lake, bucket, keys, side: int) -> dict:
     from deeploc import images
     from deeploc.stages.shards import serialize
 
-    sizes = []
+    sizes, why = [], ""
     for key in keys[:SHARD_SAMPLE]:
         try:
             rgb = images.resize_square(images.read_rgb(bucket, key, min_side=side), side)
-        except images.Unreadable:
+        except images.Unreadable as exc:
+            why = f"{key}: {exc}"
             continue
         sizes.append(len(zlib.compress(serialize(rgb, 0, {"c": 0}), 6)))
     if not sizes:
         raise FileNotFoundError(f"plan: none of {min(len(keys), SHARD_SAMPLE)} sampled images could be read from "
-                                f"{bucket.location}")
+                                f"{bucket.location} (the last: {why})")
     return {"per_photo": int(np.mean(sizes)), "sampled": len(sizes), "side": side}
 
 
@@ -307,6 +308,11 @@ def model(lake: Lake, bucket, profile: str, target: str, cfg: dict, image_set: s
                     f"training needs {disk_gb:,.0f} GB (shards {shard['total_bytes'] / 1e9:,.1f} GB, checkpoints, "
                     f"system {SYSTEM_GB} GB) on a {cfg['train_volume_gb']} GB volume"
                     + ("" if disk_gb <= int(cfg["train_volume_gb"]) else ": raise train_volume_gb in deeploc_aws")),
+              Check("train_time", train_h <= float(cfg["train_timeout_hours"]),
+                    f"training takes {train_h:,.1f} h at {rate:,.0f} images/s against train_timeout_hours "
+                    f"{cfg['train_timeout_hours']}" + ("" if train_h <= float(cfg["train_timeout_hours"]) else
+                    f": raise train_timeout_hours (at most {aws_config.TRAIN_CEILING_H}), lower epochs or "
+                    "max_images, or choose a faster train_instance_type")),
               scale_check(spec, prof.sized_for, used),
               Check("checkpoint_upload", size["checkpoint_bytes"] <= MULTIPART_MAX_BYTES,
                     f"a checkpoint is {size['checkpoint_bytes'] / 1e9:.2f} GB, uploaded in parts (at most "
@@ -409,3 +415,38 @@ def text(plan: dict) -> str:
 def keep(lake: Lake, plan: dict, dag: str, run: str) -> str:
     """Store a plan under ``plans/<dag>/<run>.json``; its location."""
     return lake.write_json(f"plans/{dag}/{run}.json", json.loads(json.dumps(plan, default=str)))
+
+
+def input_rows(lake: Lake, inputs: list[str], probe: int = 8 << 20) -> int:
+    """Lines of the input files the parse step has not parsed yet, estimated from each file's size and
+    the lines in its first ``probe`` bytes (decompressed as the reader does: bz2, gzip or plain)."""
+    import bz2
+
+    from deeploc.line_source import list_inputs
+    from deeploc.stages import parse
+    from deeploc.uris import filesystem
+
+    total = 0
+    for file in list_inputs(inputs):
+        known = f"{parse.SOURCES}/{parse.source_id(file.path)}.json"
+        if lake.exists(lake.path(known)) and not parse.changed(lake.read_json(known), file):
+            continue
+        fs, path = filesystem(file.path)
+        with fs.open_input_stream(path, compression=None) as f:
+            head = f.read(probe)
+        if head[:3] == b"BZh":
+            text = bz2.BZ2Decompressor().decompress(head)
+        elif head[:2] == b"\x1f\x8b":
+            text = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head)
+        else:
+            text = head
+        total += int(text.count(b"\n") / max(1, len(head)) * file.size) if head else 0
+    return total
+
+
+def slice_share(rows: int, sl) -> int:
+    """The rows of a slice before the parse step has placed them: YFCC100M's rows spread evenly over its
+    132 months of upload time (2004-2014)."""
+    months = 132 if sl.start is None or sl.end is None else \
+        max(0, (sl.end.year - sl.start.year) * 12 + sl.end.month - sl.start.month)
+    return int(rows * min(1.0, months / 132))

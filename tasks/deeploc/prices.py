@@ -45,7 +45,7 @@ RATES = {
                            "assumed: ResNet-50-class network at 224 px, mixed precision, per instance"),
     "gpu_infer_images_s": ({"g4dn": 250}, "assumed: ResNet-50-class network at 224 px, one T4"),
     "gp3_mb_s": (125, "AWS: gp3 baseline throughput"),
-    "cluster_start_h": (10 / 60, "measured by users of EMR 7/8: ~8-12 min from RunJobFlow to WAITING"),
+    "cluster_start_h": (10 / 60, "reported, not measured here: EMR 7/8 take ~8-12 min from RunJobFlow to WAITING"),
 }
 
 

@@ -1,4 +1,7 @@
-"""Model profiles: the small, fast ``demo`` setup and the report's ``yfcc`` setup."""
+"""Model profiles: the small, fast ``demo`` setup, the report's ``yfcc`` setup and the reference scale
+``mp16``. A profile carries its scale: the sample a run takes when it does not say (``sample``, None:
+every photo) and the training photos its partitionings' taus were sized for (``sized_for``); the plan
+refuses a run that applies them to many times as many."""
 
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ class Profile:
     warmup_epochs: float
     partitionings: str     # Spec.parse format, coarse to fine
     weights: str | None    # "imagenet" (needs a download), a local weights file, or None
+    sample: int | None     # photos a run takes when it does not say (a stable sample); None: all
+    sized_for: int         # training photos the partitionings' taus were sized for
 
     def with_overrides(self, **kw) -> "Profile":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
@@ -26,11 +31,18 @@ class Profile:
 
 
 PROFILES = {
-    "demo": Profile("demo", "small_cnn", 64, 32, 14, 2e-3, "cosine", 1.0, "coarse:5:200,medium:5:80,fine:5:30", None),
-    # The report: ResNet101V2, 224x224, ImageNet weights, tau_min 5 and tau_max 500/200/100; fine-tuning a
-    # pretrained network with Adam wants a smaller peak than training from scratch.
+    # ~1,300 training photos in the demo's 3,000 metadata rows.
+    "demo": Profile("demo", "small_cnn", 64, 32, 14, 2e-3, "cosine", 1.0, "coarse:5:200,medium:5:80,fine:5:30", None,
+                    None, 1_300),
+    # The report: ResNet101V2, 224x224, ImageNet weights, tau_min 5 and tau_max 500/200/100 for a stable
+    # sample of 154,052 photos (8:2 train/val: ~123k training photos); fine-tuning a pretrained network
+    # with Adam wants a smaller peak than training from scratch.
     "yfcc": Profile("yfcc", "ResNet101V2", 224, 64, 15, 3e-4, "cosine", 1.0, "coarse:5:500,medium:5:200,fine:5:100",
-                    "imagenet"),
+                    "imagenet", 154_052, 123_242),
+    # The reference scale: GeoEstimation's MP-16 (~4.7M training photos), tau_min 50 and tau_max
+    # 5000/2000/1000 (3,298 / 7,202 / 12,893 classes there), ResNet-50, batch 128.
+    "mp16": Profile("mp16", "ResNet50", 224, 128, 15, 1e-2, "cosine", 1.0, "coarse:50:5000,medium:50:2000,fine:50:1000",
+                    "imagenet", 4_700_000, 4_700_000),
 }
 
 

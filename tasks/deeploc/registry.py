@@ -68,6 +68,7 @@ class Stage:
     # whose work stays on the primary node: no core nodes needed), "gpu_instance" (the training instance).
     runs_on: str = "cluster"
     gpu_workers: bool = False                    # aws: the cluster's core nodes are GPU instances
+    tensorflow: bool = False                     # aws: its nodes install TensorFlow (the package's cpu / gpu extra)
     settings: tuple[str, ...] = field(init=False)
 
     def __post_init__(self):
@@ -103,8 +104,9 @@ BUCKET = (Option("bucket", "image bucket: a local folder laid out like s3://mult
 RUN = Option("run", "model run name (default: the latest, models/LATEST.json)")
 IMAGE_SET = Option("image_set", "full: every image; removal: images whose face ratio is at most the threshold",
                    default="full", choices=("full", "removal"))
-PROFILE = Option("profile", "model profile: demo (small CNN, 64 px) or yfcc (the report's ResNet101V2, 224 px)",
-                 default="demo", choices=("demo", "yfcc"), setting="profile")
+PROFILE = Option("profile", "model profile: demo (small CNN, 64 px), yfcc (the report: ResNet101V2, 224 px, a "
+                            "154,052-photo sample) or mp16 (the reference scale: 4.7M photos, ResNet-50)",
+                 default="demo", choices=("demo", "yfcc", "mp16"), setting="profile")
 
 STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("parse", "raw YFCC100M metadata files -> parsed/ (typed, by upload month; once per changed file)",
@@ -144,13 +146,13 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
               Option("val_fraction", "share of the rest used for validation", float, 0.2, minimum=0, maximum=1),
               Option("split_by", "user: a user's photos stay together (no near-duplicates on both sides); "
                                  "photo: the report's split by photo id", default="user", choices=("user", "photo")),
-              Option("max_images", "a stable, seeded sample of at most this many photos (the report used 154,052)",
-                     int, minimum=1),
+              Option("max_images", "a stable, seeded sample of at most this many photos (default: the profile's; "
+                                   "the yfcc profile's is the report's 154,052)", int, minimum=1),
               Option("seed", "the sample's seed", int, 0)),
           reads=("faces",), writes=("partitionings",), runs_on="primary"),
     Stage("shards", "the train and val photos of an image set, resized once -> shards/<image set>/ (TFRecord)",
           "deeploc.stages.shards:run", (LAKE, *BUCKET, IMAGE_SET, PROFILE),
-          reads=("partitionings",), writes=("shards", "rejects/shards")),
+          reads=("partitionings",), writes=("shards", "rejects/shards"), tensorflow=True),
     Stage("train", "partitionings/<image set>/ + images -> models/<run>/ (TensorFlow)",
           "deeploc.stages.train:run", (
               LAKE, *BUCKET, Option("run", "model run name; the same command after a kill resumes it", required=True),
@@ -166,7 +168,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
               Option("input", "shards (prepared by deeploc shards) or images (read every epoch: tiny sets only)",
                      default="shards", choices=("shards", "images")),
               Option("any_partitionings", "train on partitionings built for another profile", bool)),
-          reads=("partitionings", "shards"), writes=("models",), runs_on="gpu_instance"),
+          reads=("partitionings", "shards"), writes=("models",), runs_on="gpu_instance", tensorflow=True),
     Stage("infer", "models/<run>/ + images -> predictions/<run>/ (Spark + TensorFlow)",
           "deeploc.stages.infer:run", (
               LAKE, *BUCKET, RUN,
@@ -177,7 +179,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
               Option("top_k", "cells kept per output with their probabilities", int, 5),
               Option("crops", "test-time crops per photo: 1 (centre) or 5 (centre and corners)", int, 1,
                      choices=(1, 5))),
-          reads=("models", "partitionings"), writes=("predictions", "rejects/infer"), gpu_workers=True),
+          reads=("models", "partitionings"), writes=("predictions", "rejects/infer"), gpu_workers=True,
+          tensorflow=True),
     Stage("evaluate", "predictions/<run>/ -> metrics/<run>/ (accuracy at 1 / 25 / 200 / 750 / 2500 km)",
           "deeploc.stages.evaluate:run", (LAKE, RUN),
           reads=("predictions", "models"), writes=("metrics",), runs_on="primary"),

@@ -52,13 +52,18 @@ def split(photos: pd.DataFrame, rule: str, test_fraction: float, val_fraction: f
     return assign(keys, test_fraction, val_fraction)
 
 
+def sample_hash(photo_ids, seed: int = 0) -> np.ndarray:
+    """The seeded hash in [0, 1) that orders photos for ``sample``."""
+    with np.errstate(over="ignore"):
+        return unit_hash(np.asarray(photo_ids, dtype=np.int64) ^ np.int64(seed * 0x5851F42D4C957F2D & 0x7FFFFFFFFFFFFFFF))
+
+
 def sample(photo_ids, n: int | None, seed: int = 0) -> np.ndarray:
     """A mask of at most ``n`` photos: those with the smallest seeded hash (all when n is None)."""
     ids = np.asarray(photo_ids, dtype=np.int64)
     if n is None or n >= len(ids):
         return np.ones(len(ids), bool)
-    with np.errstate(over="ignore"):
-        h = unit_hash(ids ^ np.int64(seed * 0x5851F42D4C957F2D & 0x7FFFFFFFFFFFFFFF))
+    h = sample_hash(ids, seed)
     keep = np.zeros(len(ids), bool)
     keep[np.argpartition(h, n - 1)[:n]] = True
     return keep

@@ -3,12 +3,15 @@ as a small JSON file the orchestrator reads: ``python -m deeploc.step RESULT_URI
 
 The result says whether a failure is worth a retry. Bad arguments, missing inputs ("run X first"),
 refused values and ledgers that do not add up fail the same way every time: ``terminal``. Anything
-else (a lost node, S3 throttling, out of memory) may pass on a second try.
+else (a lost node, S3 throttling, out of memory) may pass on a second try. A SIGTERM (the training
+instance's spot reclaim notice, or a timeout) interrupts the stage: it is recorded as worth another try,
+and training keeps a checkpoint of where it stopped (``deeploc.stages.train``).
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import traceback
 
@@ -16,6 +19,14 @@ from deeploc.ledger import LedgerError
 from deeploc.uris import filesystem
 
 TERMINAL = (ValueError, FileNotFoundError, LedgerError)
+
+
+class Interrupted(Exception):
+    """The machine is going away (a spot reclaim notice: SIGTERM); the next try resumes."""
+
+
+def _interrupt(signum, frame):
+    raise Interrupted("SIGTERM: the instance is being reclaimed or stopped; the next try resumes")
 
 
 def write_result(uri: str, result: dict) -> None:
@@ -28,6 +39,7 @@ def write_result(uri: str, result: dict) -> None:
 def run_and_record(result_uri: str, argv: list[str]) -> int:
     from deeploc.cli import run
 
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         outcome = run(argv)
     except SystemExit as exc:  # argparse refused the arguments
@@ -48,4 +60,8 @@ def run_and_record(result_uri: str, argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_and_record(sys.argv[1], sys.argv[2:]))
+    # Run as the imported module, not as __main__: the stages catch deeploc.step.Interrupted, which
+    # would otherwise be a second class of the same name.
+    from deeploc import step
+
+    sys.exit(step.run_and_record(sys.argv[1], sys.argv[2:]))

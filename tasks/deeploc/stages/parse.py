@@ -129,7 +129,7 @@ def transform(lines, layout: int, sources: dict[str, str] | None = None):
          else F.substring(F.sha1("source_file"), 1, 16)).alias("source"))
 
 
-def _changed(manifest: dict | None, file: InputFile) -> bool:
+def changed(manifest: dict | None, file: InputFile) -> bool:
     return manifest is None or (manifest["size"], manifest["mtime"]) != (file.size, file.mtime)
 
 
@@ -282,7 +282,7 @@ def run(input: list[str], lake: str, layout: int | None = None, chunk_mb: int = 
         todo = []
         for file in files:
             known = f"{SOURCES}/{source_id(file.path)}.json"
-            if _changed(lake_.read_json(known) if lake_.exists(lake_.path(known)) else None, file):
+            if changed(lake_.read_json(known) if lake_.exists(lake_.path(known)) else None, file):
                 todo.append(file)
         current = {source_id(f.path) for f in files}
         earlier = {sid: m for sid, m in _manifests(lake_).items() if sid not in current}

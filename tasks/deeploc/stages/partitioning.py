@@ -40,6 +40,16 @@ def choose(df: pd.DataFrame, image_set: str, threshold: float) -> pd.DataFrame:
     return df if image_set == "full" else df.query(removal_filter(threshold))
 
 
+def select(faces: pd.DataFrame, image_set: str, threshold: float, max_images: int | None, seed: int,
+           split_by: str, test_fraction: float = 0.2, val_fraction: float = 0.2) -> pd.DataFrame:
+    """The photos a run trains and tests on: the image set, its stable sample, each photo's split.
+    ``deeploc plan`` sizes a run with the same choice."""
+    chosen = choose(faces, image_set, threshold)
+    df = chosen[splits.sample(chosen["photo_id"], max_images, seed)].reset_index(drop=True)
+    df["split"] = splits.split(df, split_by, test_fraction, val_fraction)
+    return df
+
+
 def report_markdown(report: dict) -> str:
     """Classes per partitioning (the shape of the report's Table 3), class sizes, unassigned images."""
     rule = report["split_rule"]
@@ -67,17 +77,17 @@ def run(lake: str, image_set: str = "full", profile: str = "demo", partitionings
     spec = partitionings or profiles.get(profile).partitionings
     specs = partitioning.Spec.parse(spec)
     faces, snapshot = read_faces(lake)
-    chosen = choose(faces, image_set, face_threshold)
-    df = chosen[splits.sample(chosen["photo_id"], max_images, seed)].reset_index(drop=True)
-    df["split"] = splits.split(df, split_by, test_fraction, val_fraction)
+    max_images = max_images if max_images is not None else profiles.get(profile).sample
+    df = select(faces, image_set, face_threshold, max_images, seed, split_by, test_fraction, val_fraction)
+    in_set = len(choose(faces, image_set, face_threshold))
     train = (df["split"] == "train").to_numpy()
     lat, lon = df["latitude"].to_numpy(float), df["longitude"].to_numpy(float)
     leaf = s2.leaf_ids(lat, lon)
 
     tables, report = {}, {"image_set": image_set, "profile": profile, "spec": spec, "face_threshold": face_threshold,
                           "faces_snapshot": snapshot,
-                          "images": len(df), "removed_by_faces": len(faces) - len(chosen),
-                          "left_out_by_sample": len(chosen) - len(df), "max_images": max_images, "seed": seed,
+                          "images": len(df), "removed_by_faces": len(faces) - in_set,
+                          "left_out_by_sample": in_set - len(df), "max_images": max_images, "seed": seed,
                           "split_rule": {"by": split_by, "test_fraction": test_fraction, "val_fraction": val_fraction},
                           "split": {k: int((df["split"] == k).sum()) for k in splits.SPLITS},
                           "partitionings": []}

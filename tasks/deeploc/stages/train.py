@@ -24,6 +24,7 @@ from deeploc import commit, profiles, runs, training_data
 from deeploc.bucket import Bucket
 from deeploc.checkpoints import Checkpoints
 from deeploc.lake import Lake
+from deeploc.step import Interrupted
 
 log = logging.getLogger(__name__)
 INPUTS = ("shards", "images")
@@ -99,6 +100,7 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
         if state is not None and state["config"] != config:
             raise ValueError(f"train: {lake_.path('checkpoints', run)} holds a run with other settings; "
                              "use another --run, or delete that folder to start over")
+        stopped = (state or {}).get("interrupted")  # a try stopped inside an epoch: its model is newer
         if state is None:
             net = model_mod.build(prof.backbone, prof.input_size, outputs, prof.weights)
             model_mod.compile_model(net, order, model_mod.learning_rate(
@@ -107,18 +109,27 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
             log.info("train: profile %s, backbone %s %dpx, outputs %s, %d train / %d val images, %d epochs, %s",
                      prof.name, prof.backbone, prof.input_size, outputs, len(tr), len(va), prof.epochs, input)
         else:
-            start, best, resumed = state["epoch"], state["best"], [*state.get("resumed_after", []), state["epoch"]]
-            net = keras.models.load_model(ckpt.fetch(state["model"], os.path.join(work, state["model"])))
+            start, best = state.get("epoch", 0), state.get("best", {"val_loss": float("inf"), "epoch": 0})
+            resumed = [*state.get("resumed_after", []), start]
+            model_file = stopped["model"] if stopped else state["model"]
+            net = keras.models.load_model(ckpt.fetch(model_file, os.path.join(work, model_file)))
             history = [h for h in history if int(h["epoch"]) <= start]
-            log.info("train: resuming after epoch %d of %d (best val loss %.4f at epoch %d)", start, prof.epochs,
-                     best["val_loss"], best["epoch"])
+            log.info("train: resuming after epoch %d of %d%s (best val loss %.4f at epoch %d)", start, prof.epochs,
+                     f", from inside epoch {stopped['epoch'] + 1} ({stopped['iterations']} steps in all)"
+                     if stopped else "", best["val_loss"], best["epoch"])
         tensorboard = os.path.join(work, "tensorboard")
         if state is not None:
             ckpt.download_tensorboard(tensorboard)
         saver = epoch_saver(ckpt, work, history, best, {"config": config, "resumed_after": resumed}, tensorboard)
-        if start < prof.epochs:
-            net.fit(train_ds, validation_data=val_ds, epochs=prof.epochs, initial_epoch=start, verbose=2,
-                    callbacks=[keras.callbacks.TensorBoard(tensorboard, histogram_freq=0, write_graph=False), saver])
+        try:
+            if start < prof.epochs:
+                net.fit(train_ds, validation_data=val_ds, epochs=prof.epochs, initial_epoch=start, verbose=2,
+                        callbacks=[keras.callbacks.TensorBoard(tensorboard, histogram_freq=0, write_graph=False), saver])
+        except Interrupted:  # a spot reclaim notice: two minutes to keep what this epoch has learned so far
+            net.save(os.path.join(work, "interrupted.keras"))
+            ckpt.save_interrupted(os.path.join(work, "interrupted.keras"), saver.epoch,
+                                  int(net.optimizer.iterations), {"config": config, "resumed_after": resumed})
+            raise
         summary = _summary(saver.history, saver.best, tr, va, order, outputs, prof, run, image_set, report, devices,
                            resumed, input)
         with commit.building(lake_, f"models/{run}") as out:
@@ -148,10 +159,10 @@ def epoch_saver(*args):
         def __init__(self, ckpt, work, history, best, state, tensorboard):
             super().__init__()
             self.ckpt, self.work, self.history, self.best = ckpt, work, history, best
-            self.state, self.tensorboard, self.t0 = state, tensorboard, time.monotonic()
+            self.state, self.tensorboard, self.t0, self.epoch = state, tensorboard, time.monotonic(), 0
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.t0 = time.monotonic()
+            self.t0, self.epoch = time.monotonic(), epoch
 
         def on_epoch_end(self, epoch, logs=None):
             done = epoch + 1
