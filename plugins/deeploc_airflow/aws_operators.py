@@ -28,7 +28,7 @@ from airflow.providers.amazon.aws.links.emr import EmrClusterLink, EmrLogsLink
 from airflow.providers.amazon.aws.operators.emr import (EmrAddStepsOperator, EmrCreateJobFlowOperator,
                                                         EmrTerminateJobFlowOperator)
 from airflow.providers.amazon.aws.triggers.emr import EmrAddStepsTrigger
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from botocore.exceptions import ClientError
 
 from deeploc_airflow import aws_package, capacity, sizing
@@ -188,8 +188,9 @@ class TerminateTransientCluster(EmrTerminateJobFlowOperator):
         self.given_cluster = given_cluster
 
     def execute(self, context):
-        if self.given_cluster:
-            raise AirflowSkipException(f"cluster {self.given_cluster} was given, not created: left running")
+        if self.given_cluster:  # succeeds rather than skips: the next cluster's task waits on this one
+            self.log.info("cluster %s was given, not created: left running", self.given_cluster)
+            return None
         return super().execute(context)
 
 

@@ -81,14 +81,15 @@ class Lake:
         return self.fs.open_input_file(self.fs_path(location))
 
     def read_bytes(self, location: str) -> bytes:
-        # compression=None: bytes as stored (pyarrow would otherwise decode a name ending .gz / .bz2)
-        with self.fs.open_input_stream(self.fs_path(location), compression=None) as f:
-            return f.read()
+        """A whole file as stored. Small objects that are replaced in place (pointers, leases) must be
+        read whole, the old or the new: on S3 that is one GET (pyarrow's stream reads in ranges)."""
+        return self._store.read_bytes(location)
 
     def read_bytes_or_none(self, location: str) -> bytes | None:
-        from pyarrow import fs
-
-        return self.read_bytes(location) if self._info(location).type == fs.FileType.File else None
+        try:
+            return self.read_bytes(location)
+        except (FileNotFoundError, IsADirectoryError):
+            return None
 
     def read_json(self, rel: str):
         return json.loads(self.read_bytes(self.path(rel)))
@@ -158,6 +159,10 @@ class _LocalStore:
 
     def __init__(self, lake: Lake):
         self.lake = lake
+
+    def read_bytes(self, location: str) -> bytes:
+        with open(location, "rb") as f:
+            return f.read()
 
     def write_bytes(self, location: str, data: bytes) -> None:
         os.makedirs(os.path.dirname(location), exist_ok=True)
@@ -242,6 +247,12 @@ class _S3Store:
         fs.copy_files(self.lake.fs_path(src), self.lake.fs_path(dst), source_filesystem=self.lake.fs,
                       destination_filesystem=self.lake.fs, use_threads=True)
         self.lake.delete(src)
+
+    def read_bytes(self, location: str) -> bytes:
+        held = self._get(location)
+        if held is None:
+            raise FileNotFoundError(location)
+        return held[0]
 
     def compare_and_swap(self, location: str, expected: bytes | None, new: bytes) -> bool:
         held = self._get(location)
