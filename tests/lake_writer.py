@@ -1,6 +1,7 @@
 """Separate processes that write to or read from a lake, for the concurrency tests (``test_commit.py``).
 
-    python tests/lake_writer.py stages LAKE BUCKET METADATA START END    parse, then the slice's three stages
+    python tests/lake_writer.py stages LAKE BUCKET METADATA START END [START END ...]
+                                                                         parse, then each slice's three stages
     python tests/lake_writer.py months LAKE TABLE START END [FILES]      commit a slice of made-up rows
     python tests/lake_writer.py watch LAKE TABLE SECONDS                 read the table in a loop
 
@@ -62,14 +63,18 @@ def watch(lake_root: str, table: str, seconds: str) -> dict:
     return {"reads": seen}
 
 
-def stages(lake: str, bucket: str, metadata: str, start: str, end: str) -> dict:
+def stages(lake: str, bucket: str, metadata: str, *bounds: str) -> dict:
+    """Parse, then each slice (START END pairs) through its three stages, one after the other."""
     from deeploc import cli
 
-    out = {"parse": cli.run(["-q", "parse", "--input", metadata, "--lake", lake])["parsed_now"]}
-    for stage in ("metadata", "availability", "faces"):
-        extra = ["--bucket", bucket] if stage != "metadata" else []
-        ledger = cli.run(["-q", stage, "--lake", lake, "--start", start, "--end", end, *extra])
-        out[stage] = {k: ledger[k] for k in ("in", "out", "rejects")}
+    out = {"parse": cli.run(["-q", "parse", "--input", metadata, "--lake", lake])["parsed_now"], "slices": []}
+    for start, end in zip(bounds[::2], bounds[1::2]):
+        done = {}
+        for stage in ("metadata", "availability", "faces"):
+            extra = ["--bucket", bucket] if stage != "metadata" else []
+            ledger = cli.run(["-q", stage, "--lake", lake, "--start", start, "--end", end, *extra])
+            done[stage] = {k: ledger[k] for k in ("in", "out", "rejects")}
+        out["slices"].append(done)
     return out
 
 

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import REPO
@@ -36,27 +37,32 @@ def _env(home) -> dict:
 
 
 # Scenarios whose faults touch different DAGs run together: each DAG's run shows its own fault.
+GREEN = ("--busy-cluster", "--unlisted-instance")
 RETRIED = ("--fail-once", "availability", "--lose-instance", "--stale-instance")
 DEAD = ("--cluster-dies", "availability", "--fail-training")
 FAILING = ("--fail-always", "faces", "--fail-terminal", "infer")
+REFUSED = ("--no-wheelhouse", "--tiny-volume")
+GIVEN = ("--cluster-id",)
 
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory, migrated_db):
-    """Run ``aws_on_moto.py`` with the given flags on a copy of the database; one run per set of flags."""
-    done: dict[tuple, dict] = {}
+    """The result of ``aws_on_moto.py`` with a set of flags above, each on a copy of the database. They
+    all start at once, two at a time (each is one busy process): a test waits only for its own."""
+    def run(args: tuple) -> dict:
+        home = tmp_path_factory.mktemp("scenario")
+        shutil.copy(migrated_db, home / "airflow.db")
+        out = home / "result.json"
+        res = subprocess.run([sys.executable, str(SCENARIO), str(out), *args], env=_env(home),
+                             capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        return json.loads(out.read_text())
 
-    def run(*args) -> dict:
-        if args not in done:
-            home = tmp_path_factory.mktemp("scenario")
-            shutil.copy(migrated_db, home / "airflow.db")
-            out = home / "result.json"
-            res = subprocess.run([sys.executable, str(SCENARIO), str(out), *args], env=_env(home),
-                                 capture_output=True, text=True, timeout=600)
-            assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-            done[args] = json.loads(out.read_text())
-        return done[args]
-    return run
+    with ThreadPoolExecutor(2) as pool:
+        futures = {args: pool.submit(run, args) for args in (GREEN, RETRIED, DEAD, FAILING, REFUSED, GIVEN)}
+        yield lambda args: futures[args].result()
+        for f in futures.values():
+            f.cancel()
 
 
 def _clusters(result) -> dict:
@@ -69,7 +75,7 @@ def _stage_args(step):  # spark-submit --deploy-mode client <step_main.py> <resu
 
 def test_both_dags_green_with_the_local_argument_lists(scenario):
     """Green, while another run's cluster holds the room at first and EC2 is slow to list the instance."""
-    r = scenario("--busy-cluster", "--unlisted-instance")
+    r = scenario(GREEN)
     for dag_id, run in r["runs"].items():
         assert run["state"] == "success", (dag_id, run["tasks"])
         for task_id, ti in run["tasks"].items():
@@ -112,7 +118,7 @@ def test_both_dags_green_with_the_local_argument_lists(scenario):
 
 
 def test_a_step_that_fails_once_is_submitted_again(scenario):
-    r = scenario(*RETRIED)
+    r = scenario(RETRIED)
     ing = r["runs"]["deeploc_ingestion"]
     assert ing["state"] == "success" and ing["tasks"]["aws.availability"] == {"state": "success", "tries": 2}
     steps = [_stage_args(s)[0] for s in _clusters(r)["ingest"]["steps"]]
@@ -122,7 +128,7 @@ def test_a_step_that_fails_once_is_submitted_again(scenario):
 
 
 def test_a_dead_cluster_fails_the_step_at_once_with_emrs_reason(scenario):
-    r = scenario(*DEAD)
+    r = scenario(DEAD)
     ing = r["runs"]["deeploc_ingestion"]
     assert ing["state"] == "failed"
     assert ing["tasks"]["aws.availability"] == {"state": "failed", "tries": 1}  # retries=2 not spent on a dead cluster
@@ -133,7 +139,7 @@ def test_a_dead_cluster_fails_the_step_at_once_with_emrs_reason(scenario):
 
 
 def test_a_plan_that_does_not_fit_stops_the_run_before_anything_starts(scenario):
-    r = scenario("--no-wheelhouse", "--tiny-volume")
+    r = scenario(REFUSED)
     for dag_id, run in r["runs"].items():
         assert run["state"] == "failed" and run["tasks"]["aws.plan"] == {"state": "failed", "tries": 1}, dag_id
         failed = {c["name"] for c in run["plan"]["checks"] if not c["ok"]}
@@ -144,7 +150,7 @@ def test_a_plan_that_does_not_fit_stops_the_run_before_anything_starts(scenario)
 
 
 def test_a_terminal_failure_fails_at_once_and_the_cluster_still_goes(scenario):
-    r = scenario(*FAILING)
+    r = scenario(FAILING)
     model = r["runs"]["deeploc_model"]
     assert model["state"] == "failed"
     assert model["tasks"]["aws.infer"] == {"state": "failed", "tries": 1}  # no retry burnt
@@ -154,7 +160,7 @@ def test_a_terminal_failure_fails_at_once_and_the_cluster_still_goes(scenario):
 
 
 def test_a_step_that_keeps_failing_uses_its_retries(scenario):
-    r = scenario(*FAILING)
+    r = scenario(FAILING)
     ing = r["runs"]["deeploc_ingestion"]
     assert ing["state"] == "failed" and ing["tasks"]["aws.faces"] == {"state": "failed", "tries": 3}  # retries=2
     assert ing["tasks"]["announce_faces"]["state"] == "upstream_failed"
@@ -165,7 +171,7 @@ def test_a_step_that_keeps_failing_uses_its_retries(scenario):
 def test_a_lost_training_instance_is_replaced(scenario):
     """The first try's instance is reclaimed and its worker died with a second one of the run running:
     the next try terminates that one before it launches its own."""
-    r = scenario(*RETRIED)
+    r = scenario(RETRIED)
     model = r["runs"]["deeploc_model"]
     assert model["state"] == "success" and model["tasks"]["aws.train"] == {"state": "success", "tries": 2}
     assert [i["state"] for i in r["instances"]] == ["terminated", "terminated"]
@@ -178,7 +184,7 @@ def test_a_lost_training_instance_is_replaced(scenario):
 
 
 def test_a_failed_training_fails_at_once_and_the_instance_still_goes(scenario):
-    r = scenario(*DEAD)
+    r = scenario(DEAD)
     tasks = r["runs"]["deeploc_model"]["tasks"]
     assert r["runs"]["deeploc_model"]["state"] == "failed"
     assert tasks["aws.train"] == {"state": "failed", "tries": 1}
@@ -189,7 +195,7 @@ def test_a_failed_training_fails_at_once_and_the_instance_still_goes(scenario):
 
 
 def test_a_given_cluster_is_used_and_left_running(scenario):
-    r = scenario("--cluster-id")
+    r = scenario(GIVEN)
     assert [c["id"] for c in r["clusters"]] == [r["given_cluster"]]
     (shared,) = r["clusters"]
     assert shared["state"] in ("RUNNING", "WAITING") and len(shared["steps"]) == 9
