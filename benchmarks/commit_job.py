@@ -79,11 +79,13 @@ def main() -> None:
     os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                        "AWS_DEFAULT_REGION": "us-west-2", "AWS_ENDPOINT_URL": url})
     boto3.client("s3").create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
-    lake, months = Lake("s3://lake/root"), [f"2010-{m:02d}" for m in range(1, 13)]
-    sl = Slice.of("2010-01-01", "2011-01-01")
+    lake = Lake("s3://lake/root")
     out = {"files": 12 * a.per_month, "rows": 12 * a.per_month * a.rows}
-    for attempt in ("first", "again"):
-        staged = write_files(lake, lake.path("old", f"_staging-{attempt}"), months, a.per_month, a.rows)
+    # 2009 first, not timed: the tables exist and each way has run once in this process (a backfill's
+    # runs meet a table that exists); then 2010 is published, and published again.
+    for year, attempt in ((2009, "warm-up"), (2010, "first"), (2010, "again")):
+        months, sl = [f"{year}-{m:02d}" for m in range(1, 13)], Slice.of(f"{year}-01-01", f"{year + 1}-01-01")
+        staged = write_files(lake, lake.path("old", f"_staging-{year}-{attempt}"), months, a.per_month, a.rows)
         out["bytes"] = sum(lake.fs.get_file_info(lake.fs_path(f)).size for f in staged)
         t0 = time.monotonic()
         copy_publish(lake, staged, "old")
