@@ -48,7 +48,8 @@ GIVEN = ("--cluster-id",)
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory, migrated_db):
     """The result of ``aws_on_moto.py`` with a set of flags above, each on a copy of the database. They
-    all start at once, two at a time (each is one busy process): a test waits only for its own."""
+    all start at once, two at a time (each is one busy process): a test waits only for its own. The
+    tests that use them are marked slow (two DAG runs each, ~40 s of one core)."""
     def run(args: tuple) -> dict:
         home = tmp_path_factory.mktemp("scenario")
         shutil.copy(migrated_db, home / "airflow.db")
@@ -73,6 +74,7 @@ def _stage_args(step):  # spark-submit --deploy-mode client <step_main.py> <resu
     return step[5:]
 
 
+@pytest.mark.slow
 def test_both_dags_green_with_the_local_argument_lists(scenario):
     """Green, while another run's cluster holds the room at first and EC2 is slow to list the instance."""
     r = scenario(GREEN)
@@ -117,6 +119,7 @@ def test_both_dags_green_with_the_local_argument_lists(scenario):
     assert r["runs"]["deeploc_model"]["plan"]["data"]["photos"] == 48
 
 
+@pytest.mark.slow
 def test_a_step_that_fails_once_is_submitted_again(scenario):
     r = scenario(RETRIED)
     ing = r["runs"]["deeploc_ingestion"]
@@ -127,6 +130,7 @@ def test_a_step_that_fails_once_is_submitted_again(scenario):
     assert [n.rsplit(" ", 1)[1] for n in names] == ["try1", "try2"]  # each try finds its own step by name
 
 
+@pytest.mark.slow
 def test_a_dead_cluster_fails_the_step_at_once_with_emrs_reason(scenario):
     r = scenario(DEAD)
     ing = r["runs"]["deeploc_ingestion"]
@@ -138,6 +142,7 @@ def test_a_dead_cluster_fails_the_step_at_once_with_emrs_reason(scenario):
     assert _clusters(r)["ingest"]["reason"] == "The primary node was lost"
 
 
+@pytest.mark.slow
 def test_a_plan_that_does_not_fit_stops_the_run_before_anything_starts(scenario):
     r = scenario(REFUSED)
     for dag_id, run in r["runs"].items():
@@ -149,6 +154,7 @@ def test_a_plan_that_does_not_fit_stops_the_run_before_anything_starts(scenario)
     assert r["clusters"] == [] and r["instances"] == [] and r["events"] == []
 
 
+@pytest.mark.slow
 def test_a_terminal_failure_fails_at_once_and_the_cluster_still_goes(scenario):
     r = scenario(FAILING)
     model = r["runs"]["deeploc_model"]
@@ -159,6 +165,7 @@ def test_a_terminal_failure_fails_at_once_and_the_cluster_still_goes(scenario):
     assert _clusters(r)["serve"]["state"] == "TERMINATED"
 
 
+@pytest.mark.slow
 def test_a_step_that_keeps_failing_uses_its_retries(scenario):
     r = scenario(FAILING)
     ing = r["runs"]["deeploc_ingestion"]
@@ -168,6 +175,7 @@ def test_a_step_that_keeps_failing_uses_its_retries(scenario):
     assert [_stage_args(s)[0] for s in _clusters(r)["ingest"]["steps"]].count("faces") == 3
 
 
+@pytest.mark.slow
 def test_a_lost_training_instance_is_replaced(scenario):
     """The first try's instance is reclaimed and its worker died with a second one of the run running:
     the next try terminates that one before it launches its own."""
@@ -183,6 +191,7 @@ def test_a_lost_training_instance_is_replaced(scenario):
     assert results[0].endswith("train-try1.json") and results[1].endswith("train-try2.json")
 
 
+@pytest.mark.slow
 def test_a_failed_training_fails_at_once_and_the_instance_still_goes(scenario):
     r = scenario(DEAD)
     tasks = r["runs"]["deeploc_model"]["tasks"]
@@ -194,6 +203,7 @@ def test_a_failed_training_fails_at_once_and_the_instance_still_goes(scenario):
     assert "serve" not in _clusters(r) and _clusters(r)["prep"]["state"] == "TERMINATED"
 
 
+@pytest.mark.slow
 def test_a_given_cluster_is_used_and_left_running(scenario):
     r = scenario(GIVEN)
     assert [c["id"] for c in r["clusters"]] == [r["given_cluster"]]
