@@ -39,7 +39,6 @@ from deeploc_airflow.training import (NOT_LISTED, NOT_LISTED_YET, TRANSIENT, Tra
 
 RUN_TAG = "deeploc:run"
 DEAD = ("TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS")  # a cluster no step can run on
-LIVE = ("STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING")
 
 
 def _default_deferrable() -> bool:
@@ -167,8 +166,7 @@ class TransientCluster(EmrCreateJobFlowOperator):
         deadline = time.monotonic() + float(cfg["capacity_wait_hours"]) * 3600
         while True:
             held = capacity.held(self.hook.conn)
-            short = {k: held[k] + need[k] - self.plan["quotas"][k] for k in need if held[k] + need[k] > self.plan["quotas"][k]}
-            if not short:
+            if all(held[k] + need[k] <= self.plan["quotas"][k] for k in need):
                 return super().execute(context)
             if time.monotonic() > deadline:
                 raise AirflowException(f"no room for this cluster ({need} vCPUs) within the quotas {self.plan['quotas']} "

@@ -102,11 +102,10 @@ def wheelhouse_digest(lock_text: str) -> str:
 
 def wheelhouse_command(extra: str, constraints_file: str, dest: str, index_url: str | None = None) -> list[str]:
     """``pip download`` of the package's dependencies with ``extra`` as wheels for the nodes' platform."""
-    wanted = [f"{dep}" for dep in _dependencies(extra)]
     return [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--python-version", "3.11",
             "--implementation", "cp", "--abi", "cp311", *(a for p in NODE_PLATFORMS for a in ("--platform", p)),
             "--constraint", constraints_file, "--dest", dest, "--disable-pip-version-check", "--quiet",
-            *(["--index-url", index_url] if index_url else []), *wanted]
+            *(["--index-url", index_url] if index_url else []), *_dependencies(extra)]
 
 
 def _dependencies(extra: str) -> list[str]:

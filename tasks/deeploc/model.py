@@ -12,6 +12,7 @@ import os
 
 log = logging.getLogger(__name__)
 SCHEDULES = ("cosine", "constant")
+SMALL_CNN_FILTERS = (32, 64, 96, 128)   # the demo backbone's conv widths (the plan counts its parameters)
 
 
 def configure_devices() -> dict:
@@ -35,7 +36,7 @@ def configure_devices() -> dict:
 def _small_cnn(x):
     from keras import layers
 
-    for filters in (32, 64, 96, 128):
+    for filters in SMALL_CNN_FILTERS:
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization()(x)
         x = layers.ReLU()(x)

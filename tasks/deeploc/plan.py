@@ -55,6 +55,8 @@ def photos(lake: Lake, image_set: str, face_threshold: float, max_images: int | 
     the rows a sample can need kept in memory: a sample of n keeps the photos whose seeded hash is
     below a cut expected to pass ~n + 6 sigma of them (read again with a wider cut in the rare case it
     passes fewer than n)."""
+    import pandas as pd
+
     from deeploc import splits
     from deeploc.stages.partitioning import COLUMNS, select
 
@@ -70,8 +72,6 @@ def photos(lake: Lake, image_set: str, face_threshold: float, max_images: int | 
             if share < 1.0:
                 frame = frame[splits.sample_hash(frame["photo_id"].to_numpy(), seed) < share]
             kept.append(frame)
-        import pandas as pd
-
         df = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=COLUMNS)
         chosen = select(df, image_set, face_threshold, max_images, seed, split_by)
         if share >= 1.0 or len(chosen) >= max_images:
@@ -96,10 +96,12 @@ def model_size(prof, n_classes: dict[str, int]) -> dict:
     """Parameters (backbone table or a counted small CNN, plus one dense output per partitioning) and the
     checkpoint's bytes (float32 weights and the optimizer's values)."""
     if prof.backbone == "small_cnn":
-        widths, params, c_in = (32, 64, 96, 128), 0, 3
-        for w in widths:  # conv 3x3 without bias, batch norm (4 values a channel)
+        from deeploc.model import SMALL_CNN_FILTERS
+
+        params, c_in = 0, 3
+        for w in SMALL_CNN_FILTERS:  # conv 3x3 without bias, batch norm (4 values a channel)
             params, c_in = params + 9 * c_in * w + 4 * w, w
-        backbone, width = params, widths[-1]
+        backbone, width = params, SMALL_CNN_FILTERS[-1]
     elif prof.backbone in BACKBONES:
         backbone, width = BACKBONES[prof.backbone]
     else:
@@ -319,14 +321,8 @@ def model(lake: Lake, bucket, profile: str, target: str, cfg: dict, image_set: s
                     f"{MULTIPART_MAX_BYTES / 1e12:.1f} TB)")]
     gpu_vcpus = max(clusters[2]["gpu_vcpus"], prices.vcpus(itype))
     standard_vcpus = max(c["vcpus"] - c["gpu_vcpus"] for c in clusters)
-    if target == "aws":
-        account = account or Account()
-        quotas = {k: account.quota(k) for k in ("standard", "gpu")}
-        checks += account_checks(account, cfg, {"lake": lake.root, "bucket": bucket.location}, train=True)
-    else:
-        quotas = {k: (v, "docs/aws.md's figure (local target: the account is not asked)")
-                  for k, v in prices.DEFAULT_QUOTAS.items()}
-    checks += _quota_checks(quotas, standard_vcpus, gpu_vcpus)
+    quotas, asked = _account(target, account, cfg, {"lake": lake.root, "bucket": bucket.location}, train=True)
+    checks += asked + _quota_checks(quotas, standard_vcpus, gpu_vcpus)
     checks += _budget_checks(budget, used, dollars["on_demand"])
     return _finish({
         "kind": "model", "lake": lake.root, "profile": prof.name, "target": target,
@@ -335,8 +331,7 @@ def model(lake: Lake, bucket, profile: str, target: str, cfg: dict, image_set: s
         "partitionings": [{"name": n, "classes": c, "spec": spec, "sized_for": prof.sized_for}
                           for n, c in n_classes.items()],
         "model": size, "shards": shard, "training": training, "clusters": clusters,
-        "vcpus": {"standard_at_once": standard_vcpus, "gpu_at_once": gpu_vcpus,
-                  "quotas": {k: {"vcpus": v, "from": src} for k, (v, src) in quotas.items()}},
+        "vcpus": {"standard_at_once": standard_vcpus, "gpu_at_once": gpu_vcpus, "quotas": _quota_table(quotas)},
         "cost": dollars, "checks": checks})
 
 
@@ -350,22 +345,30 @@ def ingestion(lake: Lake, bucket_location: str, target: str, cfg: dict, slice_ro
             + geotagged / prices.rate("availability_rows_per_core_s")
             + geotagged / prices.rate("faces_images_per_core_s")) / cores / 3600
     ingest = _cpu_cluster("ingest", ["parse", "metadata", "availability", "faces"], work, cfg)
-    if target == "aws":
-        account = account or Account()
-        quotas = {k: account.quota(k) for k in ("standard", "gpu")}
-        checks = account_checks(account, cfg, {"lake": lake.root, "bucket": bucket_location, **(locations or {})},
-                                train=False)
-    else:
-        quotas = {k: (v, "docs/aws.md's figure (local target: the account is not asked)")
-                  for k, v in prices.DEFAULT_QUOTAS.items()}
-        checks = []
+    quotas, checks = _account(target, account, cfg, {"lake": lake.root, "bucket": bucket_location, **(locations or {})},
+                              train=False)
     checks += _quota_checks(quotas, ingest["vcpus"], 0)
     checks += _budget_checks(budget, 0, ingest["cost"]["on_demand"])
     return _finish({"kind": "ingestion", "lake": lake.root, "target": target,
                     "data": {**_table_rows(lake), "input_rows": input_rows, "slice_rows": slice_rows},
                     "clusters": [ingest], "vcpus": {"standard_at_once": ingest["vcpus"], "gpu_at_once": 0,
-                                                    "quotas": {k: {"vcpus": v, "from": src} for k, (v, src) in quotas.items()}},
+                                                    "quotas": _quota_table(quotas)},
                     "cost": dict(ingest["cost"]), "checks": checks})
+
+
+def _account(target: str, account: Account | None, cfg: dict, locations: dict[str, str],
+             train: bool) -> tuple[dict, list[Check]]:
+    """(the vCPU quotas with where each comes from, the account's checks): asked of AWS on the aws target;
+    on the local target the documented quotas, and nothing to check."""
+    if target != "aws":
+        return {k: (v, "docs/aws.md's figure (local target: the account is not asked)")
+                for k, v in prices.DEFAULT_QUOTAS.items()}, []
+    account = account or Account()
+    return {k: account.quota(k) for k in ("standard", "gpu")}, account_checks(account, cfg, locations, train)
+
+
+def _quota_table(quotas: dict) -> dict:
+    return {k: {"vcpus": v, "from": src} for k, (v, src) in quotas.items()}
 
 
 def _table_rows(lake: Lake) -> dict:
