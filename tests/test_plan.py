@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import put_table
+from conftest import current, put_table
 
 from deeploc import aws_config, plan, splits
 from deeploc.bucket import Bucket
@@ -54,6 +54,20 @@ def test_an_unattended_run_stays_within_its_budget(ingested, demo_set):
                      budget={"photos": 10, "dollars": 1_000})
     failed = {c["name"]: c["message"] for c in got["checks"] if not c["ok"]}
     assert list(failed) == ["budget_photos"] and "deeploc_budget" in failed["budget_photos"]
+
+
+def test_shard_bytes_are_what_the_shards_stage_writes(trained):
+    """The plan's bytes a photo, measured on a sample of the training images, against the shard files
+    the shards stage wrote for all of them (GZIP over whole files, not record by record)."""
+    lake, bucket, _, _, _ = trained
+    folder = current(lake, "shards/full")
+    index = json.loads((folder / "index.json").read_text())
+    shards = [s for split in index["splits"].values() for s in split]
+    per_photo = sum((folder / s["file"]).stat().st_size for s in shards) / sum(s["records"] for s in shards)
+    photos = pd.read_parquet(current(lake, "partitionings/full") / "photos.parquet")
+    keys = photos.loc[photos["split"] == "train", "object_key"].tolist()
+    measured = plan.shard_bytes(Lake(str(lake)), bucket, keys, index["side"])
+    assert abs(measured["per_photo"] - per_photo) <= 0.15 * per_photo, (measured, per_photo)
 
 
 @pytest.mark.slow
