@@ -52,16 +52,34 @@ def _run_predict(a: argparse.Namespace):
 
 
 def _serve(p: argparse.ArgumentParser) -> None:
+    from deeploc.serve import Limits
+
     p.add_argument("--lake", required=True, help="lake root holding site/ and the model run")
-    p.add_argument("--run", help="model run for uploads (default: the latest)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--run", help="model run for uploads (default: the run the site shows)")
+    p.add_argument("--port", type=int, default=8000, help="port (0: any free port, printed at start)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a Host name clients use (repeat for several); required unless bound to loopback")
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the port, each with the model")
+    limits = Limits()
+    for field, help_ in (("threads", "photos predicted at once per process"),
+                         ("queue", "uploads waiting for a thread; beyond: 503 with Retry-After"),
+                         ("max_upload_mb", "largest photo file, MB"), ("max_pixels", "largest photo, pixels"),
+                         ("read_timeout_s", "longest silence while a photo is uploaded, seconds"),
+                         ("header_timeout_s", "time for a request's headers, seconds"),
+                         ("max_connections", "open connections per process")):
+        default = getattr(limits, field)
+        p.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default,
+                       help=f"{help_} (default: {default})")
 
 
 def _run_serve(a: argparse.Namespace):
-    from deeploc.serve import serve
+    import dataclasses
 
-    serve(a.lake, a.run, a.host, a.port)
+    from deeploc.serve import Limits, Settings, serve
+
+    limits = Limits(**{f.name: getattr(a, f.name) for f in dataclasses.fields(Limits) if hasattr(a, f.name)})
+    serve(Settings(a.lake, a.run, a.host, a.port, tuple(a.allowed_host), limits), a.workers)
     return {"stopped": True}
 
 

@@ -1,13 +1,17 @@
 """Reading images, shared by faces, training and inference: bytes in, RGB uint8 array out.
 
 EXIF orientation is applied; grayscale, CMYK, palette and PNG content behind a .jpg name become RGB;
-decompression bombs are refused before decoding; anything that does not decode raises ``Unreadable``
-with a reason, which the stages turn into a reject instead of a crashed task.
+decompression bombs of any size are refused before decoding (``too_many_pixels``), and so is a JPEG
+header that claims more pixels than its data could hold (libjpeg would fill the missing ones with grey
+and say nothing); anything that does not decode raises ``Unreadable`` with a reason, which the stages
+turn into a reject instead of a crashed task.
 """
 
 from __future__ import annotations
 
 import io
+import math
+import struct
 import warnings
 
 import numpy as np
@@ -23,9 +27,10 @@ class Unreadable(Exception):
 
 
 def decode(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None = None) -> np.ndarray:
-    """Decode to RGB. With ``min_side``, a JPEG is decoded at the smallest scale (1/2, 1/4, 1/8) that keeps
-    both sides at least ``min_side`` (libjpeg's DCT scaling: a large photo headed for a 336 px square is
-    decoded several times faster); every reader that feeds the network passes the same ``min_side``."""
+    """Decode to RGB. With ``min_side``, a large image is reduced while it is decoded, never below
+    ``min_side`` on either side: a JPEG by libjpeg's DCT scaling (1/2, 1/4, 1/8), other formats by an
+    integer box reduction right after decoding, so that the full-size copies (orientation, mode) are
+    never made. Every reader that feeds the network passes the same ``min_side``."""
     from PIL import Image, ImageOps
 
     try:
@@ -34,9 +39,14 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None = Non
             img = Image.open(io.BytesIO(data))
             if img.width * img.height > max_pixels:
                 raise Unreadable("too_many_pixels", f"{img.width}x{img.height} exceeds {max_pixels} pixels")
-            if min_side and img.format == "JPEG":
-                img.draft("RGB", (min_side, min_side))
+            if img.format == "JPEG":
+                _check_jpeg_holds(data, img.width, img.height)
+                if min_side:
+                    img.draft("RGB", (min_side, min_side))
             img.load()  # raises on truncated or corrupt data
+            factor = min(img.width, img.height) // min_side if min_side else 1
+            if factor >= 2:
+                img = (img if img.mode in ("RGB", "RGBA", "L", "LA") else img.convert("RGBA")).reduce(factor)
             img = ImageOps.exif_transpose(img)
             if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
                 img = img.convert("RGBA")
@@ -46,8 +56,30 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None = Non
             return np.asarray(img.convert("RGB"))
     except Unreadable:
         raise
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, checked as the header is read
+        raise Unreadable("too_many_pixels", str(exc)[:300]) from None
     except Exception as exc:  # PIL raises many types for bad data; all mean the same to the pipeline
         raise Unreadable("undecodable", f"{type(exc).__name__}: {exc}"[:300]) from None
+
+
+# SOF markers of arithmetic-coded JPEGs: there a flat image can take almost no bytes, so no bound holds.
+_ARITHMETIC_SOF = {0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _check_jpeg_holds(data: bytes, width: int, height: int) -> None:
+    """Refuse a Huffman-coded JPEG with fewer bytes than one bit per 8x8 luminance block: every block's
+    DC coefficient takes at least one bit (progressive files too: DC scans have no end-of-band runs)."""
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker, length = data[pos + 1], struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        if marker in _ARITHMETIC_SOF:
+            return
+        if marker == 0xDA:  # start of scan: the entropy-coded data follows
+            break
+        pos += 2 + length
+    if len(data) * 8 < math.ceil(width / 8) * math.ceil(height / 8):
+        raise Unreadable("undecodable", f"{len(data)} bytes cannot hold the {width}x{height} pixels the header "
+                                        "claims (a header without its image data)")
 
 
 def read_each(bucket, keys, prepare, threads: int = 1, min_side: int | None = None) -> tuple[list, list, list]:

@@ -1,168 +1,302 @@
-"""``deeploc serve``: the published site on 127.0.0.1, and ``POST /api/predict`` for your own photo.
+"""``deeploc serve``: the published site and ``POST /api/predict`` for your own photo, on Starlette under
+uvicorn (HTTP/1.1: keep-alive, HEAD, ``Expect: 100-continue``).
 
-The upload (multipart field ``photo``, a JPEG or PNG) is read into memory, never written to disk or the
-lake, checked (size, type by content, pixel count) and decoded to pixels; only the pixels reach the
-network (``predict.predict_bytes``). A GPS position in its EXIF is read apart and answered as the truth
-to compare with. Every answer carries a Content-Security-Policy that allows nothing but this server
-(and the configured tile host).
+Built to face hostile clients, with every read, queue and pool bounded:
+- the body limit is enforced while the body is read, whatever the headers say; a missing length is a 411,
+  a malformed one a 400 (from the protocol), a length or a body over the limit a 413 at once, a body
+  that stalls a 408; chunked uploads are read like any other;
+- decoding and prediction run off the event loop on ``threads`` threads with ``queue`` uploads waiting;
+  beyond that the answer is 503 with Retry-After;
+- only the allowed Host names are answered (DNS rebinding), an upload from another origin is refused,
+  and every answer, the protocol's own errors included, carries the CSP, nosniff and referrer policy;
+- ``/healthz`` for probes, one access-log line per request.
+
+Several processes (``--workers``) share the port; each loads the model (see the README on running it
+behind a reverse proxy).
 """
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
-import io
+import asyncio
+import dataclasses
 import json
 import logging
-import mimetypes
+import math
 import os
-import posixpath
+import socket
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlsplit
 
-from deeploc import commit, geo, images, runs
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from deeploc import commit, runs, site_policy, upload, world
+from deeploc.http_guard import ConnectionLimits, GuardedH11Protocol
 from deeploc.lake import Lake
-from deeploc.predict import Predictor, predict_bytes
+from deeploc.predict import Predictor
+from deeploc.site_files import SiteFiles
 
 log = logging.getLogger(__name__)
-MAX_UPLOAD_BYTES = 20 << 20
-MAX_UPLOAD_PIXELS = 40_000_000
-SIGNATURES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"}
+access = logging.getLogger("deeploc.serve.access")
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+FORM_OVERHEAD = 64 << 10  # multipart boundaries and part headers around the photo
+SETTINGS_ENV = "DEEPLOC_SERVE_SETTINGS"  # how ``--workers`` hands the settings to each worker process
 
 
-class Refused(Exception):
-    def __init__(self, status: HTTPStatus, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
+@dataclass(frozen=True)
+class Limits:
+    max_upload_mb: int = 20
+    max_pixels: int = 40_000_000
+    threads: int = 2            # photos decoded and predicted at once (memory: ~4 bytes a pixel each)
+    queue: int = 8              # uploads waiting for a thread; the next one gets 503
+    read_timeout_s: float = 15.0     # longest silence while a body is read
+    upload_deadline_s: float = 120.0  # the whole body
+    header_timeout_s: float = 10.0
+    keep_alive_s: float = 5.0
+    max_connections: int = 512
+    backlog: int = 1024
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb << 20
 
 
-def content_security_policy(tiles: str | None) -> str:
-    img = "'self' data:" + (f" {urlparse(tiles).scheme}://{urlparse(tiles).netloc.replace('{s}', '*')}" if tiles else "")
-    return ("default-src 'none'; script-src 'self'; style-src 'self'; " + f"img-src {img}; connect-src 'self'; "
-            "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+@dataclass(frozen=True)
+class Settings:
+    lake: str
+    run: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    allowed_hosts: tuple[str, ...] = ()
+    limits: Limits = Limits()
+
+    def hosts(self) -> set[str]:
+        """The Host names answered: the configured ones, else loopback's when bound to loopback."""
+        if self.allowed_hosts:
+            return {h.lower() for h in self.allowed_hosts}
+        if self.host in ("127.0.0.1", "localhost", "::1"):
+            return set(LOOPBACK_NAMES)
+        raise SystemExit(f"deeploc serve: bound to {self.host}, so name the host names clients will use "
+                         "(--allowed-host maps.example.org; repeat it for several)")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        d = json.loads(text)
+        return cls(**{**d, "allowed_hosts": tuple(d["allowed_hosts"]), "limits": Limits(**d["limits"])})
 
 
-def photo_from_multipart(content_type: str, body: bytes) -> bytes:
-    """The bytes of the ``photo`` field of a multipart/form-data body."""
-    if not content_type.startswith("multipart/form-data"):
-        raise Refused(HTTPStatus.BAD_REQUEST, "send the photo as multipart/form-data, in a field named 'photo'")
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + body)
-    for part in message.iter_parts():
-        if part.get_param("name", header="content-disposition") == "photo":
-            return part.get_payload(decode=True) or b""
-    raise Refused(HTTPStatus.BAD_REQUEST, "no field named 'photo' in the form")
+class Uploads:
+    """The bounded pool predictions run on, and the admission count in front of it (event-loop only)."""
+
+    def __init__(self, limits: Limits):
+        self.pool = ThreadPoolExecutor(limits.threads, thread_name_prefix="predict")
+        self.threads, self.slots, self.active = limits.threads, limits.threads + limits.queue, 0
+        self.recent = deque([1.0], maxlen=20)  # seconds per prediction, for Retry-After
+
+    def retry_after(self) -> int:
+        return max(1, math.ceil(sum(self.recent) / len(self.recent) * self.slots / self.threads))
 
 
-def exif_gps(data: bytes) -> dict | None:
-    """The GPS position in a photo's EXIF, or None. Read apart from the pixels; never given to the network."""
-    from PIL import Image
+def host_name(header: str) -> str:
+    """The name part of a Host header: ``[::1]:8000`` -> ``[::1]``, ``Example.org:80`` -> ``example.org``."""
+    h = header.strip().lower()
+    if h.startswith("["):
+        return h[:h.find("]") + 1]
+    return h.rsplit(":", 1)[0]
 
+
+def refuse(exc: upload.Refused) -> JSONResponse:
+    return JSONResponse({"error": exc.message}, exc.status, headers=exc.headers)
+
+
+async def body_chunks(request: Request, limits: Limits):
+    """The body as it arrives, refused at the first byte over the limit or after a silence too long."""
+    loop = asyncio.get_running_loop()
+    deadline, total = loop.time() + limits.upload_deadline_s, 0
+    stream = request.stream().__aiter__()
+    while True:
+        wait = min(limits.read_timeout_s, deadline - loop.time())
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), max(wait, 0))
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise upload.Refused(HTTPStatus.REQUEST_TIMEOUT, "the upload stalled; send the whole photo at once") from None
+        total += len(chunk)
+        if total > limits.max_upload_bytes + FORM_OVERHEAD:
+            raise upload.too_large(limits.max_upload_bytes)
+        yield chunk
+
+
+async def read_photo(request: Request, limits: Limits) -> bytes:
+    length = request.headers.get("content-length")
+    if length is None and "chunked" not in request.headers.get("transfer-encoding", "").lower():
+        raise upload.Refused(HTTPStatus.LENGTH_REQUIRED, "send the photo with a Content-Length (or chunked)")
+    if length is not None and int(length) > limits.max_upload_bytes + FORM_OVERHEAD:  # h11 checked it is a number
+        raise upload.too_large(limits.max_upload_bytes)  # answered before a byte of the body is read
+    field = upload.PhotoField(request.headers.get("content-type", ""), limits.max_upload_bytes)
+    async for chunk in body_chunks(request, limits):
+        field.feed(chunk)
+    return field.photo()
+
+
+async def drain(request: Request, limits: Limits) -> None:
+    """Read and drop a body we will not use, so the client reads our answer instead of a reset; not when
+    it waits for ``100 Continue`` (it has sent nothing)."""
+    if "100-continue" in request.headers.get("expect", "").lower():
+        return
     try:
-        gps = Image.open(io.BytesIO(data)).getexif().get_ifd(0x8825)
-        if not gps or 2 not in gps or 4 not in gps:
-            return None
-        deg = lambda v: float(v[0]) + float(v[1]) / 60 + float(v[2]) / 3600  # noqa: E731
-        lat, lon = deg(gps[2]) * (-1 if gps.get(1) == "S" else 1), deg(gps[4]) * (-1 if gps.get(3) == "W" else 1)
-        return {"lat": lat, "lon": lon} if -90 <= lat <= 90 and -180 <= lon <= 180 else None
-    except Exception:  # noqa: BLE001 - malformed EXIF: no truth to show, the photo is still predicted
-        return None
+        async for _ in body_chunks(request, limits):
+            pass
+    except (upload.Refused, ClientDisconnect):
+        pass
 
 
-def check(data: bytes) -> str:
-    """The upload's type by its content, or a refusal saying why."""
-    if not data:
-        raise Refused(HTTPStatus.BAD_REQUEST, "the photo is empty")
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the photo is over {MAX_UPLOAD_BYTES >> 20} MB")
-    kind = next((t for sig, t in SIGNATURES.items() if data.startswith(sig)), None)
-    if kind is None:
-        raise Refused(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "that is not a JPEG or PNG image (whatever its name says)")
-    return kind
+def same_origin(request: Request) -> bool:
+    """A browser names the page that sends a form: it must be this server. Clients without an Origin
+    (curl, scripts) are not browsers and carry no one's cookies."""
+    origin = request.headers.get("origin")
+    if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+        return False
+    return origin is None or urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower()
 
 
-def answer(predictor: Predictor, data: bytes, k: int = 5) -> dict:
-    check(data)
-    try:
-        prediction = predict_bytes(predictor, data, k, max_pixels=MAX_UPLOAD_PIXELS)
-    except images.Unreadable as exc:
-        status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE if exc.reason == "too_many_pixels" else HTTPStatus.UNPROCESSABLE_ENTITY
-        message = (f"the photo has more than {MAX_UPLOAD_PIXELS // 1_000_000} megapixels" if exc.reason == "too_many_pixels"
-                   else "the photo could not be decoded (damaged or truncated?)")
-        raise Refused(status, message) from None
-    gps = exif_gps(data)
-    out = {"prediction": prediction, "exif_gps": gps}
-    if gps:
-        out["distances_km"] = {o: float(geo.haversine_km(gps["lat"], gps["lon"], v["lat"], v["lon"]))
-                               for o, v in prediction.items()}
-    return out
+def build_app(site: str, predictor: Predictor, run: str, limits: Limits, hosts: set[str], tiles: str | None):
+    files, uploads = SiteFiles(site), Uploads(limits)
+
+    async def predict(request: Request) -> Response:
+        if not same_origin(request):
+            return JSONResponse({"error": "uploads are taken from this server's own page only"}, 403)
+        if uploads.active >= uploads.slots:
+            await drain(request, limits)
+            return JSONResponse({"error": "the server is busy; try again shortly"}, 503,
+                                headers={"Retry-After": str(uploads.retry_after())})
+        uploads.active += 1
+        try:
+            data = await read_photo(request, limits)
+            started = time.monotonic()
+            out = await asyncio.get_running_loop().run_in_executor(
+                uploads.pool, upload.answer, predictor, data, limits.max_pixels)
+            uploads.recent.append(time.monotonic() - started)
+            return JSONResponse(out)
+        except upload.Refused as exc:
+            return refuse(exc)
+        except ClientDisconnect:
+            return Response(status_code=400)  # no one reads it
+        except Exception:  # noqa: BLE001 - an answer, never a stack trace
+            log.exception("predict failed")
+            return JSONResponse({"error": "the prediction failed; see the server's log"}, 500)
+        finally:
+            uploads.active -= 1
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"ok": True, "run": run, "pid": os.getpid(), "uploads": uploads.active,
+                             "slots": uploads.slots})
+
+    async def site_file(request: Request) -> Response:
+        return files.response(request)
+
+    app = Starlette(routes=[Route("/api/predict", predict, methods=["POST"]), Route("/healthz", healthz),
+                            Route("/{path:path}", site_file, methods=["GET", "HEAD"])])
+    return guarded(app, hosts, site_policy.security_headers(tiles))
 
 
-def handler(site: str, predictor: Predictor, csp: str):
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "deeploc"
+def guarded(app, hosts: set[str], headers: list[tuple[str, str]]):
+    """Around the app (plain ASGI: nothing is buffered): the Host allow-list, the security headers on
+    every answer, a 500 that says nothing of the code for anything unexpected, one access-log line."""
+    raw_headers = [(k.lower().encode(), v.encode()) for k, v in headers]
 
-        def _send(self, status, body: bytes, ctype: str):
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Content-Security-Policy", csp)
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.send_header("Referrer-Policy", "no-referrer")
-            self.end_headers()
-            self.wfile.write(body)
+    async def asgi(scope, receive, send):
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        started, seen = time.monotonic(), {"status": 0, "bytes": 0}
 
-        def _json(self, status, obj):
-            self._send(status, json.dumps(obj).encode(), "application/json")
+        async def send_guarded(message):
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), *raw_headers]}
+            elif message["type"] == "http.response.body":
+                seen["bytes"] += len(message.get("body", b""))
+            await send(message)
 
-        def do_GET(self):  # noqa: N802 - the http.server convention
-            rel = posixpath.normpath(unquote(urlparse(self.path).path)).lstrip("/") or "index.html"
-            path = os.path.join(site, rel)
-            if rel.startswith("..") or not os.path.isfile(path):
-                return self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
-            with open(path, "rb") as f:
-                self._send(HTTPStatus.OK, f.read(), mimetypes.guess_type(path)[0] or "application/octet-stream")
-
-        def do_POST(self):  # noqa: N802
-            if urlparse(self.path).path != "/api/predict":
-                return self._json(HTTPStatus.NOT_FOUND, {"error": "POST /api/predict with a photo"})
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_UPLOAD_BYTES + 64 * 1024:  # refused before the body is read
-                    raise Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the photo is over {MAX_UPLOAD_BYTES >> 20} MB")
-                data = photo_from_multipart(self.headers.get("Content-Type", ""), self.rfile.read(length))
-                self._json(HTTPStatus.OK, answer(predictor, data))
-            except Refused as exc:
-                self.close_connection = True
-                self._json(exc.status, {"error": exc.message})
-            except Exception:  # noqa: BLE001 - an answer, never a stack trace
-                log.exception("predict failed")
-                self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "the prediction failed; see the server's log"})
-
-        def log_message(self, fmt, *args):
-            log.info("%s %s", self.address_string(), fmt % args)
-
-    return Handler
+        host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        try:
+            if host_name(host) in hosts:
+                await app(scope, receive, send_guarded)
+            else:
+                await JSONResponse({"error": f"this server does not answer for the host {host!r}"}, 400)(
+                    scope, receive, send_guarded)
+        except Exception:  # noqa: BLE001
+            log.exception("%s %s failed", scope["method"], scope["path"])
+            if not seen["status"]:
+                await JSONResponse({"error": "internal error; see the server's log"}, 500)(scope, receive, send_guarded)
+        finally:
+            client = scope.get("client") or ("-", 0)
+            access.info('%s:%s "%s %s" %d %dB %.0fms', client[0], client[1], scope["method"], scope["path"],
+                        seen["status"], seen["bytes"], 1000 * (time.monotonic() - started))
+    return asgi
 
 
-def make_server(lake: str, run: str | None = None, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
-    """The site of ``site/`` and uploads predicted by ``run`` (default: the run the site shows)."""
-    lake_ = Lake(lake)
-    site = lake_.download(commit.require(lake_, "site", "deeploc publish"))
+def load(settings: Settings):
+    """The app for these settings: the published site, the model run that predicts uploads, the
+    protocol's limits and headers for this process."""
+    lake = Lake(settings.lake)
+    site = lake.download(commit.require(lake, "site", "deeploc publish"))
     with open(os.path.join(site, "site.json")) as f:
         published = json.load(f)
-    run = run or published["run"] or runs.resolve(lake_, None)
-    predictor = Predictor(lake_.download(commit.require(lake_, f"models/{run}", "train")))
-    return ThreadingHTTPServer((host, port), handler(site, predictor, content_security_policy(published["tiles"])))
+    tiles = site_policy.tile_url(published["tiles"])
+    run = settings.run or published["run"] or runs.resolve(lake, None)
+    predictor = Predictor(lake.download(commit.require(lake, f"models/{run}", "train")))
+    world.countries()  # loaded now, not on the first upload
+    GuardedH11Protocol.limits = ConnectionLimits(settings.limits.max_connections, settings.limits.header_timeout_s)
+    GuardedH11Protocol.headers = site_policy.security_headers(tiles)
+    return build_app(site, predictor, run, settings.limits, settings.hosts(), tiles)
 
 
-def serve(lake: str, run: str | None = None, host: str = "127.0.0.1", port: int = 8000):
-    server = make_server(lake, run, host, port)
-    print(f"deeploc: the web map on http://{host}:{server.server_address[1]}/ (Ctrl-C stops it)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+def app_from_environment():
+    """The app factory each ``--workers`` process calls (``uvicorn --factory`` style)."""
+    return load(Settings.from_json(os.environ[SETTINGS_ENV]))
+
+
+def uvicorn_options(settings: Settings) -> dict:
+    lim = settings.limits
+    return {"http": GuardedH11Protocol, "ws": "none", "lifespan": "off", "log_config": None, "access_log": False,
+            "server_header": False, "timeout_keep_alive": lim.keep_alive_s, "backlog": lim.backlog,
+            "h11_max_incomplete_event_size": 16 << 10}
+
+
+def make_server(settings: Settings):
+    """A uvicorn server for one process and its listening socket (port 0: any free port)."""
+    import uvicorn
+
+    app = load(settings)
+    sock = socket.create_server((settings.host, settings.port), backlog=settings.limits.backlog,
+                                family=socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+    return uvicorn.Server(uvicorn.Config(app, **uvicorn_options(settings))), sock
+
+
+def serve(settings: Settings, workers: int = 1) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings.hosts()  # an exposed address without --allowed-host stops here, before the model loads
+    if workers > 1:
+        os.environ[SETTINGS_ENV] = settings.to_json()
+        print(f"deeploc: the web map on http://{settings.host}:{settings.port}/ with {workers} workers "
+              "(Ctrl-C stops it)", flush=True)
+        uvicorn.run("deeploc.serve:app_from_environment", factory=True, workers=workers, host=settings.host,
+                    port=settings.port, **uvicorn_options(settings))
+        return
+    server, sock = make_server(settings)
+    host, port = sock.getsockname()[:2]
+    print(f"deeploc: the web map on http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
+    server.run(sockets=[sock])

@@ -47,50 +47,96 @@
     return out;
   }
 
-  function drawTop(top, cells) {
-    for (const [cls, prob] of top) {
-      const cell = cells[cls];
-      const tip = el("span", `${(100 * prob).toFixed(1)} %`);
-      L.polygon(cell[3], { color: "#d64545", weight: 1, fillOpacity: Math.min(0.6, 0.1 + prob), className: "topk-cell" })
-        .bindTooltip(tip).addTo(chosenLayer);
-    }
+  // What the side panel and the map show for one photo, from the collection or uploaded: per output the
+  // predicted place (and country), the error when the truth is known, and the top cells.
+  function collectionView(p) {
+    return {
+      kind: "From the collection", img: p.img, title: p.title || "(untitled)", credit: p, id: p.id,
+      truth: { lat: p.lat, lon: p.lon, country: p.country, source: "" },
+      pred: (o) => {
+        const pr = p.pred[o], cells = cellsOf(o);
+        return { lat: pr.lat, lon: pr.lon, country: pr.country, km: pr.km,
+          top: pr.top.map(([c, prob]) => ({ prob, token: cells[c][0], lat: cells[c][1], lon: cells[c][2], outline: cells[c][3] })) };
+      },
+    };
+  }
+  function uploadView(answer, name, url) {
+    const g = answer.exif_gps;
+    return {
+      kind: "Your photo", img: url, title: name, credit: null, id: null,
+      truth: g ? { lat: g.lat, lon: g.lon, country: g.country, source: " (from the photo's EXIF)" } : null,
+      pred: (o) => {
+        const pr = answer.prediction[o];
+        return { lat: pr.lat, lon: pr.lon, country: pr.country, km: g ? answer.distances_km[o] : null,
+          top: pr.top.map((t) => ({ prob: t.probability, token: t.cell, lat: t.lat, lon: t.lon, outline: (byToken[t.cell] || [])[3] })) };
+      },
+    };
   }
 
-  function listTop(top, cells) {
-    const list = $("topk");
-    list.replaceChildren();
-    for (const [cls, prob] of top) {
-      const cell = cells[cls];
-      list.appendChild(el("li", `${(100 * prob).toFixed(1)} % · cell ${cell[0]} · ${fmt(cell[1], cell[2])}`));
-    }
+  // Confidence in words, from the probabilities themselves (not calibrated): what the top cells hold.
+  function confidence(top) {
+    const p1 = top.length ? top[0].prob : 0, p5 = top.reduce((s, t) => s + t.prob, 0);
+    const words = p1 >= 0.5 ? "fairly sure" : p1 >= 0.2 ? "unsure" : "guessing";
+    return `${words}: ${pct(p1)} on its most likely cell, ${pct(p5)} on its ${top.length} most likely`;
   }
+  const place = (pt) => `${fmt(pt.lat, pt.lon)}${pt.country ? ` · ${pt.country}` : " · at sea or no country"}`;
 
+  // The view fits the truth, the prediction and the most likely cell, with room around them, and never
+  // zooms closer than FIT_MAX_ZOOM, where the outlines and place names still say where one is.
+  const FIT_MAX_ZOOM = 6, LABEL_ZOOM = 4;
   let current = null;
-  function choose(p) {
-    current = p;
-    const pr = p.pred[output], cells = cellsOf(output);
+  function show(view) {
+    current = view;
+    const pr = view.pred(output);
     chosenLayer.clearLayers();
-    drawTop(pr.top, cells);
-    L.polyline(greatCircle([p.lat, p.lon], [pr.lat, pr.lon]), { color: "#1c2430", weight: 2, dashArray: "6 4", className: "gc-line" }).addTo(chosenLayer);
-    L.marker([p.lat, p.lon], { icon: dot("truth-marker", 14), title: "taken here" }).addTo(chosenLayer);
+    const bounds = L.latLngBounds([[pr.lat, pr.lon]]);
+    for (const t of pr.top) {
+      if (t.outline) L.polygon(t.outline, { color: "#d64545", weight: 1, fillOpacity: Math.min(0.6, 0.1 + t.prob), className: "topk-cell" })
+        .bindTooltip(el("span", pct(t.prob))).addTo(chosenLayer);
+      else L.marker([t.lat, t.lon], { icon: dot("top-marker", 8), title: pct(t.prob) }).addTo(chosenLayer);
+    }
+    if (pr.top.length) bounds.extend(pr.top[0].outline ? L.latLngBounds(pr.top[0].outline) : L.latLng(pr.top[0].lat, pr.top[0].lon));
+    if (view.truth) {
+      L.polyline(greatCircle([view.truth.lat, view.truth.lon], [pr.lat, pr.lon]), { color: "#1c2430", weight: 2, dashArray: "6 4", className: "gc-line" }).addTo(chosenLayer);
+      L.marker([view.truth.lat, view.truth.lon], { icon: dot("truth-marker", 14), title: "taken here" + view.truth.source }).addTo(chosenLayer);
+      bounds.extend([view.truth.lat, view.truth.lon]);
+    }
     L.marker([pr.lat, pr.lon], { icon: dot("pred-marker", 14), title: "placed here" }).addTo(chosenLayer);
-    map.fitBounds(L.latLngBounds([[p.lat, p.lon], [pr.lat, pr.lon]]).pad(0.4), { maxZoom: 8 });
+    map.fitBounds(bounds, { padding: [40, 40], maxZoom: FIT_MAX_ZOOM });
     $("hint").hidden = true;
     $("chosen").hidden = false;
-    $("photo").src = p.img || "";
-    $("photo").alt = p.title || "photo";
-    $("title").textContent = p.title || "(untitled)";
-    $("author").textContent = p.author || "unknown";
-    const lic = $("license"), page = $("page");
-    lic.textContent = p.license || "licence unknown";
-    if (httpOnly(p.license_url)) lic.href = p.license_url; else lic.removeAttribute("href");
-    if (httpOnly(p.url)) { page.href = p.url; page.hidden = false; } else { page.removeAttribute("href"); page.hidden = true; }
-    $("truth").textContent = fmt(p.lat, p.lon);
-    $("predicted").textContent = `${fmt(pr.lat, pr.lon)} (${output})`;
-    $("distance").textContent = `${pr.km.toFixed(1)} km`;
-    listTop(pr.top, cells);
-    for (const b of document.querySelectorAll("#gallery button")) b.classList.toggle("active", Number(b.dataset.id) === p.id);
+    $("kind").textContent = view.kind;
+    $("photo").src = view.img || "";
+    $("photo").alt = view.title;
+    $("title").textContent = view.title;
+    $("credit").hidden = !view.credit;
+    if (view.credit) {
+      const c = view.credit, lic = $("license"), page = $("page");
+      $("author").textContent = c.author || "unknown";
+      lic.textContent = c.license || "licence unknown";
+      if (httpOnly(c.license_url)) lic.href = c.license_url; else lic.removeAttribute("href");
+      if (httpOnly(c.url)) { page.href = c.url; page.hidden = false; } else { page.removeAttribute("href"); page.hidden = true; }
+    }
+    $("truth").textContent = view.truth ? place(view.truth) + view.truth.source : "unknown (no GPS position in the photo)";
+    $("predicted").textContent = `${place(pr)} (${output})`;
+    $("distance").textContent = pr.km === null ? "–" : `${pr.km.toFixed(1)} km`;
+    $("confidence").textContent = confidence(pr.top);
+    const list = $("topk");
+    list.replaceChildren();
+    for (const t of pr.top) list.appendChild(el("li", `${pct(t.prob)} · cell ${t.token} · ${fmt(t.lat, t.lon)}`));
+    for (const b of document.querySelectorAll("#gallery button")) b.classList.toggle("active", Number(b.dataset.id) === view.id);
   }
+
+  // Place names (GeoNames' largest cities) from LABEL_ZOOM on, more of them as one zooms in.
+  const labelsLayer = L.layerGroup().addTo(map);
+  function label() {
+    const z = map.getZoom(), n = z < LABEL_ZOOM ? 0 : z === LABEL_ZOOM ? 100 : z === LABEL_ZOOM + 1 ? 300 : data.places.length;
+    labelsLayer.clearLayers();
+    for (const [name, lat, lon] of data.places.slice(0, n)) {
+      L.marker([lat, lon], { icon: L.divIcon({ className: "place-label", html: el("span", name), iconSize: null }), interactive: false, keyboard: false }).addTo(labelsLayer);
+    }
+  }
+  map.on("zoomend", label);
 
   // 100 photos at a time from the pool, drawn with a seeded generator: the same page shows the same
   // photos; "shuffle" moves to the next draw.
@@ -114,9 +160,9 @@
       img.alt = p.title || "photo";
       img.loading = "lazy";
       b.appendChild(img);
-      b.addEventListener("click", () => choose(p));
+      b.addEventListener("click", () => show(collectionView(p)));
       gallery.appendChild(b);
-      L.marker([p.lat, p.lon], { icon: dot("truth-marker", 9), title: p.title || "photo" }).on("click", () => choose(p)).addTo(photosLayer);
+      L.marker([p.lat, p.lon], { icon: dot("truth-marker", 9), title: p.title || "photo" }).on("click", () => show(collectionView(p))).addTo(photosLayer);
     }
     $("gallery-note").textContent = `${shown.length} of ${data.pool.length} photos (draw ${draw + 1})`;
   }
@@ -128,31 +174,12 @@
     opt.selected = o === output;
     $("output").appendChild(opt);
   }
-  $("output").addEventListener("change", () => { output = $("output").value; if (current) choose(current); if (ownAnswer) showOwn(ownAnswer); });
+  $("output").addEventListener("change", () => { output = $("output").value; if (current) show(current); });
 
   // Your own photo: sent to `deeploc serve`, which answers with the top cells (and the GPS position
-  // from the photo's EXIF, shown as the truth; the network never sees it).
-  let ownAnswer = null;
-  function showOwn(answer) {
-    chosenLayer.clearLayers();
-    const pr = answer.prediction[output];
-    for (const t of pr.top) {
-      const cell = byToken[t.cell];
-      if (cell) L.polygon(cell[3], { color: "#7b3fe4", weight: 1, fillOpacity: Math.min(0.6, 0.1 + t.probability), className: "own-cell" }).bindTooltip(el("span", `${(100 * t.probability).toFixed(1)} %`)).addTo(chosenLayer);
-      L.marker([t.lat, t.lon], { icon: dot("own-marker", 10), title: `${(100 * t.probability).toFixed(1)} %` }).addTo(chosenLayer);
-    }
-    const points = pr.top.map((t) => [t.lat, t.lon]);
-    let msg = `Most likely: ${fmt(pr.lat, pr.lon)} (${output}).`;
-    if (answer.exif_gps) {
-      const g = answer.exif_gps;
-      L.marker([g.lat, g.lon], { icon: dot("truth-marker", 14), title: "taken here (from the photo's EXIF)" }).addTo(chosenLayer);
-      L.polyline(greatCircle([g.lat, g.lon], [pr.lat, pr.lon]), { color: "#1c2430", weight: 2, dashArray: "6 4", className: "gc-line" }).addTo(chosenLayer);
-      points.push([g.lat, g.lon]);
-      msg += ` The photo's EXIF says ${fmt(g.lat, g.lon)}: ${answer.distances_km[output].toFixed(1)} km away.`;
-    }
-    map.fitBounds(L.latLngBounds(points).pad(0.4), { maxZoom: 6 });
-    $("upload-message").textContent = msg;
-  }
+  // from the photo's EXIF, shown as the truth; the network never sees it). The photo itself is shown
+  // from the browser's own copy (a blob: URL), never sent back.
+  let ownUrl = null;
   $("upload").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const say = (t) => { $("upload-message").textContent = t; };
@@ -166,8 +193,10 @@
       const resp = await fetch("api/predict", { method: "POST", body: form });
       const answer = await resp.json();
       if (!resp.ok) { say(answer.error || `The server refused the photo (${resp.status}).`); return; }
-      ownAnswer = answer;
-      showOwn(answer);
+      if (ownUrl) URL.revokeObjectURL(ownUrl);
+      ownUrl = URL.createObjectURL(file);
+      say("");
+      show(uploadView(answer, file.name, ownUrl));
     } catch (err) {
       say("The server did not answer; is `deeploc serve` running?");
     }

@@ -6,11 +6,17 @@ data sits in a JSON block inside ``index.html`` and the outlines in a script fil
 serves the same folder and adds the upload of your own photo.
 
 User text (titles, names) is untrusted: it is URL-decoded here, embedded as JSON with ``<``, ``>`` and
-``&`` escaped, and the page only ever writes it as text; links are kept only when http(s).
+``&`` escaped, and the page only ever writes it as text; links are kept only when http(s). The page
+carries its Content-Security-Policy in a ``<meta>`` tag too, for when it is opened from ``file://``.
+
+The vendor files sit in a folder named by their content's hash, so a server may let browsers keep them
+for a year; place names (the largest GeoNames cities) label the map from a middle zoom on.
 """
 
 from __future__ import annotations
 
+import hashlib
+import html
 import json
 import logging
 import os
@@ -22,7 +28,7 @@ import pandas as pd
 
 from pyiceberg.expressions import EqualTo
 
-from deeploc import assets, catalog, cell_shapes, commit, images, runs
+from deeploc import assets, catalog, cell_shapes, commit, geonames, images, runs, site_policy, world
 from deeploc.bucket import Bucket
 from deeploc.lake import Lake
 from deeploc.predict import HIERARCHY
@@ -30,6 +36,7 @@ from deeploc.predict import HIERARCHY
 log = logging.getLogger(__name__)
 THUMB = 160
 SHOWN = 100          # photos on the map at a time; "shuffle" draws another 100 from the pool
+PLACES = 600         # city names on the map, largest first
 VENDOR = {"leaflet/dist/leaflet.js": "leaflet.js", "leaflet/dist/leaflet.css": "leaflet.css",
           "leaflet.markercluster/dist/leaflet.markercluster.js": "leaflet.markercluster.js",
           "leaflet.markercluster/dist/MarkerCluster.css": "MarkerCluster.css",
@@ -69,18 +76,32 @@ def _thumbnail(bucket: Bucket, key: str, path: str) -> bool:
 
 
 def points(pred: pd.DataFrame, outputs: list[str]) -> list[dict]:
-    """One record per photo: truth, attribution, and per output the predicted class, place, error and top-k."""
+    """One record per photo: truth (and its country), attribution, and per output the predicted class,
+    place, country, error and top-k."""
+    lat, lon = pred["latitude"].to_numpy(float), pred["longitude"].to_numpy(float)
+    countries = {o: world.locate(pred[f"{o}_lat"].to_numpy(float), pred[f"{o}_lon"].to_numpy(float))[0]
+                 for o in outputs}
+    countries[None] = world.locate(lat, lon)[0]
     out = []
-    for r in pred.to_dict(orient="records"):
+    for i, r in enumerate(pred.to_dict(orient="records")):
         rec = {"id": int(r["photo_id"]), "lat": round(float(r["latitude"]), 5), "lon": round(float(r["longitude"]), 5),
-               "title": text(r.get("title")), "author": text(r.get("user_nickname")), "url": http_url(r.get("page_url")),
-               "license": r.get("license_name") or "", "license_url": http_url(r.get("license_url")), "pred": {}}
+               "country": countries[None][i], "title": text(r.get("title")), "author": text(r.get("user_nickname")),
+               "url": http_url(r.get("page_url")), "license": r.get("license_name") or "",
+               "license_url": http_url(r.get("license_url")), "pred": {}}
         for o in outputs:
             top = [[int(c), round(float(p), 5)] for c, p in zip(r[f"{o}_topk_class"], r[f"{o}_topk_prob"])]
             rec["pred"][o] = {"c": int(r[f"{o}_class"]), "lat": round(float(r[f"{o}_lat"]), 4),
-                              "lon": round(float(r[f"{o}_lon"]), 4), "km": round(float(r[f"{o}_km"]), 1), "top": top}
+                              "lon": round(float(r[f"{o}_lon"]), 4), "km": round(float(r[f"{o}_km"]), 1),
+                              "country": countries[o][i], "top": top}
         out.append(rec)
     return out
+
+
+def places(n: int = PLACES) -> list[list]:
+    """The ``n`` most populous GeoNames places: [name, lat, lon], largest first."""
+    p = geonames.load_places()
+    return [[p.city[i], round(float(p.lat[i]), 3), round(float(p.lon[i]), 3)]
+            for i in p.population.argsort()[::-1][:n]]
 
 
 def cells(lake: Lake, model: str, order: list[str]) -> dict:
@@ -91,19 +112,25 @@ def cells(lake: Lake, model: str, order: list[str]) -> dict:
                 .itertuples(index=False)] for p in order}
 
 
-def copy_assets(out: str) -> None:
-    """Leaflet, marker clustering and the country outlines, from the npm packages into ``vendor/``."""
-    for src, dst in VENDOR.items():
-        os.makedirs(os.path.dirname(os.path.join(out, "vendor", dst)), exist_ok=True)
-        shutil.copy(assets.path(src), os.path.join(out, "vendor", dst))
+def copy_assets(out: str) -> str:
+    """Leaflet, marker clustering and the country outlines, from the npm packages into ``vendor/<hash>/``
+    (the hash of their bytes, so a new version is a new URL); returns that folder, relative to ``out``."""
+    files = {dst: assets.path(src).read_bytes() for src, dst in VENDOR.items()}
     outlines = assets.path("world-atlas/countries-50m.json").read_text()
-    with open(os.path.join(out, "vendor", "countries.js"), "w") as f:  # a script, so that file:// can load it
-        f.write(f"window.DEEPLOC_COUNTRIES = {outlines};\n")
+    files["countries.js"] = f"window.DEEPLOC_COUNTRIES = {outlines};\n".encode()  # a script: file:// can load it
+    digest = hashlib.sha256(b"".join(hashlib.sha256(f"{k}\0".encode() + v).digest() for k, v in sorted(files.items())))
+    folder = f"vendor/{digest.hexdigest()[:12]}"
+    for dst, data in files.items():
+        os.makedirs(os.path.dirname(os.path.join(out, folder, dst)), exist_ok=True)
+        with open(os.path.join(out, folder, dst), "wb") as f:
+            f.write(data)
+    return folder
 
 
 def run(lake: str, bucket: Bucket, run: str | None = None, pool: int = 1000, tiles: str | None = None,
         seed: int = 0) -> dict:
     """Build the web map of a run's predictions; publish ``site/``."""
+    tiles = site_policy.tile_url(tiles)  # a bad URL stops here, before anything is built
     lake = Lake(lake)
     run_name = runs.resolve(lake, run)
     model = commit.require(lake, f"models/{run_name}", "train")
@@ -127,23 +154,24 @@ def run(lake: str, bucket: Bucket, run: str | None = None, pool: int = 1000, til
         for name in metrics.get("figures", []):
             with open(os.path.join(out, "figures", name), "wb") as f:
                 f.write(lake.read_bytes(f"{measured}/{name}"))
-        copy_assets(out)
+        vendor = copy_assets(out)
         data = {"run": run_name, "image_set": summary["image_set"], "photos": metrics.get("photos"),
                 "split_rule": summary.get("split_rule"), "outputs": outputs, "default_output": HIERARCHY,
                 "order": summary["order"], "metrics": metrics["table"], "by_continent": metrics.get("by_continent", []),
                 "figures": [f"figures/{n}" for n in metrics.get("figures", [])], "cells": cells(lake, model, summary["order"]),
-                "pool": pts, "shown": SHOWN, "seed": seed, "predicted_total": int(len(pred)), "tiles": http_url(tiles),
+                "pool": pts, "shown": SHOWN, "seed": seed, "predicted_total": int(len(pred)), "tiles": tiles, "places": places(),
                 "train": {k: summary[k] for k in ("train_images", "val_images", "best_epoch")}}
         # Read as package resources, so the site builds from the installed wheel on EMR too.
         template = resources.files("deeploc") / "site_template"
-        html = (template / "index.html").read_text().replace("__DEEPLOC_DATA__", safe_json(data))
+        page = (template / "index.html").read_text().replace("__DEEPLOC_DATA__", safe_json(data)).replace(
+            "__DEEPLOC_VENDOR__", vendor).replace("__DEEPLOC_CSP__", html.escape(site_policy.content_security_policy(tiles, meta=True)))
         with open(os.path.join(out, "index.html"), "w") as f:
-            f.write(html)
+            f.write(page)
         for name in ("app.js", "style.css"):
             with open(os.path.join(out, name), "wb") as f:
                 f.write((template / name).read_bytes())
         with open(os.path.join(out, "site.json"), "w") as f:  # what deeploc serve needs to know (its CSP)
-            json.dump({"run": run_name, "tiles": http_url(tiles)}, f)
+            json.dump({"run": run_name, "tiles": tiles}, f)
     index = f"{commit.current(lake, 'site')}/index.html"
     log.info("publish [%s]: %d photos in the pool (%d shown at a time) -> %s", run_name, len(pts), SHOWN, index)
     return {"site": index, "points": len(pts), "images": shown}
