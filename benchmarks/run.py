@@ -248,11 +248,7 @@ def bench_input(a) -> None:
 
 
 def bench_infer(a) -> None:
-    d = os.path.join(OUT, f"infer-{a.images}")
-    if not os.path.exists(os.path.join(d, "ready")):
-        t0 = time.monotonic()
-        child("infer_job", "--make", d, "--images", str(a.images))
-        print(f"made the inference set in {time.monotonic() - t0:.0f} s")
+    d = inference_set(a.images)
     lines = []
     for run_name in ("demo", "resnet"):
         bare = child("infer_job", "--bare", run_name, "--dir", d)
@@ -271,6 +267,35 @@ def bench_infer(a) -> None:
             f"images/s; the stage's overhead at local[2]: **{100 * overhead:.0f} %** (target <= 20 %: "
             f"{'met' if overhead <= 0.2 else 'NOT met'})"]
     record("infer: images per second, one worker against two, and against model.predict alone", lines)
+
+
+def inference_set(n: int) -> str:
+    """Photos and two runs with random weights (``infer_job --make``), made once per size under out/."""
+    d = os.path.join(OUT, f"infer-{n}")
+    if not os.path.exists(os.path.join(d, "ready")):
+        t0 = time.monotonic()
+        child("infer_job", "--make", d, "--images", str(n))
+        print(f"made the inference set in {time.monotonic() - t0:.0f} s")
+    return d
+
+
+def bench_serve(a) -> None:
+    d = inference_set(a.images)
+    lines = ["- one 640x480 JPEG uploaded again and again to `deeploc serve`'s app (uvicorn in its own process, "
+             "default limits: 2 prediction threads) from a client on the same machine; against `predict_bytes` "
+             "(what `deeploc predict` runs per photo) on the same photo in the benchmark's process, same run"]
+    for run_name in ("demo", "resnet"):
+        r = child("serve_job", "--dir", d, "--run", run_name)
+        base, seq, conc = r["predict"], r["sequential"], r["concurrent"]
+        lines += [
+            f"- {run_name} ({r['photo_bytes'] / 1000:.0f} KB photo): prediction alone p50 {base['p50_ms']:.1f} ms, "
+            f"p95 {base['p95_ms']:.1f} ms",
+            f"  - sequential uploads ({seq['n']}): p50 {seq['p50_ms']:.1f} ms, p95 {seq['p95_ms']:.1f} ms = "
+            f"**{seq['p50_ms'] / base['p50_ms']:.2f}x** the prediction alone at p50",
+            f"  - {conc['clients']} concurrent clients ({conc['n']} uploads): p50 {conc['p50_ms']:.1f} ms, p95 "
+            f"{conc['p95_ms']:.1f} ms, {conc['uploads_per_s']:.1f} uploads/s "
+            f"({conc['uploads_per_s'] * base['p50_ms'] / 1000:.2f}x one core's rate of predictions alone)"]
+    record("serve: upload latency, sequential and 8 concurrent, against the prediction alone", lines)
 
 
 def bench_commit(a) -> None:
@@ -331,11 +356,13 @@ def main() -> None:
     p.add_argument("--images", type=int, default=3000)
     p = sub.add_parser("infer", help="inference images/s at local[1] and local[2], against model.predict alone")
     p.add_argument("--images", type=int, default=1200)
+    p = sub.add_parser("serve", help="issue 25: upload latency, sequential and 8 concurrent, vs the prediction alone")
+    p.add_argument("--images", type=int, default=1200, help="the inference set to take the photo and runs from")
     p = sub.add_parser("plan", help="issue 21: the yfcc and mp16 plans of a faces table at the reference scale")
     p.add_argument("--rows", type=int, default=5_900_000, help="photos in faces (8:2 of them train+val: ~4.7M)")
     a = ap.parse_args()
     {"plan": bench_plan, "partition": bench_partition, "metadata": bench_metadata, "commit": bench_commit, "availability": bench_availability,
-     "faces": bench_faces, "input": bench_input, "infer": bench_infer}[a.name](a)
+     "faces": bench_faces, "input": bench_input, "infer": bench_infer, "serve": bench_serve}[a.name](a)
 
 
 if __name__ == "__main__":

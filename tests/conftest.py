@@ -16,6 +16,7 @@ SHARED_SAMPLE = REPO.parent / "shared" / "data" / "yfcc100m_dataset_sample.tsv"
 sys.path.insert(0, str(REPO / "plugins"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+HOSTILE = '<script>window.owned=1</script><img src=x onerror="window.owned=2">'
 
 
 def table(lake, name: str, columns=None, where=None):
@@ -105,6 +106,27 @@ def trained(ingested, demo_set, tmp_path_factory):
     ledger = shards.run(str(lake), bucket)
     summary = train.run(str(lake), bucket, "t1", epochs=2)
     return lake, bucket, report, ledger, summary
+
+
+@pytest.fixture(scope="session")
+def site(trained, tmp_path_factory):
+    """A lake with the trained run, its predictions (one of them titled with markup), metrics and the site;
+    and the predictions."""
+    from pyiceberg.expressions import EqualTo
+
+    from deeploc.stages import evaluate, infer, publish
+
+    lake, bucket, _, _, _ = trained
+    copy = tmp_path_factory.mktemp("site-lake") / "lake"
+    for folder in ("models", "partitionings"):  # folder outputs: their pointers name versions, not paths
+        shutil.copytree(lake / folder, copy / folder)
+    infer.run(str(copy), bucket, "t1")
+    pred = table(copy, "predictions")
+    pred.loc[pred.index[0], "title"] = HOSTILE  # untrusted text, as Flickr titles can be
+    put_table(copy, "predictions", pred, ("run",), replace=EqualTo("run", "t1"))
+    evaluate.run(str(copy), "t1")
+    publish.run(str(copy), bucket, "t1", seed=3)
+    return copy, pred
 
 
 @pytest.fixture(scope="module")

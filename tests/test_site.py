@@ -6,55 +6,59 @@ request leaving loopback. Screenshots are saved under $DEEPLOC_SCREENSHOTS (defa
 import io
 import json
 import os
-import shutil
+import re
 import threading
+import time
 
 import numpy as np
-import pandas as pd
 import pytest
-from conftest import REPO, current, put_table, table
+from conftest import HOSTILE, REPO, current
 from playwright.sync_api import expect
 from PIL import Image
 
 pytestmark = pytest.mark.slow
-HOSTILE = '<script>window.owned=1</script><img src=x onerror="window.owned=2">'
+
 SHOTS = os.environ.get("DEEPLOC_SCREENSHOTS") or str(REPO / ".deeploc" / "screenshots")
 
 
 @pytest.fixture(scope="module")
-def site(trained, tmp_path_factory):
-    """A lake with the trained run, its predictions (one of them titled with markup), metrics and the site."""
-    from pyiceberg.expressions import EqualTo
-
-    from deeploc.stages import evaluate, infer, publish
-
-    lake, bucket, _, _, _ = trained
-    copy = tmp_path_factory.mktemp("site-lake") / "lake"
-    for folder in ("models", "partitionings"):  # folder outputs: their pointers name versions, not paths
-        shutil.copytree(lake / folder, copy / folder)
-    infer.run(str(copy), bucket, "t1")
-    pred = table(copy, "predictions")
-    pred.loc[pred.index[0], "title"] = HOSTILE  # untrusted text, as Flickr titles can be
-    put_table(copy, "predictions", pred, ("run",), replace=EqualTo("run", "t1"))
-    evaluate.run(str(copy), "t1")
-    publish.run(str(copy), bucket, "t1", seed=3)
-    return copy, pred
-
-
-@pytest.fixture(scope="module")
 def server(site):
-    from deeploc.serve import make_server
+    """``deeploc serve``'s uvicorn server for the site's lake, on a free loopback port, in a thread."""
+    from deeploc.serve import Settings, make_server
 
-    srv = make_server(str(site[0]), port=0)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
+    srv, sock = make_server(Settings(str(site[0]), port=0))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(600):  # bounded: 60 s
+        if srv.started:
+            break
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    srv.should_exit = True
+    thread.join(30)
 
 
-def _page(browser, requests):
+def _page(browser, requests, console=None):
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
     page.on("request", lambda r: requests.append(r.url))
+    page.on("console", lambda m: (console if console is not None else []).append(m.text))
     return page
+
+
+def _zoom(page) -> int:
+    return int(page.locator("#map").get_attribute("data-zoom"))
+
+
+def _inside_map(page, selector: str) -> bool:
+    box, m = page.locator(selector).first.bounding_box(), page.locator("#map").bounding_box()
+    return m["x"] <= box["x"] and box["x"] + box["width"] <= m["x"] + m["width"] and \
+        m["y"] <= box["y"] and box["y"] + box["height"] <= m["y"] + m["height"]
+
+
+def _confidence(top: list[float]) -> str:
+    """The panel's sentence, written out here by the rule the README states (not read from app.js)."""
+    words = "fairly sure" if top[0] >= 0.5 else "unsure" if top[0] >= 0.2 else "guessing"
+    return f"{words}: {100 * top[0]:.1f} % on its most likely cell, {100 * sum(top):.1f} % on its {len(top)} most likely"
 
 
 def _jpeg(rgb, exif=None) -> bytes:
@@ -73,8 +77,8 @@ def _with_gps(lat=48.8584, lon=2.2945):
 
 def test_the_map_the_photos_and_the_results(site, server, browser):
     lake, pred = site
-    requests = []
-    page = _page(browser, requests)
+    requests, console = [], []
+    page = _page(browser, requests, console)
     page.goto(server)
     page.wait_for_selector("#gallery button")
     os.makedirs(SHOTS, exist_ok=True)
@@ -86,6 +90,11 @@ def test_the_map_the_photos_and_the_results(site, server, browser):
     assert page.locator(".truth-marker").count() >= 2 and page.locator(".pred-marker").count() == 1
     assert page.locator("path.gc-line").count() == 1 and page.locator("path.topk-cell").count() == 5
     assert page.locator("#distance").text_content() == f"{row['hierarchy_km']:.1f} km"
+    assert page.locator("#confidence").text_content() == _confidence([round(p, 5) for p in row["hierarchy_topk_prob"]])
+    assert page.locator("#kind").text_content() == "From the collection"
+    # The view holds the truth and the prediction, and stops at zoom 6 however close they are.
+    expect(page.locator("#map")).to_have_attribute("data-zoom", re.compile(r"^[1-6]$"))
+    assert _inside_map(page, ".pred-marker") and _inside_map(page, ".leaflet-marker-pane .truth-marker >> nth=-1")
     page.screenshot(path=os.path.join(SHOTS, "site-photo.png"))
     metrics = json.loads((current(lake, "metrics/t1") / "metrics.json").read_text())
     rows = page.locator("#accuracy tbody tr")
@@ -97,6 +106,25 @@ def test_the_map_the_photos_and_the_results(site, server, browser):
     page.locator("#shuffle").click()
     assert page.locator("#gallery-note").text_content().endswith("(draw 2)")
     assert all(u.startswith((server, "data:")) for u in requests), [u for u in requests if not u.startswith(server)]
+    assert not [m for m in console if "Content Security Policy" in m], console
+    page.close()
+
+
+def test_place_names_from_a_middle_zoom_on(server, browser):
+    page = _page(browser, [])
+    page.goto(server)
+    page.wait_for_selector("#gallery button")
+    for _ in range(12):  # zoom out to 3, then in to 4 and 5, with the map's own buttons
+        if _zoom(page) <= 3:
+            break
+        page.locator(".leaflet-control-zoom-out").click()
+        page.wait_for_timeout(400)
+    assert _zoom(page) == 3 and page.locator(".place-label").count() == 0
+    for zoom, labels in ((4, 100), (5, 300)):
+        page.locator(".leaflet-control-zoom-in").click()
+        expect(page.locator("#map")).to_have_attribute("data-zoom", str(zoom))
+        assert page.locator(".place-label").count() == labels
+    assert "Tokyo" in page.locator(".place-label").all_text_contents()  # among the 100 most populous
     page.close()
 
 
@@ -139,13 +167,26 @@ def test_your_own_photo(site, server, browser, tmp_path):
 
     resp, message = upload("plain.jpg")
     plain = resp.json()
-    assert resp.status == 200 and message.startswith("Most likely") and page.locator(".own-marker").count() == 5
+    assert resp.status == 200 and message == "" and page.locator("#kind").text_content() == "Your photo"
+    assert page.locator("#title").text_content() == "plain.jpg" and page.locator("#photo").get_attribute("src").startswith("blob:")
+    assert page.locator("#truth").text_content() == "unknown (no GPS position in the photo)"
+    assert page.locator("#distance").text_content() == "–" and page.locator("path.topk-cell").count() == 5
     resp, message = upload("gps.jpg")
     with_gps = resp.json()
     assert with_gps["exif_gps"]["lat"] == pytest.approx(48.8584, abs=1e-3)
     assert with_gps["prediction"] == plain["prediction"]  # the position never reached the network
-    assert "EXIF says 48.858" in message and page.locator(".truth-marker").count() >= 1
+    assert with_gps["exif_gps"]["country"] == "France"  # the Eiffel Tower's coordinates
+    truth, hier = page.locator("#truth").text_content(), with_gps["prediction"]["hierarchy"]
+    assert truth.startswith("48.858°, 2.29") and "France" in truth and "(from the photo's EXIF)" in truth
+    assert page.locator("#distance").text_content() == f"{with_gps['distances_km']['hierarchy']:.1f} km"
+    assert (hier["country"] or "at sea") in page.locator("#predicted").text_content()
+    assert page.locator("#confidence").text_content() == _confidence([t["probability"] for t in hier["top"]])
+    expect(page.locator("#map")).to_have_attribute("data-zoom", re.compile(r"^[1-6]$"))
+    assert _inside_map(page, ".leaflet-marker-pane .truth-marker >> nth=-1") and _inside_map(page, ".pred-marker")
     page.screenshot(path=os.path.join(SHOTS, "site-upload.png"))
+    page.locator("#gallery button").first.click()  # a gallery photo replaces the upload in the panel
+    assert page.locator("#kind").text_content() == "From the collection"
+    assert not page.locator("#photo").get_attribute("src").startswith("blob:")
     resp, message = upload("notes.jpg")
     assert resp.status == 415 and "not a JPEG or PNG" in message
     resp, message = upload("huge.jpg")
@@ -176,10 +217,16 @@ def test_refusals_and_headers_without_a_browser(server):
 
 def test_the_site_opens_from_a_file(site, browser):
     lake, _ = site
-    page = browser.new_page()
+    console = []
+    page = _page(browser, [], console)
     page.goto((current(lake, "site") / "index.html").as_uri())
     page.wait_for_selector("#gallery button")
     assert page.locator("#gallery img").count() == min(100, len(site[1]))
+    assert "default-src 'none'" in page.locator('meta[http-equiv="Content-Security-Policy"]').get_attribute("content")
+    page.locator("#gallery button").nth(3).click()  # the same panel and zoom rule from file://
+    assert page.locator("#kind").text_content() == "From the collection"
+    expect(page.locator("#map")).to_have_attribute("data-zoom", re.compile(r"^[1-6]$"))
+    assert not [m for m in console if "Content Security Policy" in m], console
     page.set_input_files("#file", str(REPO / "tasks" / "deeploc" / "site_template" / "style.css"))
     page.locator("#upload button").click()
     assert "needs the server" in page.locator("#upload-message").text_content()

@@ -22,7 +22,7 @@ class GuardedH11Protocol(H11Protocol):
     # Set once per process by ``serve.make_server`` / ``serve.app_from_environment`` before the server
     # listens: uvicorn builds protocols from a class, and each process serves exactly one app.
     limits = ConnectionLimits()
-    headers: list[tuple[str, str]] = []
+    security_headers: list[tuple[str, str]] = []
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -66,6 +66,6 @@ class GuardedH11Protocol(H11Protocol):
         """Write a whole answer and close: used where h11 has no request to answer (or has given up on it)."""
         head = [f"HTTP/1.1 {status} {reason}", "Content-Type: text/plain; charset=utf-8",
                 f"Content-Length: {len(body)}", "Connection: close",
-                *(f"{k}: {v}" for k, v in [*self.headers, *(extra or {}).items()])]
+                *(f"{k}: {v}" for k, v in [*self.security_headers, *(extra or {}).items()])]
         self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
         self.transport.close()

@@ -115,7 +115,9 @@ def host_name(header: str) -> str:
 
 
 def refuse(exc: upload.Refused) -> JSONResponse:
-    return JSONResponse({"error": exc.message}, exc.status, headers=exc.headers)
+    """A refusal closes the connection: the rest of a body we stopped reading must not be taken for the
+    next request."""
+    return JSONResponse({"error": exc.message}, exc.status, headers={"Connection": "close", **exc.headers})
 
 
 async def body_chunks(request: Request, limits: Limits):
@@ -175,11 +177,11 @@ def build_app(site: str, predictor: Predictor, run: str, limits: Limits, hosts: 
 
     async def predict(request: Request) -> Response:
         if not same_origin(request):
-            return JSONResponse({"error": "uploads are taken from this server's own page only"}, 403)
+            return refuse(upload.Refused(HTTPStatus.FORBIDDEN, "uploads are taken from this server's own page only"))
         if uploads.active >= uploads.slots:
             await drain(request, limits)
-            return JSONResponse({"error": "the server is busy; try again shortly"}, 503,
-                                headers={"Retry-After": str(uploads.retry_after())})
+            return refuse(upload.Refused(HTTPStatus.SERVICE_UNAVAILABLE, "the server is busy; try again shortly",
+                                         {"Retry-After": str(uploads.retry_after())}))
         uploads.active += 1
         try:
             data = await read_photo(request, limits)
@@ -258,7 +260,7 @@ def load(settings: Settings):
     predictor = Predictor(lake.download(commit.require(lake, f"models/{run}", "train")))
     world.countries()  # loaded now, not on the first upload
     GuardedH11Protocol.limits = ConnectionLimits(settings.limits.max_connections, settings.limits.header_timeout_s)
-    GuardedH11Protocol.headers = site_policy.security_headers(tiles)
+    GuardedH11Protocol.security_headers = site_policy.security_headers(tiles)
     return build_app(site, predictor, run, settings.limits, settings.hosts(), tiles)
 
 

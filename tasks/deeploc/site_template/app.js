@@ -136,7 +136,10 @@
       L.marker([lat, lon], { icon: L.divIcon({ className: "place-label", html: el("span", name), iconSize: null }), interactive: false, keyboard: false }).addTo(labelsLayer);
     }
   }
-  map.on("zoomend", label);
+  // The zoom, on the map's element: what the view rule and the labels depend on, readable by tests.
+  const zoomed = () => { $("map").dataset.zoom = String(map.getZoom()); label(); };
+  map.on("zoomend", zoomed);
+  zoomed();
 
   // 100 photos at a time from the pool, drawn with a seeded generator: the same page shows the same
   // photos; "shuffle" moves to the next draw.

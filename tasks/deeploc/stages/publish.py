@@ -20,7 +20,6 @@ import html
 import json
 import logging
 import os
-import shutil
 from importlib import resources
 from urllib.parse import unquote_plus
 
