@@ -176,6 +176,8 @@ def build_app(site: str, predictor: Predictor, run: str, limits: Limits, hosts: 
     files, uploads = SiteFiles(site), Uploads(limits)
 
     async def predict(request: Request) -> Response:
+        if request.method != "POST":
+            return JSONResponse({"error": "POST a photo here (multipart field 'photo')"}, 405, headers={"Allow": "POST"})
         if not same_origin(request):
             return refuse(upload.Refused(HTTPStatus.FORBIDDEN, "uploads are taken from this server's own page only"))
         if uploads.active >= uploads.slots:
@@ -207,7 +209,7 @@ def build_app(site: str, predictor: Predictor, run: str, limits: Limits, hosts: 
     async def site_file(request: Request) -> Response:
         return files.response(request)
 
-    app = Starlette(routes=[Route("/api/predict", predict, methods=["POST"]), Route("/healthz", healthz),
+    app = Starlette(routes=[Route("/api/predict", predict, methods=["GET", "POST"]), Route("/healthz", healthz),
                             Route("/{path:path}", site_file, methods=["GET", "HEAD"])])
     return guarded(app, hosts, site_policy.security_headers(tiles))
 

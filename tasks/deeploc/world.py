@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
 
 import numpy as np
 
@@ -56,8 +57,10 @@ def countries():
     missing = frame["continent"].isna()
     if missing.any():
         known = frame[~missing]
-        for i in frame.index[missing]:
-            frame.loc[i, "continent"] = known.loc[known.distance(frame.geometry[i]).idxmin(), "continent"]
+        with warnings.catch_warnings():  # degrees as distances: crude, and enough to pick a neighbour
+            warnings.simplefilter("ignore", UserWarning)
+            for i in frame.index[missing]:
+                frame.loc[i, "continent"] = known.loc[known.distance(frame.geometry[i]).idxmin(), "continent"]
     return frame
 
 

@@ -98,7 +98,7 @@
     if (pr.top.length) bounds.extend(pr.top[0].outline ? L.latLngBounds(pr.top[0].outline) : L.latLng(pr.top[0].lat, pr.top[0].lon));
     if (view.truth) {
       L.polyline(greatCircle([view.truth.lat, view.truth.lon], [pr.lat, pr.lon]), { color: "#1c2430", weight: 2, dashArray: "6 4", className: "gc-line" }).addTo(chosenLayer);
-      L.marker([view.truth.lat, view.truth.lon], { icon: dot("truth-marker", 14), title: "taken here" + view.truth.source }).addTo(chosenLayer);
+      L.marker([view.truth.lat, view.truth.lon], { icon: dot("truth-marker chosen-truth", 14), title: "taken here" + view.truth.source }).addTo(chosenLayer);
       bounds.extend([view.truth.lat, view.truth.lon]);
     }
     L.marker([pr.lat, pr.lon], { icon: dot("pred-marker", 14), title: "placed here" }).addTo(chosenLayer);
