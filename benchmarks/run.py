@@ -357,7 +357,7 @@ def main() -> None:
     p = sub.add_parser("infer", help="inference images/s at local[1] and local[2], against model.predict alone")
     p.add_argument("--images", type=int, default=1200)
     p = sub.add_parser("serve", help="issue 25: upload latency, sequential and 8 concurrent, vs the prediction alone")
-    p.add_argument("--images", type=int, default=1200, help="the inference set to take the photo and runs from")
+    p.add_argument("--images", type=int, default=16, help="the size of the inference set its photo and runs come from")
     p = sub.add_parser("plan", help="issue 21: the yfcc and mp16 plans of a faces table at the reference scale")
     p.add_argument("--rows", type=int, default=5_900_000, help="photos in faces (8:2 of them train+val: ~4.7M)")
     a = ap.parse_args()
