@@ -102,7 +102,7 @@
       bounds.extend([view.truth.lat, view.truth.lon]);
     }
     L.marker([pr.lat, pr.lon], { icon: dot("pred-marker", 14), title: "placed here" }).addTo(chosenLayer);
-    map.fitBounds(bounds, { padding: [40, 40], maxZoom: FIT_MAX_ZOOM });
+    map.fitBounds(bounds, { padding: [40, 40], maxZoom: FIT_MAX_ZOOM, animate: false });
     $("hint").hidden = true;
     $("chosen").hidden = false;
     $("kind").textContent = view.kind;
