@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from conftest import current, put_table
 
-from deeploc import commit, ledger, world
+from deeploc import commit, geography, ledger
 from deeploc.lake import Lake
 from deeploc.stages import evaluate
 
@@ -45,8 +45,9 @@ def lake(tmp_path):
 
 
 def test_countries_on_both_sides_of_borders():
-    country, continent = world.locate([c[0][0] for c in CASES] + [c[1][0] for c in CASES],
-                                      [c[0][1] for c in CASES] + [c[1][1] for c in CASES])
+    found = geography.locate([c[0][0] for c in CASES] + [c[1][0] for c in CASES],
+                             [c[0][1] for c in CASES] + [c[1][1] for c in CASES])
+    country, continent = found.country, found.continent
     assert list(country) == ["Germany", "France", "Switzerland", None, "France",
                              "Germany", "Germany", "France", None, "Belgium"]
     assert set(continent) - {None} == {"Europe"}

@@ -13,7 +13,7 @@ FILES = ["leaflet/dist/leaflet.js", "leaflet/dist/leaflet.css", "leaflet/dist/im
          "leaflet/dist/images/marker-icon-2x.png", "leaflet/dist/images/marker-shadow.png",
          "leaflet/dist/images/layers.png", "leaflet/dist/images/layers-2x.png",
          "leaflet.markercluster/dist/leaflet.markercluster.js", "leaflet.markercluster/dist/MarkerCluster.css",
-         "leaflet.markercluster/dist/MarkerCluster.Default.css", "topojson-client/dist/topojson-client.min.js",
+         "leaflet.markercluster/dist/MarkerCluster.Default.css",
          "world-atlas/countries-50m.json", "world-atlas/countries-110m.json"]
 
 

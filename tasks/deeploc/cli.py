@@ -38,7 +38,7 @@ def _predict(p: argparse.ArgumentParser) -> None:
 
 
 def _run_predict(a: argparse.Namespace):
-    from deeploc import runs
+    from deeploc import geography, runs
     from deeploc.lake import Lake
     from deeploc.predict import cached, predict_bytes
 
@@ -48,7 +48,28 @@ def _run_predict(a: argparse.Namespace):
     for path in a.photos:
         with open(path, "rb") as f:
             out.append({"photo": path, **predict_bytes(predictor, f.read(), a.top_k, a.crops)})
+    geography.annotate([o for rec in out for key, o in rec.items() if key != "photo"])  # each output's place
     return out
+
+
+def _point(text: str) -> tuple[float, float]:
+    try:
+        lat, lon = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LAT,LON (e.g. 48.8584,2.2945)") from None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise argparse.ArgumentTypeError(f"{text!r}: latitude must be within ±90 and longitude within ±180")
+    return lat, lon
+
+
+def _where(p: argparse.ArgumentParser) -> None:
+    p.add_argument("points", nargs="+", type=_point, metavar="LAT,LON", help="decimal degrees, e.g. 41.0082,28.9784")
+
+
+def _run_where(a: argparse.Namespace):
+    from deeploc import geography
+
+    return geography.annotate([{"lat": lat, "lon": lon} for lat, lon in a.points])
 
 
 def _serve(p: argparse.ArgumentParser) -> None:
@@ -139,6 +160,7 @@ def _run_plan(a: argparse.Namespace):
 TOOLS = {"demo-data": ("generate the demo data set (metadata, bucket folder, manifest)", _demo_data, _run_demo_data),
          "predict": ("where were these photos taken? the top-k cells of every output, as JSON", _predict, _run_predict),
          "serve": ("the web map on 127.0.0.1, with the upload of your own photo", _serve, _run_serve),
+         "where": ("country (name, ISO code) and continent of points, as JSON (null at sea)", _where, _run_where),
          "plan": ("what a model run will need and cost, and whether it fits (exit 3 when a check fails)",
                   _plan, _run_plan),
          "tables": ("the lake's Iceberg tables: snapshot, rows, files, bytes, metadata location; or one's history",
@@ -158,9 +180,19 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _points_are_not_options(argv: list[str]) -> list[str]:
+    """``where -33.86,151.21``: argparse would take the point for an option; mark where the points begin."""
+    if "where" in argv and "--" not in argv:
+        first = next((i for i in range(argv.index("where") + 1, len(argv)) if argv[i][:1] == "-" and argv[i][1:2].isdigit()),
+                     None)
+        if first is not None:
+            return [*argv[:first], "--", *argv[first:]]
+    return argv
+
+
 def run(argv: list[str]):
     """Run a command from its argument list and return its result (ledger or summary): what operators call."""
-    a = parser().parse_args(argv)
+    a = parser().parse_args(_points_are_not_options(argv))
     logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if a.command in TOOLS:

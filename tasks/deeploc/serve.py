@@ -36,7 +36,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from deeploc import commit, runs, site_policy, upload, world
+from deeploc import commit, geography, runs, site_policy, upload
 from deeploc.http_guard import ConnectionLimits, GuardedH11Protocol
 from deeploc.lake import Lake
 from deeploc.predict import Predictor
@@ -260,7 +260,7 @@ def load(settings: Settings):
     tiles = site_policy.tile_url(published["tiles"])
     run = settings.run or published["run"] or runs.resolve(lake, None)
     predictor = Predictor(lake.download(commit.require(lake, f"models/{run}", "train")))
-    world.countries()  # loaded now, not on the first upload
+    geography.countries()  # loaded now, not on the first upload
     GuardedH11Protocol.limits = ConnectionLimits(settings.limits.max_connections, settings.limits.header_timeout_s)
     GuardedH11Protocol.security_headers = site_policy.security_headers(tiles)
     return build_app(site, predictor, run, settings.limits, settings.hosts(), tiles)

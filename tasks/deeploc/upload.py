@@ -10,7 +10,7 @@ from http import HTTPStatus
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from deeploc import geo, images, world
+from deeploc import geo, geography, images
 from deeploc.predict import Predictor, predict_bytes
 
 SIGNATURES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"}
@@ -121,10 +121,7 @@ def answer(predictor: Predictor, data: bytes, max_pixels: int, k: int = 5) -> di
                           f"the photo has more than {max_pixels // 1_000_000} megapixels") from None
         raise Refused(HTTPStatus.UNPROCESSABLE_ENTITY, "the photo could not be decoded (damaged or truncated?)") from None
     gps = exif_gps(data)
-    places = [*prediction.values(), *([gps] if gps else [])]
-    countries, _ = world.locate([p["lat"] for p in places], [p["lon"] for p in places])
-    for place, country in zip(places, countries):
-        place["country"] = country
+    geography.annotate([*prediction.values(), *([gps] if gps else [])])
     out = {"prediction": prediction, "exif_gps": gps}
     if gps:
         out["distances_km"] = {o: float(geo.haversine_km(gps["lat"], gps["lon"], v["lat"], v["lon"]))

@@ -12,11 +12,10 @@
   const pct = (v) => (v === null || v === undefined ? "–" : `${(100 * v).toFixed(1)} %`);
   let output = data.default_output;
 
-  // The map: Natural Earth's countries drawn locally; a tile layer only where one is configured.
+  // The map: Natural Earth's countries (cut at 180°, GeoJSON) drawn locally; a tile layer only where one is configured.
   const map = L.map("map", { worldCopyJump: true, minZoom: 1, maxZoom: 12 }).setView([25, 0], 2);
   if (httpOnly(data.tiles)) L.tileLayer(data.tiles, { maxZoom: 18 }).addTo(map);
-  const world = window.DEEPLOC_COUNTRIES;
-  L.geoJSON(topojson.feature(world, world.objects.countries), {
+  L.geoJSON(window.DEEPLOC_COUNTRIES, {
     interactive: false, style: { color: "#7c8ea3", weight: 0.7, fillColor: "#f4f1e8", fillOpacity: 1 },
   }).addTo(map);
   const photosLayer = L.markerClusterGroup({ showCoverageOnHover: false, maxClusterRadius: 40 }).addTo(map);

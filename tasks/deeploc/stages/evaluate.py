@@ -3,7 +3,7 @@
 Per output (each partitioning, the hierarchy, and the prior: always the most frequent training cell):
 accuracy within 1 / 25 / 200 / 750 / 2500 km (the shape of the report's Table 7), median and mean error,
 and the share of photos placed in the right country and on the right continent (point in polygon against
-Natural Earth's outlines, ``deeploc.world``; over the photos whose truth lies in a country: those at sea
+Natural Earth's outlines, ``deeploc.geography``; over the photos whose truth lies in a country: those at sea
 or off every outline are counted apart). Also the hierarchy's accuracy per continent of the truth, and
 two figures: the accuracy curve, and a map of the training photos' density with the test photos.
 Reads only the columns it needs.
@@ -20,7 +20,7 @@ import pandas as pd
 
 from pyiceberg.expressions import EqualTo
 
-from deeploc import catalog, commit, geo, ledger, runs, world
+from deeploc import catalog, commit, geo, geography, ledger, runs
 from deeploc.lake import Lake
 from deeploc.predict import HIERARCHY
 
@@ -34,7 +34,8 @@ def scores(true_lat, true_lon, pred_lat, pred_lon, true_country, true_continent)
     d = geo.haversine_km(true_lat, true_lon, pred_lat, pred_lon)
     row = geo.accuracy(d)
     row["mean_km"] = float(np.mean(d)) if d.size else float("nan")
-    country, continent = world.locate(pred_lat, pred_lon)
+    predicted = geography.locate(pred_lat, pred_lon)
+    country, continent = predicted.country, predicted.continent
     on_land = np.array([c is not None for c in true_country], bool)
     row["same_country"] = float(np.mean(country[on_land] == true_country[on_land])) if on_land.any() else float("nan")
     row["same_continent"] = (float(np.mean(continent[on_land] == true_continent[on_land])) if on_land.any()
@@ -99,7 +100,7 @@ def figures(out: str, pred: pd.DataFrame, outputs: list[str], prior_latlon, trai
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(10, 5), dpi=110)
-    world.countries().boundary.plot(ax=ax, color="0.6", linewidth=0.4)
+    geography.countries().boundary.plot(ax=ax, color="0.6", linewidth=0.4)
     hb = ax.hexbin(train["longitude"], train["latitude"], gridsize=(90, 30), bins="log", cmap="viridis",
                    mincnt=1, extent=(-180, 180, -90, 90), alpha=0.85)
     ax.scatter(lon, lat, s=3, color="#ff5c5c", label=f"test photos ({len(pred):,})")
@@ -130,7 +131,8 @@ def run(lake: str, run: str | None = None) -> dict:
     fine = cells[cells["partitioning"] == order[-1]]
     top = fine.loc[fine["count"].idxmax()] if len(fine) else None
     prior = None if top is None else (float(top["mean_lat"]), float(top["mean_lon"]))
-    true_country, true_continent = world.locate(pred["latitude"], pred["longitude"])
+    truth = geography.locate(pred["latitude"], pred["longitude"])
+    true_country, true_continent = truth.country, truth.continent
     table = accuracy_table(pred, outputs, prior, true_country, true_continent)
     continents = by_continent(pred, HIERARCHY, true_continent)
     parts = commit.require(lake, f"partitionings/{summary['image_set']}", "the partitioning stage")

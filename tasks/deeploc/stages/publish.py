@@ -27,7 +27,7 @@ import pandas as pd
 
 from pyiceberg.expressions import EqualTo
 
-from deeploc import assets, catalog, cell_shapes, commit, geonames, images, runs, site_policy, world
+from deeploc import assets, catalog, cell_shapes, commit, geonames, images, geography, runs, site_policy
 from deeploc.bucket import Bucket
 from deeploc.lake import Lake
 from deeploc.predict import HIERARCHY
@@ -40,7 +40,6 @@ VENDOR = {"leaflet/dist/leaflet.js": "leaflet.js", "leaflet/dist/leaflet.css": "
           "leaflet.markercluster/dist/leaflet.markercluster.js": "leaflet.markercluster.js",
           "leaflet.markercluster/dist/MarkerCluster.css": "MarkerCluster.css",
           "leaflet.markercluster/dist/MarkerCluster.Default.css": "MarkerCluster.Default.css",
-          "topojson-client/dist/topojson-client.min.js": "topojson-client.min.js",
           **{f"leaflet/dist/images/{n}": f"images/{n}" for n in ("marker-icon.png", "marker-icon-2x.png",
                                                                  "marker-shadow.png", "layers.png", "layers-2x.png")}}
 
@@ -78,9 +77,9 @@ def points(pred: pd.DataFrame, outputs: list[str]) -> list[dict]:
     """One record per photo: truth (and its country), attribution, and per output the predicted class,
     place, country, error and top-k."""
     lat, lon = pred["latitude"].to_numpy(float), pred["longitude"].to_numpy(float)
-    countries = {o: world.locate(pred[f"{o}_lat"].to_numpy(float), pred[f"{o}_lon"].to_numpy(float))[0]
+    countries = {o: geography.locate(pred[f"{o}_lat"].to_numpy(float), pred[f"{o}_lon"].to_numpy(float)).country
                  for o in outputs}
-    countries[None] = world.locate(lat, lon)[0]
+    countries[None] = geography.locate(lat, lon).country
     out = []
     for i, r in enumerate(pred.to_dict(orient="records")):
         rec = {"id": int(r["photo_id"]), "lat": round(float(r["latitude"]), 5), "lon": round(float(r["longitude"]), 5),
@@ -112,10 +111,10 @@ def cells(lake: Lake, model: str, order: list[str]) -> dict:
 
 
 def copy_assets(out: str) -> str:
-    """Leaflet, marker clustering and the country outlines, from the npm packages into ``vendor/<hash>/``
+    """Leaflet, marker clustering (npm packages) and the country outlines (``geography``) into ``vendor/<hash>/``
     (the hash of their bytes, so a new version is a new URL); returns that folder, relative to ``out``."""
     files = {dst: assets.path(src).read_bytes() for src, dst in VENDOR.items()}
-    outlines = assets.path("world-atlas/countries-50m.json").read_text()
+    outlines = json.dumps(geography.outlines_geojson(), separators=(",", ":"))  # cut at 180°: no band across the map
     files["countries.js"] = f"window.DEEPLOC_COUNTRIES = {outlines};\n".encode()  # a script: file:// can load it
     digest = hashlib.sha256(b"".join(hashlib.sha256(f"{k}\0".encode() + v).digest() for k, v in sorted(files.items())))
     folder = f"vendor/{digest.hexdigest()[:12]}"
