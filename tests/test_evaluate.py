@@ -2,6 +2,7 @@
 both sides of borders, a truth at sea counted apart, the per-continent table and the figures."""
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,7 @@ def lake(tmp_path):
         pred[f"{o}_lat"], pred[f"{o}_lon"] = [p[0] for _, p in CASES], [p[1] for _, p in CASES]
         pred[f"{o}_km"] = [0.5, 4.6, 7.1, 111.2, 264.0]
         pred[f"{o}_topk_prob"] = [[0.5, 0.1]] * len(CASES)  # not read by evaluate
+    pred["user_nsid"] = ["a", "a", "a", "b", "c"]  # one prolific user, right every time; two others, wrong
     put_table(tmp_path, "predictions", pred.assign(run="r"), ("run",))
     ledger.record(lake, "infer", "r", len(pred), len(pred), {}, photos="the test split", split="test")
     with commit.building(lake, "partitionings/full") as parts:
@@ -69,3 +71,19 @@ def test_known_accuracies(lake):
     for name in m["figures"]:
         assert (current(lake, "metrics/r") / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "same_country" in (current(lake, "metrics/r") / "accuracy.md").read_text()
+
+
+def test_geoscore_user_macro_and_countries(lake):
+    m = evaluate.run(str(lake), "r")
+    hier = next(r for r in m["table"] if r["method"] == "hierarchy")
+    # GeoGuessr's points, 5000 * exp(-d / 1492.7 km), at the distances written beside CASES
+    assert hier["geoscore"] == pytest.approx(sum(5000 * math.exp(-d / 1492.7) for d in (0.5, 4.6, 7.1, 111.2, 264.0)) / 5,
+                                             abs=1.0)
+    macro = next(r for r in m["user_macro"] if r["method"] == "hierarchy")
+    # within 25 km: user a 3 of 3, b 0 of 1, c 0 of 1 -> (1 + 0 + 0) / 3, where the photos' share is 3 / 5
+    assert macro["city_25km"] == pytest.approx(1 / 3) and macro["users"] == 3
+    assert macro["region_200km"] == pytest.approx((1 + 1 + 0) / 3)  # b's 111 km counts at 200 km, c's 264 does not
+    # countries of the truth, most photos first: France (Strasbourg, Paris), then Germany and Switzerland
+    countries = {r["country"]: r for r in m["by_country"]}
+    assert [r["country"] for r in m["by_country"]][0] == "France" and set(countries) == {"France", "Germany", "Switzerland"}
+    assert countries["France"]["n"] == 2 and countries["France"]["city_25km"] == pytest.approx(1 / 2)

@@ -102,6 +102,7 @@ def test_the_map_the_photos_and_the_results(site, server, browser):
     for i, m in enumerate(metrics["table"]):
         cells = rows.nth(i).locator("td").all_text_contents()
         assert cells[0] == m["method"] and cells[3] == f"{100 * m['region_200km']:.1f} %" and cells[-1] == str(m["n"])
+        assert cells[-3] == str(int(m["geoscore"] + 0.5))  # GeoScore, rounded half up as the page does
     assert page.locator("#figures img").count() == 2
     page.locator("#shuffle").click()
     assert page.locator("#gallery-note").text_content().endswith("(draw 2)")

@@ -208,19 +208,22 @@
   const scales = [["street_1km", "1 km"], ["city_25km", "25 km"], ["region_200km", "200 km"], ["country_750km", "750 km"], ["continent_2500km", "2500 km"]];
   function table(id, rows, first, extra) {
     const head = el("tr");
-    for (const h of [first, ...scales.map((s) => `≤ ${s[1]}`), ...extra.map((e) => e[1]), "median km", "n"]) head.appendChild(el("th", h));
+    const scored = rows.some((r) => r.geoscore !== undefined);
+    for (const h of [first, ...scales.map((s) => `≤ ${s[1]}`), ...extra.map((e) => e[1]), ...(scored ? ["GeoScore"] : []), "median km", "n"]) head.appendChild(el("th", h));
     $(id).querySelector("thead").appendChild(head);
     for (const r of rows) {
       const tr = el("tr");
-      const name = r.method || r.continent;
+      const name = r.method || r.continent || r.country;
       if (String(name).startsWith("prior")) tr.className = "prior";
-      const cells = [name, ...scales.map((s) => pct(r[s[0]])), ...extra.map((e) => pct(r[e[0]])), r.median_km === null ? "–" : Math.round(r.median_km), r.n];
+      const score = scored ? [r.geoscore === null || r.geoscore === undefined ? "–" : Math.round(r.geoscore)] : [];
+      const cells = [name, ...scales.map((s) => pct(r[s[0]])), ...extra.map((e) => pct(r[e[0]])), ...score, r.median_km === null ? "–" : Math.round(r.median_km), r.n];
       for (const c of cells) tr.appendChild(el("td", c));
       $(id).querySelector("tbody").appendChild(tr);
     }
   }
   table("accuracy", data.metrics, "output", [["same_country", "same country"], ["same_continent", "same continent"]]);
   table("continents", data.by_continent, "continent", []);
+  table("countries", data.by_country, "country", []);
   for (const f of data.figures) { const img = el("img"); img.src = f; img.alt = f.includes("curve") ? "accuracy curve" : "map of the photos"; $("figures").appendChild(img); }
   $("accuracy-note").textContent = `${data.predicted_total} photos predicted: ${data.photos || "held-out photos"}.`;
   $("subtitle").textContent = `Model run ${data.run} (${data.image_set} image set; ${data.train.train_images} training photos).`;

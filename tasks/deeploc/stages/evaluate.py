@@ -4,8 +4,11 @@ Per output (each partitioning, the hierarchy, and the prior: always the most fre
 accuracy within 1 / 25 / 200 / 750 / 2500 km (the shape of the report's Table 7), median and mean error,
 and the share of photos placed in the right country and on the right continent (point in polygon against
 Natural Earth's outlines, ``deeploc.geography``; over the photos whose truth lies in a country: those at sea
-or off every outline are counted apart). Also the hierarchy's accuracy per continent of the truth, and
-two figures: the accuracy curve, and a map of the training photos' density with the test photos.
+or off every outline are counted apart), and the mean GeoScore (5000 * exp(-d / 1492.7 km), the
+game GeoGuessr's points, as PIGEON reports them: one number that rewards being close at every scale).
+Also the accuracy with every user weighing the same ("user-macro": a few prolific users cannot carry
+it), the hierarchy's accuracy per continent and for the largest countries of the truth, and two
+figures: the accuracy curve, and a map of the training photos' density with the test photos.
 Reads only the columns it needs.
 """
 
@@ -26,6 +29,8 @@ from deeploc.predict import HIERARCHY
 
 log = logging.getLogger(__name__)
 PRIOR = "prior (most frequent cell)"
+GEOSCORE_KM = 1492.7
+LARGEST_COUNTRIES = 20
 CURVE_KM = np.logspace(0, np.log10(20_000), 200)
 
 
@@ -34,6 +39,7 @@ def scores(true_lat, true_lon, pred_lat, pred_lon, true_country, true_continent)
     d = geo.haversine_km(true_lat, true_lon, pred_lat, pred_lon)
     row = geo.accuracy(d)
     row["mean_km"] = float(np.mean(d)) if d.size else float("nan")
+    row["geoscore"] = float(np.mean(5000 * np.exp(-d / GEOSCORE_KM))) if d.size else float("nan")
     predicted = geography.locate(pred_lat, pred_lon)
     country, continent = predicted.country, predicted.continent
     on_land = np.array([c is not None for c in true_country], bool)
@@ -54,24 +60,37 @@ def accuracy_table(pred: pd.DataFrame, outputs: list[str], prior_latlon: tuple[f
     return pd.DataFrame(rows)
 
 
-def by_continent(pred: pd.DataFrame, output: str, true_continent: np.ndarray) -> pd.DataFrame:
-    """The output's accuracy per continent of the truth (truth in no country: "none")."""
+def by_place(pred: pd.DataFrame, output: str, places: np.ndarray, column: str, largest: int | None = None) -> pd.DataFrame:
+    """The output's accuracy per place of the truth (truth in none: "none"), in name order, or the
+    ``largest`` places by number of photos, largest first."""
+    labels = pd.Series([c if c is not None else "none" for c in places], dtype=object)
+    names = sorted(set(labels)) if largest is None else list(labels[labels != "none"].value_counts().index[:largest])
+    d = pred[f"{output}_km"].to_numpy(float)
+    return pd.DataFrame([{column: name, **geo.accuracy(d[(labels == name).to_numpy()])} for name in names])
+
+
+def user_macro(pred: pd.DataFrame, outputs: list[str], users: pd.Series) -> pd.DataFrame:
+    """Per output, the accuracy at each scale with every user weighing the same: the mean over users of
+    each user's own accuracy."""
     rows = []
-    labels = np.array([c if c is not None else "none" for c in true_continent], dtype=object)
-    for name in sorted(set(labels)):
-        d = pred[f"{output}_km"].to_numpy(float)[labels == name]
-        rows.append({"continent": name, **geo.accuracy(d)})
+    for o in outputs:
+        per_user = pd.DataFrame({k: pred[f"{o}_km"].to_numpy(float) <= v for k, v in geo.SCALES_KM.items()})
+        means = per_user.groupby(users.to_numpy()).mean()
+        rows.append({"method": o, **{f"{k}_{int(v)}km": float(means[k].mean()) for k, v in geo.SCALES_KM.items()},
+                     "users": int(len(means)), "n": int(len(pred))})
     return pd.DataFrame(rows)
 
 
-def markdown(table: pd.DataFrame) -> str:
+def markdown(table: pd.DataFrame, last: str = "median_km") -> str:
+    """A markdown table: the name, the shares (as %), GeoScore where there is one, then ``last`` and n."""
     scales = [c for c in table.columns if c.endswith("km") and c not in ("median_km", "mean_km")]
-    extra = [c for c in ("same_country", "same_continent") if c in table.columns]
-    head = f"| {table.columns[0]} | " + " | ".join(scales + extra) + " | median km | n |"
-    lines = [head, "|" + "---|" * (len(scales) + len(extra) + 3)]
+    shares = scales + [c for c in ("same_country", "same_continent") if c in table.columns]
+    score = ["geoscore"] if "geoscore" in table.columns else []
+    head = f"| {table.columns[0]} | " + " | ".join(shares + score) + f" | {last.replace('_', ' ')} | n |"
+    lines = [head, "|" + "---|" * (len(shares) + len(score) + 3)]
     for _, r in table.iterrows():
-        cells = " | ".join(f"{100 * r[c]:.1f} %" for c in scales + extra)
-        lines.append(f"| {r[table.columns[0]]} | {cells} | {r['median_km']:.0f} | {int(r['n'])} |")
+        cells = [f"{100 * r[c]:.1f} %" for c in shares] + [f"{r[c]:.0f}" for c in score]
+        lines.append(f"| {r[table.columns[0]]} | {' | '.join(cells)} | {r[last]:.0f} | {int(r['n'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -121,7 +140,7 @@ def run(lake: str, run: str | None = None) -> dict:
     summary = json.loads(lake.read_bytes(f"{model}/summary.json"))
     order = summary["order"]
     outputs = [*order, HIERARCHY]
-    columns = ["latitude", "longitude", *(f"{o}_{c}" for o in outputs for c in ("lat", "lon", "km"))]
+    columns = ["latitude", "longitude", "user_nsid", *(f"{o}_{c}" for o in outputs for c in ("lat", "lon", "km"))]
     pred, snapshot = catalog.read(lake, "predictions", columns, EqualTo("run", run_name), writer="infer")
     photo_set = ledger.read(lake, "infer", run_name)
     if photo_set is None or (pred.empty and photo_set["out"]):
@@ -134,7 +153,9 @@ def run(lake: str, run: str | None = None) -> dict:
     truth = geography.locate(pred["latitude"], pred["longitude"])
     true_country, true_continent = truth.country, truth.continent
     table = accuracy_table(pred, outputs, prior, true_country, true_continent)
-    continents = by_continent(pred, HIERARCHY, true_continent)
+    continents = by_place(pred, HIERARCHY, true_continent, "continent")
+    countries = by_place(pred, HIERARCHY, true_country, "country", largest=LARGEST_COUNTRIES)
+    macro = user_macro(pred, outputs, pred["user_nsid"].fillna("(unknown user)"))
     parts = commit.require(lake, f"partitionings/{summary['image_set']}", "the partitioning stage")
     train = lake.read_parquet(f"{parts}/photos.parquet", columns=["latitude", "longitude", "split"])
     metrics = {"run": run_name, "image_set": summary["image_set"], "images": int(len(pred)),
@@ -142,13 +163,20 @@ def run(lake: str, run: str | None = None) -> dict:
                "split_rule": summary.get("split_rule"), "crops": photo_set.get("crops", 1),
                "truth_outside_countries": int(sum(c is None for c in true_country)),
                "table": table.replace({np.nan: None}).to_dict(orient="records"),
-               "by_continent": continents.replace({np.nan: None}).to_dict(orient="records")}
+               "by_continent": continents.replace({np.nan: None}).to_dict(orient="records"),
+               "by_country": countries.replace({np.nan: None}).to_dict(orient="records"),
+               "user_macro": macro.replace({np.nan: None}).to_dict(orient="records")}
     with commit.building(lake, f"metrics/{run_name}") as out:
         metrics["figures"] = figures(out, pred, outputs, prior, train[train["split"] == "train"])
         table.to_csv(os.path.join(out, "accuracy.csv"), index=False)
         continents.to_csv(os.path.join(out, "by_continent.csv"), index=False)
+        countries.to_csv(os.path.join(out, "by_country.csv"), index=False)
+        macro.to_csv(os.path.join(out, "user_macro.csv"), index=False)
         with open(os.path.join(out, "accuracy.md"), "w") as f:
-            f.write(markdown(table) + "\nHierarchy, by continent of the true location:\n\n" + markdown(continents))
+            f.write(markdown(table) + f"\nEvery user weighing the same ({macro['users'].iloc[0]} users):\n\n"
+                    + markdown(macro, "users") + "\nHierarchy, by continent of the true location:\n\n"
+                    + markdown(continents) + f"\nHierarchy, in the {len(countries)} countries with the most "
+                    "test photos:\n\n" + markdown(countries))
         with open(os.path.join(out, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=2, sort_keys=True, default=str)
     log.info("evaluate [%s]: %d predictions (%s)\n%s", run_name, len(pred), metrics["photos"], markdown(table))

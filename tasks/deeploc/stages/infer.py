@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # A photo's columns carried into the predictions (from faces/ for photos given by id or key).
 KEEP = ["photo_id", "object_key", "latitude", "longitude", "title", "page_url", "license_name", "license_url",
-        "user_nickname"]
+        "user_nickname", "user_nsid"]
 
 
 def schema(outputs: list[str]):

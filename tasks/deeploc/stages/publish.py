@@ -156,6 +156,7 @@ def run(lake: str, bucket: Bucket, run: str | None = None, pool: int = 1000, til
         data = {"run": run_name, "image_set": summary["image_set"], "photos": metrics.get("photos"),
                 "split_rule": summary.get("split_rule"), "outputs": outputs, "default_output": HIERARCHY,
                 "order": summary["order"], "metrics": metrics["table"], "by_continent": metrics.get("by_continent", []),
+                "by_country": metrics.get("by_country", []),
                 "figures": [f"figures/{n}" for n in metrics.get("figures", [])], "cells": cells(lake, model, summary["order"]),
                 "pool": pts, "shown": SHOWN, "seed": seed, "predicted_total": int(len(pred)), "tiles": tiles, "places": places(),
                 "train": {k: summary[k] for k in ("train_images", "val_images", "best_epoch")}}
