@@ -52,6 +52,18 @@ def _run_predict(a: argparse.Namespace):
     return out
 
 
+def _compare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_a", metavar="RUN_A")
+    p.add_argument("run_b", metavar="RUN_B")
+    p.add_argument("--lake", required=True, help="lake root holding both runs' models and predictions")
+
+
+def _run_compare(a: argparse.Namespace):
+    from deeploc import compare
+
+    return compare.run(a.lake, a.run_a, a.run_b)
+
+
 def _point(text: str) -> tuple[float, float]:
     try:
         lat, lon = (float(v) for v in text.split(","))
@@ -160,6 +172,8 @@ def _run_plan(a: argparse.Namespace):
 TOOLS = {"demo-data": ("generate the demo data set (metadata, bucket folder, manifest)", _demo_data, _run_demo_data),
          "predict": ("where were these photos taken? the top-k cells of every output, as JSON", _predict, _run_predict),
          "serve": ("the web map on 127.0.0.1, with the upload of your own photo", _serve, _run_serve),
+         "compare": ("two runs on the photos both predicted: differences with intervals that resample users, "
+                     "McNemar's p (comparisons/A__B/)", _compare, _run_compare),
          "where": ("country (name, ISO code) and continent of points, as JSON (null at sea)", _where, _run_where),
          "plan": ("what a model run will need and cost, and whether it fits (exit 3 when a check fails)",
                   _plan, _run_plan),
