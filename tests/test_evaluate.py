@@ -32,17 +32,21 @@ def lake(tmp_path):
                        "split_rule": {"by": "user", "test_fraction": 0.2, "val_fraction": 0.2}}, f)
         pd.DataFrame({"partitioning": "fine", "class": [0, 1], "count": [3, 9], "mean_lat": [0.0, -33.87],
                       "mean_lon": [0.0, 151.21]}).to_parquet(f"{run}/cells.parquet")  # the prior: Sydney
-    pred = pd.DataFrame({"latitude": [t[0] for t, _ in CASES], "longitude": [t[1] for t, _ in CASES]})
+    pred = pd.DataFrame({"photo_id": np.arange(1, 6, dtype="int64"), "latitude": [t[0] for t, _ in CASES],
+                         "longitude": [t[1] for t, _ in CASES]})
     for o in ("fine", "hierarchy"):
         pred[f"{o}_lat"], pred[f"{o}_lon"] = [p[0] for _, p in CASES], [p[1] for _, p in CASES]
         pred[f"{o}_km"] = [0.5, 4.6, 7.1, 111.2, 264.0]
-        pred[f"{o}_topk_prob"] = [[0.5, 0.1]] * len(CASES)  # not read by evaluate
+        pred[f"{o}_class"] = [1, 1, 0, 0, 1]
+        pred[f"{o}_topk_class"] = [[c, 1 - c] for c in pred[f"{o}_class"]]
+        pred[f"{o}_topk_prob"] = [[0.5, 0.1]] * len(CASES)
     pred["user_nsid"] = ["a", "a", "a", "b", "c"]  # one prolific user, right every time; two others, wrong
     put_table(tmp_path, "predictions", pred.assign(run="r"), ("run",))
     ledger.record(lake, "infer", "r", len(pred), len(pred), {}, photos="the test split", split="test")
     with commit.building(lake, "partitionings/full") as parts:
-        pd.DataFrame({"latitude": [10.0, 20.0], "longitude": [30.0, 40.0], "split": ["train", "val"]}).to_parquet(
-            f"{parts}/photos.parquet")
+        pd.DataFrame({"photo_id": [100, 101, 1, 2, 3, 4, 5], "latitude": [10.0, 20.0, *[t[0] for t, _ in CASES]],
+                      "longitude": [30.0, 40.0, *[t[1] for t, _ in CASES]], "split": ["train", "val", *["test"] * 5],
+                      "class_fine": [0, 1, 1, 1, 0, 1, 0]}).to_parquet(f"{parts}/photos.parquet")
     return tmp_path
 
 
@@ -67,7 +71,7 @@ def test_known_accuracies(lake):
     assert prior["continent_2500km"] == 0.0 and prior["same_continent"] == 0.0  # Sydney for everyone
     europe = next(r for r in m["by_continent"] if r["continent"] == "Europe")
     assert europe["n"] == 4 and europe["city_25km"] == pytest.approx(3 / 4)
-    assert sorted(m["figures"]) == ["accuracy_curve.png", "data_map.png"]
+    assert sorted(m["figures"]) == ["accuracy_curve.png", "data_map.png", "reliability.png"]
     for name in m["figures"]:
         assert (current(lake, "metrics/r") / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "same_country" in (current(lake, "metrics/r") / "accuracy.md").read_text()
@@ -87,3 +91,11 @@ def test_geoscore_user_macro_and_countries(lake):
     countries = {r["country"]: r for r in m["by_country"]}
     assert [r["country"] for r in m["by_country"]][0] == "France" and set(countries) == {"France", "Germany", "Switzerland"}
     assert countries["France"]["n"] == 2 and countries["France"]["city_25km"] == pytest.approx(1 / 2)
+
+
+def test_calibration_on_the_test_photos(lake):
+    m = evaluate.run(str(lake), "r")
+    fine = next(r for r in m["calibration"] if r["method"] == "fine")
+    # top cells 1,1,0,0,1 against true cells 1,1,0,1,0: right 3 times of 5, each said with 0.5 -> |0.6 - 0.5|
+    assert fine["ece_test"] == pytest.approx(0.1) and fine["n"] == 5 and fine["temperature"] is None  # no fit: none
+    assert "reliability.png" in m["figures"]

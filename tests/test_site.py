@@ -5,12 +5,14 @@ request leaving loopback. Screenshots are saved under $DEEPLOC_SCREENSHOTS (defa
 
 import io
 import json
+import math
 import os
 import re
 import threading
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import HOSTILE, REPO, current
 from playwright.sync_api import expect
@@ -55,10 +57,17 @@ def _inside_map(page, selector: str) -> bool:
         m["y"] <= box["y"] and box["y"] + box["height"] <= m["y"] + m["height"]
 
 
-def _confidence(top: list[float]) -> str:
+def _confidence(top: list[float], place: tuple[float, float], cells: list[tuple[float, float]]) -> str:
     """The panel's sentence, written out here by the rule the README states (not read from app.js)."""
+    def km(a, b):  # haversine, sphere of 6371 km
+        h = math.sin(math.radians(b[0] - a[0]) / 2) ** 2 + math.cos(math.radians(a[0])) * math.cos(math.radians(b[0])) \
+            * math.sin(math.radians(b[1] - a[1]) / 2) ** 2
+        return 2 * 6371.0 * math.asin(math.sqrt(min(1.0, h)))
+
     words = "fairly sure" if top[0] >= 0.5 else "unsure" if top[0] >= 0.2 else "guessing"
-    return f"{words}: {100 * top[0]:.1f} % on its most likely cell, {100 * sum(top):.1f} % on its {len(top)} most likely"
+    expected = sum(p * km(place, c) for p, c in zip(top, cells)) / sum(top)
+    return (f"{words}: {100 * top[0]:.1f} % on its most likely cell, {100 * sum(top):.1f} % on its {len(top)} most "
+            f"likely; expected error about {int(expected + 0.5)} km")
 
 
 def _jpeg(rgb, exif=None) -> bytes:
@@ -90,7 +99,11 @@ def test_the_map_the_photos_and_the_results(site, server, browser):
     assert page.locator(".truth-marker").count() >= 2 and page.locator(".pred-marker").count() == 1
     assert page.locator("path.gc-line").count() == 1 and page.locator("path.topk-cell").count() == 5
     assert page.locator("#distance").text_content() == f"{row['hierarchy_km']:.1f} km"
-    assert page.locator("#confidence").text_content() == _confidence([round(p, 5) for p in row["hierarchy_topk_prob"]])
+    fine = pd.read_parquet(current(lake, "models/t1") / "cells.parquet").query("partitioning == 'fine'").set_index("class")
+    top_cells = [(round(fine.loc[c, "mean_lat"], 4), round(fine.loc[c, "mean_lon"], 4)) for c in row["hierarchy_topk_class"]]
+    assert page.locator("#confidence").text_content() == _confidence(
+        [round(p, 5) for p in row["hierarchy_topk_prob"]], (round(row["hierarchy_lat"], 4), round(row["hierarchy_lon"], 4)),
+        top_cells)  # the page's data holds what publish wrote: probabilities to 5 decimals, places to 4
     assert page.locator("#kind").text_content() == "From the collection"
     # The view holds the truth and the prediction, and stops at zoom 6 however close they are.
     expect(page.locator("#map")).to_have_attribute("data-zoom", re.compile(r"^[1-6]$"))
@@ -103,7 +116,7 @@ def test_the_map_the_photos_and_the_results(site, server, browser):
         cells = rows.nth(i).locator("td").all_text_contents()
         assert cells[0] == m["method"] and cells[3] == f"{100 * m['region_200km']:.1f} %" and cells[-1] == str(m["n"])
         assert cells[-3] == str(int(m["geoscore"] + 0.5))  # GeoScore, rounded half up as the page does
-    assert page.locator("#figures img").count() == 2
+    assert page.locator("#figures img").count() == 3  # accuracy curve, data map, reliability diagram
     page.locator("#shuffle").click()
     assert page.locator("#gallery-note").text_content().endswith("(draw 2)")
     assert all(u.startswith((server, "data:")) for u in requests), [u for u in requests if not u.startswith(server)]
@@ -176,7 +189,8 @@ def test_your_own_photo(site, server, browser, tmp_path):
     assert truth.startswith("48.858°, 2.29") and "France" in truth and "(from the photo's EXIF)" in truth
     assert page.locator("#distance").text_content() == f"{with_gps['distances_km']['hierarchy']:.1f} km"
     assert (hier["country"] or "at sea") in page.locator("#predicted").text_content()
-    assert page.locator("#confidence").text_content() == _confidence([t["probability"] for t in hier["top"]])
+    assert page.locator("#confidence").text_content() == _confidence(
+        [t["probability"] for t in hier["top"]], (hier["lat"], hier["lon"]), [(t["lat"], t["lon"]) for t in hier["top"]])
     expect(page.locator("#map")).to_have_attribute("data-zoom", re.compile(r"^[1-6]$"))
     assert _inside_map(page, ".chosen-truth") and _inside_map(page, ".pred-marker")
     page.screenshot(path=os.path.join(SHOTS, "site-upload.png"))

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from deeploc import geo, images
+from deeploc import calibration, geo, images
 
 HIERARCHY = "hierarchy"
 CROPS = (1, 5)  # the centre crop; or GeoEstimation's test-time crops: centre and four corners
@@ -54,6 +54,11 @@ class Predictor:
         cells = pd.read_parquet(os.path.join(model_dir, "cells.parquet"))
         self.cells = {p: cells[cells["partitioning"] == p].sort_values("class").reset_index(drop=True) for p in self.order}
         self.hier = pd.read_parquet(os.path.join(model_dir, "hierarchy.parquet"))
+        self.temperature: dict[str, float] = {}
+        fitted = os.path.join(model_dir, calibration.FILE)
+        if os.path.exists(fitted):  # runs trained before calibration have none
+            with open(fitted) as f:
+                self.temperature = {p: v["temperature"] for p, v in json.load(f).items()}
 
     @property
     def outputs(self) -> list[str]:
@@ -70,14 +75,14 @@ class Predictor:
 
     def probabilities(self, batch: np.ndarray, crops: int = 1, batch_size: int = 64) -> dict[str, np.ndarray]:
         """Softmax per partitioning for a batch of prepared images ((photos * crops), side, side, 3),
-        combined over each photo's crops by the element-wise maximum (GeoEstimation's rule) and
-        renormalised; and the hierarchy's probabilities."""
+        combined over each photo's crops by the element-wise maximum (GeoEstimation's rule), renormalised
+        and temperature-scaled (the run's calibration); and the hierarchy's probabilities."""
         raw = self.model.predict(batch.astype(np.float32), batch_size=batch_size, verbose=0)
         probs = {}
         for p in self.order:
             per_crop = np.asarray(raw[p], dtype=np.float64).reshape(-1, crops, raw[p].shape[-1])
             best = per_crop.max(axis=1)
-            probs[p] = best / best.sum(axis=1, keepdims=True)
+            probs[p] = calibration.scaled(best / best.sum(axis=1, keepdims=True), self.temperature.get(p, 1.0))
         probs[HIERARCHY] = hierarchy_scores(probs, self.order, self.hier)
         return probs
 

@@ -72,11 +72,18 @@
     };
   }
 
-  // Confidence in words, from the probabilities themselves (not calibrated): what the top cells hold.
-  function confidence(top) {
-    const p1 = top.length ? top[0].prob : 0, p5 = top.reduce((s, t) => s + t.prob, 0);
+  // Confidence in words, from the (temperature-scaled) probabilities: what the top cells hold, and the
+  // error the model expects: the distance to each top cell, weighted by its probability.
+  function km(a, b) {
+    const rad = Math.PI / 180, dp = (b[0] - a[0]) * rad, dl = (b[1] - a[1]) * rad;
+    const h = Math.sin(dp / 2) ** 2 + Math.cos(a[0] * rad) * Math.cos(b[0] * rad) * Math.sin(dl / 2) ** 2;
+    return 2 * 6371.0 * Math.asin(Math.sqrt(Math.min(1, h)));
+  }
+  function confidence(pr) {
+    const top = pr.top, p1 = top.length ? top[0].prob : 0, p5 = top.reduce((s, t) => s + t.prob, 0);
     const words = p1 >= 0.5 ? "fairly sure" : p1 >= 0.2 ? "unsure" : "guessing";
-    return `${words}: ${pct(p1)} on its most likely cell, ${pct(p5)} on its ${top.length} most likely`;
+    const expected = top.reduce((s, t) => s + t.prob * km([pr.lat, pr.lon], [t.lat, t.lon]), 0) / Math.max(p5, 1e-12);
+    return `${words}: ${pct(p1)} on its most likely cell, ${pct(p5)} on its ${top.length} most likely; expected error about ${Math.round(expected)} km`;
   }
   const place = (pt) => `${fmt(pt.lat, pt.lon)}${pt.country ? ` · ${pt.country}` : " · at sea or no country"}`;
 
@@ -119,7 +126,7 @@
     $("truth").textContent = view.truth ? place(view.truth) + view.truth.source : "unknown (no GPS position in the photo)";
     $("predicted").textContent = `${place(pr)} (${output})`;
     $("distance").textContent = pr.km === null ? "–" : `${pr.km.toFixed(1)} km`;
-    $("confidence").textContent = confidence(pr.top);
+    $("confidence").textContent = confidence(pr);
     const list = $("topk");
     list.replaceChildren();
     for (const t of pr.top) list.appendChild(el("li", `${pct(t.prob)} · cell ${t.token} · ${fmt(t.lat, t.lon)}`));
@@ -224,7 +231,7 @@
   table("accuracy", data.metrics, "output", [["same_country", "same country"], ["same_continent", "same continent"]]);
   table("continents", data.by_continent, "continent", []);
   table("countries", data.by_country, "country", []);
-  for (const f of data.figures) { const img = el("img"); img.src = f; img.alt = f.includes("curve") ? "accuracy curve" : "map of the photos"; $("figures").appendChild(img); }
+  for (const f of data.figures) { const img = el("img"); img.src = f; img.alt = f.includes("curve") ? "accuracy curve" : f.includes("reliability") ? "reliability diagram" : "map of the photos"; $("figures").appendChild(img); }
   $("accuracy-note").textContent = `${data.predicted_total} photos predicted: ${data.photos || "held-out photos"}.`;
   $("subtitle").textContent = `Model run ${data.run} (${data.image_set} image set; ${data.train.train_images} training photos).`;
   showPhotos();

@@ -6,7 +6,10 @@ and the share of photos placed in the right country and on the right continent (
 Natural Earth's outlines, ``deeploc.geography``; over the photos whose truth lies in a country: those at sea
 or off every outline are counted apart), and the mean GeoScore (5000 * exp(-d / 1492.7 km), the
 game GeoGuessr's points, as PIGEON reports them: one number that rewards being close at every scale).
-Also the accuracy with every user weighing the same ("user-macro": a few prolific users cannot carry
+How far the probabilities can be trusted (``deeploc.calibration``): per output, the calibration error
+of the top-1 probability on the test photos (and, from training, on the validation photos before and
+after temperature scaling), the reliability diagram, and how well each photo's expected error (km,
+from its top cells) ranks its actual error (Spearman). Also the accuracy with every user weighing the same ("user-macro": a few prolific users cannot carry
 it), the hierarchy's accuracy per continent and for the largest countries of the truth, and two
 figures: the accuracy curve, and a map of the training photos' density with the test photos.
 Reads only the columns it needs.
@@ -23,7 +26,7 @@ import pandas as pd
 
 from pyiceberg.expressions import EqualTo
 
-from deeploc import catalog, commit, geo, geography, ledger, runs
+from deeploc import calibration, catalog, commit, geo, geography, ledger, runs
 from deeploc.lake import Lake
 from deeploc.predict import HIERARCHY
 
@@ -79,6 +82,55 @@ def user_macro(pred: pd.DataFrame, outputs: list[str], users: pd.Series) -> pd.D
         rows.append({"method": o, **{f"{k}_{int(v)}km": float(means[k].mean()) for k, v in geo.SCALES_KM.items()},
                      "users": int(len(means)), "n": int(len(pred))})
     return pd.DataFrame(rows)
+
+
+def confidence(pred: pd.DataFrame, outputs: list[str], truth: pd.DataFrame, cells: pd.DataFrame, order: list[str],
+               fitted: dict) -> tuple[pd.DataFrame, dict]:
+    """Per output: test-photo calibration error, the validation errors from training, and the rank
+    correlation of expected and actual error; and the reliability bins (for the figure)."""
+    from scipy.stats import spearmanr
+
+    known = pred.merge(truth, on="photo_id", how="left")
+    rows, bins = [], {}
+    for o in outputs:
+        part = order[-1] if o == HIERARCHY else o
+        true = known[f"class_{part}"].fillna(-1).to_numpy(int)
+        top_class = np.stack(known[f"{o}_topk_class"].to_numpy())
+        top_prob = np.stack(known[f"{o}_topk_prob"].to_numpy()).astype(float)
+        where = cells[cells["partitioning"] == part].set_index("class")
+        top_lat, top_lon = where["mean_lat"].reindex(top_class.ravel()), where["mean_lon"].reindex(top_class.ravel())
+        expected = calibration.expected_km(known[f"{o}_lat"], known[f"{o}_lon"], top_prob,
+                                           top_lat.to_numpy().reshape(top_class.shape), top_lon.to_numpy().reshape(top_class.shape))
+        labelled = true >= 0
+        correct = known[f"{o}_class"].to_numpy(int)[labelled] == true[labelled]
+        bins[o] = calibration.reliability(top_prob[labelled, 0], correct)
+        val = fitted.get(part, {})
+        rows.append({"method": o, "temperature": val.get("temperature") if o != HIERARCHY else None,
+                     "ece_val_before": val.get("ece_before") if o != HIERARCHY else None,
+                     "ece_val_after": val.get("ece_after") if o != HIERARCHY else None,
+                     "ece_test": calibration.ece(top_prob[labelled, 0], correct),
+                     "expected_km_median": float(np.median(expected)) if len(expected) else None,
+                     "rank_correlation": float(spearmanr(expected, known[f"{o}_km"]).statistic) if len(expected) > 2 else None,
+                     "n": int(labelled.sum())})
+    return pd.DataFrame(rows), bins
+
+
+def reliability_figure(path: str, bins: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=110)
+    ax.plot([0, 1], [0, 1], color="0.6", linewidth=0.8, label="perfectly calibrated")
+    for o, b in bins.items():
+        ax.plot([x["confidence"] for x in b], [x["accuracy"] for x in b], marker="o", markersize=3, label=o)
+    ax.set(xlabel="top-1 probability (mean in its bin)", ylabel="share of photos whose top cell is right",
+           title="Reliability on the test photos", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def markdown(table: pd.DataFrame, last: str = "median_km") -> str:
@@ -140,7 +192,8 @@ def run(lake: str, run: str | None = None) -> dict:
     summary = json.loads(lake.read_bytes(f"{model}/summary.json"))
     order = summary["order"]
     outputs = [*order, HIERARCHY]
-    columns = ["latitude", "longitude", "user_nsid", *(f"{o}_{c}" for o in outputs for c in ("lat", "lon", "km"))]
+    columns = ["photo_id", "latitude", "longitude", "user_nsid",
+               *(f"{o}_{c}" for o in outputs for c in ("lat", "lon", "km", "class", "topk_class", "topk_prob"))]
     pred, snapshot = catalog.read(lake, "predictions", columns, EqualTo("run", run_name), writer="infer")
     photo_set = ledger.read(lake, "infer", run_name)
     if photo_set is None or (pred.empty and photo_set["out"]):
@@ -157,7 +210,10 @@ def run(lake: str, run: str | None = None) -> dict:
     countries = by_place(pred, HIERARCHY, true_country, "country", largest=LARGEST_COUNTRIES)
     macro = user_macro(pred, outputs, pred["user_nsid"].fillna("(unknown user)"))
     parts = commit.require(lake, f"partitionings/{summary['image_set']}", "the partitioning stage")
-    train = lake.read_parquet(f"{parts}/photos.parquet", columns=["latitude", "longitude", "split"])
+    labels = [f"class_{p}" for p in order]
+    train = lake.read_parquet(f"{parts}/photos.parquet", columns=["photo_id", "latitude", "longitude", "split", *labels])
+    fitted = json.loads(lake.read_bytes_or_none(f"{model}/{calibration.FILE}") or "{}")  # older runs have none
+    trust, bins = confidence(pred, outputs, train[["photo_id", *labels]], cells, order, fitted)
     metrics = {"run": run_name, "image_set": summary["image_set"], "images": int(len(pred)),
                "photos": photo_set.get("photos"), "split": photo_set.get("split"), "predictions_snapshot": snapshot,
                "split_rule": summary.get("split_rule"), "crops": photo_set.get("crops", 1),
@@ -165,13 +221,17 @@ def run(lake: str, run: str | None = None) -> dict:
                "table": table.replace({np.nan: None}).to_dict(orient="records"),
                "by_continent": continents.replace({np.nan: None}).to_dict(orient="records"),
                "by_country": countries.replace({np.nan: None}).to_dict(orient="records"),
-               "user_macro": macro.replace({np.nan: None}).to_dict(orient="records")}
+               "user_macro": macro.replace({np.nan: None}).to_dict(orient="records"),
+               "calibration": trust.replace({np.nan: None}).to_dict(orient="records")}
     with commit.building(lake, f"metrics/{run_name}") as out:
         metrics["figures"] = figures(out, pred, outputs, prior, train[train["split"] == "train"])
         table.to_csv(os.path.join(out, "accuracy.csv"), index=False)
         continents.to_csv(os.path.join(out, "by_continent.csv"), index=False)
         countries.to_csv(os.path.join(out, "by_country.csv"), index=False)
         macro.to_csv(os.path.join(out, "user_macro.csv"), index=False)
+        trust.to_csv(os.path.join(out, "calibration.csv"), index=False)
+        reliability_figure(os.path.join(out, "reliability.png"), bins)
+        metrics["figures"].append("reliability.png")
         with open(os.path.join(out, "accuracy.md"), "w") as f:
             f.write(markdown(table) + f"\nEvery user weighing the same ({macro['users'].iloc[0]} users):\n\n"
                     + markdown(macro, "users") + "\nHierarchy, by continent of the true location:\n\n"

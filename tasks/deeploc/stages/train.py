@@ -3,8 +3,9 @@
 Each completed epoch is checkpointed in the lake (``deeploc.checkpoints``); the same command after a
 kill resumes after the last completed epoch, with the optimizer's state, the learning-rate schedule's
 position and the history as they were. The exported model is the one with the lowest validation loss;
-the last epoch's is kept beside it, with the cells, the hierarchy, ``history.csv`` (one row per epoch)
-and TensorBoard logs. Training reads the shards (``deeploc shards``); ``--input images`` reads the
+the last epoch's is kept beside it, with the cells, the hierarchy, ``history.csv`` (one row per epoch),
+TensorBoard logs and ``calibration.json``: each partitioning's temperature, fitted on (up to
+``CALIBRATION_PHOTOS``) validation photos, which every prediction applies (``deeploc.calibration``). Training reads the shards (``deeploc shards``); ``--input images`` reads the
 images themselves every epoch, which only suits tiny sets.
 """
 
@@ -20,7 +21,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from deeploc import commit, profiles, runs, training_data
+from deeploc import calibration, commit, profiles, runs, training_data
 from deeploc.bucket import Bucket
 from deeploc.checkpoints import Checkpoints
 from deeploc.lake import Lake
@@ -28,6 +29,7 @@ from deeploc.step import Interrupted
 
 log = logging.getLogger(__name__)
 INPUTS = ("shards", "images")
+CALIBRATION_PHOTOS = 10_000  # enough for one number per output; bounds memory (photos x classes floats)
 
 
 def _partitionings(lake: Lake, image_set: str, profile: str, any_partitionings: bool) -> tuple[str, dict]:
@@ -134,6 +136,10 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
                            resumed, input)
         with commit.building(lake_, f"models/{run}") as out:
             ckpt.fetch("best.keras", os.path.join(out, "model.keras"))
+            summary["calibration"] = calibrate(keras.models.load_model(os.path.join(out, "model.keras"), compile=False),
+                                               val_ds, order)
+            with open(os.path.join(out, calibration.FILE), "w") as f:
+                json.dump(summary["calibration"], f, indent=2)
             ckpt.fetch(ckpt.state()["model"], os.path.join(out, "last.keras"))
             for name in ("cells.parquet", "hierarchy.parquet", "report.json"):
                 shutil.copy(os.path.join(part_dir, name), out)
@@ -149,6 +155,22 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
              summary["best_epoch"], summary["best_val_loss"], summary["val_acc_fine_best"] or float("nan"),
              summary["val_acc_fine_prior"] or float("nan"), commit.current(lake_, f"models/{run}"))
     return summary
+
+
+def calibrate(net, val_ds, order: list[str]) -> dict:
+    """Temperatures fitted on the validation photos' outputs (``deeploc.calibration.fit``)."""
+    probs, labels, seen = {o: [] for o in order}, {o: [] for o in order}, 0
+    for x, y, w in val_ds:
+        out = net(x, training=False)
+        for o in order:
+            probs[o].append(np.asarray(out[o], np.float32))
+            labels[o].append(np.where(np.asarray(w[o]) > 0, np.asarray(y[o]), -1))
+        seen += len(x)
+        if seen >= CALIBRATION_PHOTOS:
+            break
+    if not seen:
+        return {o: {"temperature": 1.0, "photos": 0, "ece_before": None, "ece_after": None} for o in order}
+    return calibration.fit({o: np.concatenate(probs[o]) for o in order}, {o: np.concatenate(labels[o]) for o in order})
 
 
 def epoch_saver(*args):
