@@ -7,10 +7,10 @@ import pytest
 from deeploc.predict import HIERARCHY, Predictor, crops_of, hierarchy_scores
 
 
-def _predictor(raw):
-    """A Predictor whose network answers ``raw`` (name -> array): cells and hierarchy built by hand."""
+def _predictor(raw, temperature=None):
+    """A Predictor whose network answers ``raw`` (name -> array): cells, hierarchy and temperatures by hand."""
     p = Predictor.__new__(Predictor)
-    p.order, p.input_size = ["coarse", "fine"], 4
+    p.order, p.input_size, p.temperature = ["coarse", "fine"], 4, temperature or {}
     p.cells = {"coarse": pd.DataFrame({"class": [0, 1], "mean_lat": [10.0, -30.0], "mean_lon": [20.0, 140.0],
                                        "token": ["a", "b"]}),
                "fine": pd.DataFrame({"class": [0, 1, 2], "mean_lat": [11.0, 9.0, -31.0], "mean_lon": [21.0, 19.0, 141.0],
@@ -51,6 +51,13 @@ def test_crops_are_combined_by_their_maximum():
     best = np.array([0.6, 0.8, 0.6])  # the element-wise maximum over photo 0's crops
     assert probs["fine"][0] == pytest.approx(best / best.sum())
     assert probs["fine"][1] == pytest.approx([0.1, 0.1, 0.8])
+
+
+def test_the_runs_temperature_is_applied():
+    fine, coarse = np.array([[0.5, 0.2, 0.3]]), np.array([[0.8, 0.2]])
+    probs = _predictor({"coarse": coarse, "fine": fine}, {"fine": 2.0}).probabilities(np.zeros((1, 4, 4, 3)))
+    root = np.sqrt([0.5, 0.2, 0.3])  # p ** (1 / T), renormalised: 0.7071, 0.4472, 0.5477 over 1.7020
+    assert probs["fine"][0] == pytest.approx(root / root.sum()) and probs["coarse"][0] == pytest.approx([0.8, 0.2])
 
 
 def test_crop_positions():
