@@ -22,7 +22,7 @@ def test_an_overconfident_model_gets_its_temperature_back():
 def test_ece_and_expected_km_by_hand():
     # two bins: 0.9 said, right 1 of 2 (gap 0.4); 0.3 said, right 1 of 2 (gap 0.2) -> (2 * 0.4 + 2 * 0.2) / 4
     assert calibration.ece(np.array([0.9, 0.9, 0.3, 0.3]), np.array([1, 0, 1, 0], bool)) == pytest.approx(0.3)
-    # top cells at the predicted place (p 0.6) and one degree of longitude east on the equator (p 0.2):
-    # 0.2 * 111.19 km / 0.8
-    km = calibration.expected_km([0.0], [0.0], [[0.6, 0.2]], [[0.0, 0.0]], [[0.0, 1.0]])
-    assert km[0] == pytest.approx(0.2 * 111.19 / 0.8, rel=1e-3)
+    # top cells at the predicted place (p 0.6, radius 30 km) and one degree of longitude east on the
+    # equator (p 0.2, radius 0): (0.6 * 30 + 0.2 * 111.19) / 0.8
+    km = calibration.expected_km([0.0], [0.0], [[0.6, 0.2]], [[0.0, 0.0]], [[0.0, 1.0]], [[30.0, 0.0]])
+    assert km[0] == pytest.approx((0.6 * 30 + 0.2 * 111.19) / 0.8, rel=1e-3)

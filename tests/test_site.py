@@ -57,7 +57,7 @@ def _inside_map(page, selector: str) -> bool:
         m["y"] <= box["y"] and box["y"] + box["height"] <= m["y"] + m["height"]
 
 
-def _confidence(top: list[float], place: tuple[float, float], cells: list[tuple[float, float]]) -> str:
+def _confidence(top: list[float], place: tuple[float, float], cells: list[tuple[float, float, float]]) -> str:
     """The panel's sentence, written out here by the rule the README states (not read from app.js)."""
     def km(a, b):  # haversine, sphere of 6371 km
         h = math.sin(math.radians(b[0] - a[0]) / 2) ** 2 + math.cos(math.radians(a[0])) * math.cos(math.radians(b[0])) \
@@ -65,7 +65,7 @@ def _confidence(top: list[float], place: tuple[float, float], cells: list[tuple[
         return 2 * 6371.0 * math.asin(math.sqrt(min(1.0, h)))
 
     words = "fairly sure" if top[0] >= 0.5 else "unsure" if top[0] >= 0.2 else "guessing"
-    expected = sum(p * km(place, c) for p, c in zip(top, cells)) / sum(top)
+    expected = sum(p * math.hypot(km(place, c[:2]), c[2]) for p, c in zip(top, cells)) / sum(top)  # c: lat, lon, radius
     return (f"{words}: {100 * top[0]:.1f} % on its most likely cell, {100 * sum(top):.1f} % on its {len(top)} most "
             f"likely; expected error about {int(expected + 0.5)} km")
 
@@ -100,7 +100,8 @@ def test_the_map_the_photos_and_the_results(site, server, browser):
     assert page.locator("path.gc-line").count() == 1 and page.locator("path.topk-cell").count() == 5
     assert page.locator("#distance").text_content() == f"{row['hierarchy_km']:.1f} km"
     fine = pd.read_parquet(current(lake, "models/t1") / "cells.parquet").query("partitioning == 'fine'").set_index("class")
-    top_cells = [(round(fine.loc[c, "mean_lat"], 4), round(fine.loc[c, "mean_lon"], 4)) for c in row["hierarchy_topk_class"]]
+    top_cells = [(round(fine.loc[c, "mean_lat"], 4), round(fine.loc[c, "mean_lon"], 4), round(fine.loc[c, "radius_km"], 1))
+                 for c in row["hierarchy_topk_class"]]
     assert page.locator("#confidence").text_content() == _confidence(
         [round(p, 5) for p in row["hierarchy_topk_prob"]], (round(row["hierarchy_lat"], 4), round(row["hierarchy_lon"], 4)),
         top_cells)  # the page's data holds what publish wrote: probabilities to 5 decimals, places to 4
@@ -189,8 +190,11 @@ def test_your_own_photo(site, server, browser, tmp_path):
     assert truth.startswith("48.858°, 2.29") and "France" in truth and "(from the photo's EXIF)" in truth
     assert page.locator("#distance").text_content() == f"{with_gps['distances_km']['hierarchy']:.1f} km"
     assert (hier["country"] or "at sea") in page.locator("#predicted").text_content()
+    cells = pd.read_parquet(current(site[0], "models/t1") / "cells.parquet")
+    radius = cells[cells["partitioning"] == "fine"].set_index("token")["radius_km"]  # the hierarchy's cells
     assert page.locator("#confidence").text_content() == _confidence(
-        [t["probability"] for t in hier["top"]], (hier["lat"], hier["lon"]), [(t["lat"], t["lon"]) for t in hier["top"]])
+        [t["probability"] for t in hier["top"]], (hier["lat"], hier["lon"]),
+        [(t["lat"], t["lon"], round(radius[t["cell"]], 1)) for t in hier["top"]])
     expect(page.locator("#map")).to_have_attribute("data-zoom", re.compile(r"^[1-6]$"))
     assert _inside_map(page, ".chosen-truth") and _inside_map(page, ".pred-marker")
     page.screenshot(path=os.path.join(SHOTS, "site-upload.png"))

@@ -5,8 +5,10 @@
   of their cells; probabilities become softmax(log p / T). It changes no ranking, so no accuracy.
 - **Expected calibration error**: photos binned by their top-1 probability (15 equal-width bins); the
   mean over bins of |accuracy - mean probability|, weighted by the bin's share of photos.
-- **Expected error in km**: per photo, the distance from the predicted place to each of the top cells,
-  weighted by their probabilities: what the model itself expects to be off by.
+- **Expected error in km**: per photo, over its top cells, the distance from the predicted place to a
+  photo of the cell (its centre's distance and its radius, in quadrature), weighted by the cells'
+  probabilities: what the model itself expects to be off by. Without the radius a photo whose best cell
+  is 500 km wide would expect to be exactly right.
 """
 
 from __future__ import annotations
@@ -73,11 +75,11 @@ def fit(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str
     return out
 
 
-def expected_km(pred_lat, pred_lon, top_prob, top_lat, top_lon) -> np.ndarray:
-    """Per photo: sum_k p_k * d(predicted place, cell k) / sum_k p_k over its top cells."""
+def expected_km(pred_lat, pred_lon, top_prob, top_lat, top_lon, top_radius) -> np.ndarray:
+    """Per photo: sum_k p_k * sqrt(d(predicted place, cell k)^2 + radius_k^2) / sum_k p_k over its top cells."""
     from deeploc import geo
 
     top_prob = np.asarray(top_prob, float)
     d = geo.haversine_km(np.asarray(pred_lat, float)[:, None], np.asarray(pred_lon, float)[:, None],
                          np.asarray(top_lat, float), np.asarray(top_lon, float))
-    return (top_prob * d).sum(axis=1) / np.maximum(top_prob.sum(axis=1), 1e-12)
+    return (top_prob * np.hypot(d, np.asarray(top_radius, float))).sum(axis=1) / np.maximum(top_prob.sum(axis=1), 1e-12)

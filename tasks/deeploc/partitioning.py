@@ -79,14 +79,17 @@ def assign_cells(leaf: np.ndarray, tau_min: int, tau_max: int, min_level: int = 
 
 
 def table_from_cells(name: str, uniq: np.ndarray, inv: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> pd.DataFrame:
-    """The partitioning's table from its sorted cell ids and each member image's index into them."""
+    """The partitioning's table from its sorted cell ids and each member image's index into them; a cell's
+    radius is the root mean square distance of its images from its mean (how far off a right answer is)."""
     mean_lat, mean_lon = geo.group_mean_latlon(inv, lat, lon, len(uniq))
+    count = np.bincount(inv, minlength=len(uniq))
+    square_km = np.bincount(inv, weights=geo.haversine_km(lat, lon, mean_lat[inv], mean_lon[inv]) ** 2, minlength=len(uniq))
     return pd.DataFrame({
         "partitioning": name, "class": np.arange(len(uniq), dtype=np.int32),
         "token": [s2.token(c) for c in uniq], "cell_id": uniq.astype(np.uint64),
         "level": s2.level_of(uniq).astype(np.int32),
-        "count": np.bincount(inv, minlength=len(uniq)).astype(np.int64),
-        "mean_lat": mean_lat, "mean_lon": mean_lon})
+        "count": count.astype(np.int64), "mean_lat": mean_lat, "mean_lon": mean_lon,
+        "radius_km": np.sqrt(square_km / np.maximum(count, 1))})
 
 
 def build(lat: np.ndarray, lon: np.ndarray, spec: Spec, leaf: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:

@@ -55,7 +55,7 @@
       pred: (o) => {
         const pr = p.pred[o], cells = cellsOf(o);
         return { lat: pr.lat, lon: pr.lon, country: pr.country, km: pr.km,
-          top: pr.top.map(([c, prob]) => ({ prob, token: cells[c][0], lat: cells[c][1], lon: cells[c][2], outline: cells[c][3] })) };
+          top: pr.top.map(([c, prob]) => ({ prob, token: cells[c][0], lat: cells[c][1], lon: cells[c][2], outline: cells[c][3], radius: cells[c][4] || 0 })) };
       },
     };
   }
@@ -67,13 +67,14 @@
       pred: (o) => {
         const pr = answer.prediction[o];
         return { lat: pr.lat, lon: pr.lon, country: pr.country, km: g ? answer.distances_km[o] : null,
-          top: pr.top.map((t) => ({ prob: t.probability, token: t.cell, lat: t.lat, lon: t.lon, outline: (byToken[t.cell] || [])[3] })) };
+          top: pr.top.map((t) => ({ prob: t.probability, token: t.cell, lat: t.lat, lon: t.lon, outline: (byToken[t.cell] || [])[3], radius: (byToken[t.cell] || [])[4] || 0 })) };
       },
     };
   }
 
   // Confidence in words, from the (temperature-scaled) probabilities: what the top cells hold, and the
-  // error the model expects: the distance to each top cell, weighted by its probability.
+  // error the model expects: the distance to a photo of each top cell (its centre's distance and its
+  // radius, in quadrature), weighted by the cell's probability.
   function km(a, b) {
     const rad = Math.PI / 180, dp = (b[0] - a[0]) * rad, dl = (b[1] - a[1]) * rad;
     const h = Math.sin(dp / 2) ** 2 + Math.cos(a[0] * rad) * Math.cos(b[0] * rad) * Math.sin(dl / 2) ** 2;
@@ -82,7 +83,7 @@
   function confidence(pr) {
     const top = pr.top, p1 = top.length ? top[0].prob : 0, p5 = top.reduce((s, t) => s + t.prob, 0);
     const words = p1 >= 0.5 ? "fairly sure" : p1 >= 0.2 ? "unsure" : "guessing";
-    const expected = top.reduce((s, t) => s + t.prob * km([pr.lat, pr.lon], [t.lat, t.lon]), 0) / Math.max(p5, 1e-12);
+    const expected = top.reduce((s, t) => s + t.prob * Math.hypot(km([pr.lat, pr.lon], [t.lat, t.lon]), t.radius), 0) / Math.max(p5, 1e-12);
     return `${words}: ${pct(p1)} on its most likely cell, ${pct(p5)} on its ${top.length} most likely; expected error about ${Math.round(expected)} km`;
   }
   const place = (pt) => `${fmt(pt.lat, pt.lon)}${pt.country ? ` · ${pt.country}` : " · at sea or no country"}`;

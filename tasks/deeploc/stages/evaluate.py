@@ -98,9 +98,10 @@ def confidence(pred: pd.DataFrame, outputs: list[str], truth: pd.DataFrame, cell
         top_class = np.stack(known[f"{o}_topk_class"].to_numpy())
         top_prob = np.stack(known[f"{o}_topk_prob"].to_numpy()).astype(float)
         where = cells[cells["partitioning"] == part].set_index("class")
-        top_lat, top_lon = where["mean_lat"].reindex(top_class.ravel()), where["mean_lon"].reindex(top_class.ravel())
-        expected = calibration.expected_km(known[f"{o}_lat"], known[f"{o}_lon"], top_prob,
-                                           top_lat.to_numpy().reshape(top_class.shape), top_lon.to_numpy().reshape(top_class.shape))
+        at = lambda col: where[col].reindex(top_class.ravel()).to_numpy(float).reshape(top_class.shape)  # noqa: E731
+        radius = at("radius_km") if "radius_km" in where else np.zeros(top_class.shape)  # older runs: none
+        expected = calibration.expected_km(known[f"{o}_lat"], known[f"{o}_lon"], top_prob, at("mean_lat"),
+                                           at("mean_lon"), radius)
         labelled = true >= 0
         correct = known[f"{o}_class"].to_numpy(int)[labelled] == true[labelled]
         bins[o] = calibration.reliability(top_prob[labelled, 0], correct)

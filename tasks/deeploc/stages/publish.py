@@ -103,11 +103,13 @@ def places(n: int = PLACES) -> list[list]:
 
 
 def cells(lake: Lake, model: str, order: list[str]) -> dict:
-    """Per partitioning, per class of the model (its location): [token, mean lat, mean lon, outline]."""
+    """Per partitioning, per class of the model: [token, mean lat, mean lon, outline, radius km]."""
     table = lake.read_parquet(f"{model}/cells.parquet")
-    return {p: [[t, round(float(la), 4), round(float(lo), 4), cell_shapes.outline(t)]
-                for t, la, lo in table[table["partitioning"] == p].sort_values("class")[["token", "mean_lat", "mean_lon"]]
-                .itertuples(index=False)] for p in order}
+    if "radius_km" not in table:  # runs partitioned before cells had a radius
+        table["radius_km"] = 0.0
+    return {p: [[t, round(float(la), 4), round(float(lo), 4), cell_shapes.outline(t), round(float(r), 1)]
+                for t, la, lo, r in table[table["partitioning"] == p].sort_values("class")[
+                    ["token", "mean_lat", "mean_lon", "radius_km"]].itertuples(index=False)] for p in order}
 
 
 def copy_assets(out: str) -> str:
