@@ -70,10 +70,10 @@ def _read(lake: Lake, run: str, outputs: list[str]) -> pd.DataFrame:
 
 
 def _outputs(lake: Lake, run: str) -> list[str]:
-    from deeploc.predict import HIERARCHY
+    from deeploc.predict import outputs_of
 
     model = commit.require(lake, f"models/{run}", "train")
-    return [*json.loads(lake.read_bytes(f"{model}/summary.json"))["order"], HIERARCHY]
+    return outputs_of(json.loads(lake.read_bytes(f"{model}/summary.json")))
 
 
 def markdown(table: pd.DataFrame, run_a: str, run_b: str) -> str:

@@ -112,7 +112,7 @@ def model_size(prof, n_classes: dict[str, int]) -> dict:
         backbone, width = net.count_params(), net.output_shape[-1]
     heads = sum((width + 1) * n for n in n_classes.values())
     slots = OPTIMIZER_SLOTS.get(getattr(prof, "optimizer", "adam"), 2)
-    return {"backbone": prof.backbone, "parameters": backbone + heads, "output_parameters": heads,
+    return {"backbone": prof.backbone, "parameters": backbone + heads, "output_parameters": heads, "width": width,
             "checkpoint_bytes": (backbone + heads) * 4 * (1 + slots)}
 
 
@@ -283,13 +283,17 @@ def model(lake: Lake, bucket, profile: str, target: str, cfg: dict, image_set: s
     shard["total_bytes"] = shard["per_photo"] * (split["train"] + split["val"])
 
     itype = cfg["train_instance_type"]
-    disk_gb = (shard["total_bytes"] + 3 * size["checkpoint_bytes"]) / 1e9 + SYSTEM_GB
+    from deeploc.knn import INDEX_PHOTOS
+
+    index_bytes = min(split["train"], INDEX_PHOTOS) * size["width"] * 4  # the kNN index: float32 embeddings
+    disk_gb = (shard["total_bytes"] + 3 * size["checkpoint_bytes"] + index_bytes) / 1e9 + SYSTEM_GB
     disk_rate = prices.rate("gp3_mb_s") * 1e6 / max(1, shard["per_photo"])
     gpu_rate = prices.rate("gpu_train_images_s", itype)
     rate = min(disk_rate, gpu_rate)
     train_h = prof.epochs * (split["train"] + split["val"]) / rate / 3600
     training = {"instance_type": itype, "spot": bool(cfg["train_spot"]), "epochs": prof.epochs,
                 "disk_needed_gb": round(disk_gb, 1), "volume_gb": int(cfg["train_volume_gb"]),
+                "knn_index_gb": round(index_bytes / 1e9, 2),
                 "input_images_s": {"disk": round(disk_rate), "gpu": gpu_rate, "expected": round(rate)},
                 "hours": round(train_h, 2),
                 "cost": {"on_demand": round(train_h * prices.hourly(itype, emr=False), 2),
@@ -307,7 +311,8 @@ def model(lake: Lake, bucket, profile: str, target: str, cfg: dict, image_set: s
 
     used = split["train"]
     checks = [Check("disk", disk_gb <= int(cfg["train_volume_gb"]),
-                    f"training needs {disk_gb:,.0f} GB (shards {shard['total_bytes'] / 1e9:,.1f} GB, checkpoints, "
+                    f"training needs {disk_gb:,.0f} GB (shards {shard['total_bytes'] / 1e9:,.1f} GB, checkpoints, the kNN index "
+                    f"{index_bytes / 1e9:,.1f} GB, "
                     f"system {SYSTEM_GB} GB) on a {cfg['train_volume_gb']} GB volume"
                     + ("" if disk_gb <= int(cfg["train_volume_gb"]) else ": raise train_volume_gb in deeploc_aws")),
               Check("train_time", train_h <= float(cfg["train_timeout_hours"]),

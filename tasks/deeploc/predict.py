@@ -1,5 +1,6 @@
 """From pixels to places with a trained run: the probabilities of every partitioning's cells, the
-hierarchy's, optional test-time crops, and the top-k cells of each output with their locations.
+hierarchy's, optional test-time crops, the top-k cells of each output with their locations, and, where
+the run has a kNN index, the hierarchy's answer refined among similar training photos (``hierarchy_knn``).
 
 ``Predictor`` is what the Spark inference job, ``deeploc predict`` and ``deeploc serve`` share, so a photo
 gets the same answer wherever it is predicted.
@@ -14,9 +15,11 @@ import os
 import numpy as np
 import pandas as pd
 
-from deeploc import calibration, geo, images
+from deeploc import calibration, geo, images, knn
 
 HIERARCHY = "hierarchy"
+KNN = "hierarchy_knn"      # the hierarchy's cells, its place refined by the nearest training photos
+EMBEDDING = "embedding"    # the layer before the outputs, travels with the probabilities when there is an index
 CROPS = (1, 5)  # the centre crop; or GeoEstimation's test-time crops: centre and four corners
 
 
@@ -40,6 +43,11 @@ def crops_of(square: np.ndarray, side: int, n: int) -> list[np.ndarray]:
     return [images.centre_crop(square, side)] + [square[t:t + side, left:left + side] for t, left in corners]
 
 
+def outputs_of(summary: dict) -> list[str]:
+    """A run's outputs, coarse to fine: its partitionings, the hierarchy and, with an index, its kNN refinement."""
+    return [*summary["order"], HIERARCHY, *([KNN] if summary.get("knn") else [])]
+
+
 class Predictor:
     """A trained run from ``models/<run>/``: the network, its cells and the fine->coarse hierarchy."""
 
@@ -50,7 +58,11 @@ class Predictor:
             self.summary = json.load(f)
         self.order: list[str] = self.summary["order"]
         self.input_size: int = self.summary["profile"]["input_size"]
-        self.model = keras.models.load_model(os.path.join(model_dir, "model.keras"), compile=False)
+        net = keras.models.load_model(os.path.join(model_dir, "model.keras"), compile=False)
+        self.knn = knn.Refiner.load(model_dir)
+        # With an index, the network also answers its embedding (the Dense outputs' shared input).
+        self.model = net if self.knn is None else keras.Model(
+            net.inputs, {**{p: net.get_layer(p).output for p in self.order}, EMBEDDING: net.get_layer(self.order[0]).input})
         cells = pd.read_parquet(os.path.join(model_dir, "cells.parquet"))
         self.cells = {p: cells[cells["partitioning"] == p].sort_values("class").reset_index(drop=True) for p in self.order}
         self.hier = pd.read_parquet(os.path.join(model_dir, "hierarchy.parquet"))
@@ -62,11 +74,11 @@ class Predictor:
 
     @property
     def outputs(self) -> list[str]:
-        return [*self.order, HIERARCHY]
+        return outputs_of(self.summary)
 
     def cells_of(self, output: str) -> pd.DataFrame:
-        """The cells an output's classes index: the hierarchy's are the finest partitioning's."""
-        return self.cells[self.order[-1] if output == HIERARCHY else output]
+        """The cells an output's classes index: the hierarchy's (and its refinement's) are the finest partitioning's."""
+        return self.cells[self.order[-1] if output in (HIERARCHY, KNN) else output]
 
     def prepare(self, rgb: np.ndarray, crops: int = 1) -> np.ndarray:
         """An image as the network's input: (crops, side, side, 3) uint8 from the evaluation transform."""
@@ -84,6 +96,10 @@ class Predictor:
             best = per_crop.max(axis=1)
             probs[p] = calibration.scaled(best / best.sum(axis=1, keepdims=True), self.temperature.get(p, 1.0))
         probs[HIERARCHY] = hierarchy_scores(probs, self.order, self.hier)
+        if EMBEDDING in raw:  # the crops' mean direction
+            per_crop = np.asarray(raw[EMBEDDING], np.float32).reshape(-1, crops, raw[EMBEDDING].shape[-1])
+            probs[EMBEDDING] = knn.normalised(knn.normalised(per_crop.reshape(-1, per_crop.shape[-1]))
+                                              .reshape(per_crop.shape).mean(axis=1))
         return probs
 
     def locations(self, probs: dict[str, np.ndarray], k: int = 5) -> dict[str, dict[str, np.ndarray]]:
@@ -91,11 +107,18 @@ class Predictor:
         their probabilities and locations."""
         out = {}
         for name, p in probs.items():
+            if name == EMBEDDING:
+                continue
             cells = self.cells_of(name)
             lat, lon = cells["mean_lat"].to_numpy(), cells["mean_lon"].to_numpy()
             top = np.argsort(-p, axis=1, kind="stable")[:, :min(k, p.shape[1])]
             out[name] = {"class": top[:, 0], "lat": lat[top[:, 0]], "lon": lon[top[:, 0]], "topk_class": top,
                          "topk_prob": np.take_along_axis(p, top, axis=1), "topk_lat": lat[top], "topk_lon": lon[top]}
+        if self.knn is not None and EMBEDDING in probs:
+            h = out[HIERARCHY]
+            cells = np.argsort(-probs[HIERARCHY], axis=1, kind="stable")[:, :knn.CELLS]
+            lat, lon = self.knn.refine(probs[EMBEDDING], cells, h["lat"], h["lon"])
+            out[KNN] = {**h, "lat": lat, "lon": lon}
         return out
 
     def predict_images(self, rgbs: list[np.ndarray], k: int = 5, crops: int = 1) -> dict[str, dict[str, np.ndarray]]:

@@ -60,6 +60,21 @@ def from_shards(files: list[str], outputs: list[str], side: int, input_size: int
     return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(batch).prefetch(tf.data.AUTOTUNE)
 
 
+def ids_and_images(files: list[str], side: int, input_size: int, batch: int):
+    """Shard files -> (centre crops, photo ids) batches, in file order: for one pass over every photo."""
+    import tensorflow as tf
+
+    spec = {"image": tf.io.FixedLenFeature([], tf.string), "photo_id": tf.io.FixedLenFeature([], tf.int64)}
+    crop = _crop(side, input_size, False, 0)
+
+    def decode(record):
+        ex = tf.io.parse_single_example(record, spec)
+        return tf.cast(crop(tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), (side, side, 3))), tf.float32), ex["photo_id"]
+
+    return (tf.data.TFRecordDataset(list(files), "GZIP", READ_BUFFER_BYTES)
+            .map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(batch).prefetch(tf.data.AUTOTUNE))
+
+
 def from_images(photos, outputs: list[str], bucket, input_size: int, batch: int, train: bool, seed: int):
     """Photos (object_key, class_<output>) read from the bucket every epoch: for tiny sets only."""
     import tensorflow as tf

@@ -22,8 +22,8 @@
   const chosenLayer = L.layerGroup().addTo(map);
   const dot = (cls, size) => L.divIcon({ className: cls, iconSize: [size, size] });
 
-  // Cells of each output: the hierarchy ranks the finest partitioning's cells.
-  const cellsOf = (o) => data.cells[o === "hierarchy" ? data.order[data.order.length - 1] : o];
+  // Cells of each output: the hierarchy (and its kNN refinement) rank the finest partitioning's cells.
+  const cellsOf = (o) => data.cells[data.order.includes(o) ? o : data.order[data.order.length - 1]];
   const byToken = {};
   for (const p of data.order) for (const c of data.cells[p]) byToken[c[0]] = c;
 

@@ -28,7 +28,7 @@ from pyiceberg.expressions import EqualTo
 
 from deeploc import calibration, catalog, commit, geo, geography, ledger, runs
 from deeploc.lake import Lake
-from deeploc.predict import HIERARCHY
+from deeploc.predict import HIERARCHY, outputs_of
 
 log = logging.getLogger(__name__)
 PRIOR = "prior (most frequent cell)"
@@ -93,7 +93,7 @@ def confidence(pred: pd.DataFrame, outputs: list[str], truth: pd.DataFrame, cell
     known = pred.merge(truth, on="photo_id", how="left")
     rows, bins = [], {}
     for o in outputs:
-        part = order[-1] if o == HIERARCHY else o
+        part = o if o in order else order[-1]  # the hierarchy and its refinement rank the finest cells
         true = known[f"class_{part}"].fillna(-1).to_numpy(int)
         top_class = np.stack(known[f"{o}_topk_class"].to_numpy())
         top_prob = np.stack(known[f"{o}_topk_prob"].to_numpy()).astype(float)
@@ -106,9 +106,10 @@ def confidence(pred: pd.DataFrame, outputs: list[str], truth: pd.DataFrame, cell
         correct = known[f"{o}_class"].to_numpy(int)[labelled] == true[labelled]
         bins[o] = calibration.reliability(top_prob[labelled, 0], correct)
         val = fitted.get(part, {})
-        rows.append({"method": o, "temperature": val.get("temperature") if o != HIERARCHY else None,
-                     "ece_val_before": val.get("ece_before") if o != HIERARCHY else None,
-                     "ece_val_after": val.get("ece_after") if o != HIERARCHY else None,
+        own = o in order  # a temperature is fitted per partitioning only
+        rows.append({"method": o, "temperature": val.get("temperature") if own else None,
+                     "ece_val_before": val.get("ece_before") if own else None,
+                     "ece_val_after": val.get("ece_after") if own else None,
                      "ece_test": calibration.ece(top_prob[labelled, 0], correct),
                      "expected_km_median": float(np.median(expected)) if len(expected) else None,
                      "rank_correlation": float(spearmanr(expected, known[f"{o}_km"]).statistic) if len(expected) > 2 else None,
@@ -192,7 +193,7 @@ def run(lake: str, run: str | None = None) -> dict:
     model = commit.require(lake, f"models/{run_name}", "train")
     summary = json.loads(lake.read_bytes(f"{model}/summary.json"))
     order = summary["order"]
-    outputs = [*order, HIERARCHY]
+    outputs = outputs_of(summary)
     columns = ["photo_id", "latitude", "longitude", "user_nsid",
                *(f"{o}_{c}" for o in outputs for c in ("lat", "lon", "km", "class", "topk_class", "topk_prob"))]
     pred, snapshot = catalog.read(lake, "predictions", columns, EqualTo("run", run_name), writer="infer")

@@ -22,7 +22,7 @@ import numpy as np
 from deeploc import catalog, commit, images, ledger, runs
 from deeploc.bucket import Bucket
 from deeploc.lake import Lake
-from deeploc.predict import CROPS, HIERARCHY, cached, distances
+from deeploc.predict import CROPS, cached, distances, outputs_of
 from deeploc.tables import REASON
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def run(lake: str, bucket: Bucket, run: str | None = None, split: str = "test", 
     lake_ = Lake(lake)
     run = runs.resolve(lake_, run)
     summary = commit.read_json(lake_, f"models/{run}", "summary.json", "train")  # the summary, never the model
-    outputs = [*summary["order"], HIERARCHY]
+    outputs = outputs_of(summary)
     spark = session("deeploc-infer")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "128")
     if photos:

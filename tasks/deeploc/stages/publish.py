@@ -30,7 +30,7 @@ from pyiceberg.expressions import EqualTo
 from deeploc import assets, catalog, cell_shapes, commit, geonames, images, geography, runs, site_policy
 from deeploc.bucket import Bucket
 from deeploc.lake import Lake
-from deeploc.predict import HIERARCHY
+from deeploc.predict import HIERARCHY, outputs_of
 
 log = logging.getLogger(__name__)
 THUMB = 160
@@ -137,7 +137,7 @@ def run(lake: str, bucket: Bucket, run: str | None = None, pool: int = 1000, til
     summary = json.loads(lake.read_bytes(f"{model}/summary.json"))
     measured = commit.require(lake, f"metrics/{run_name}", "evaluate")
     metrics = json.loads(lake.read_bytes(f"{measured}/metrics.json"))
-    outputs = [*summary["order"], HIERARCHY]
+    outputs = outputs_of(summary)
     pred, _ = catalog.read(lake, "predictions", where=EqualTo("run", run_name), writer="infer")
     pred = pred[pred["latitude"].notna()]
     sample = pred.sample(n=min(pool, len(pred)), random_state=seed).sort_values("photo_id")

@@ -4,9 +4,11 @@ Each completed epoch is checkpointed in the lake (``deeploc.checkpoints``); the 
 kill resumes after the last completed epoch, with the optimizer's state, the learning-rate schedule's
 position and the history as they were. The exported model is the one with the lowest validation loss;
 the last epoch's is kept beside it, with the cells, the hierarchy, ``history.csv`` (one row per epoch),
-TensorBoard logs and ``calibration.json``: each partitioning's temperature, fitted on (up to
-``CALIBRATION_PHOTOS``) validation photos, which every prediction applies (``deeploc.calibration``). Training reads the shards (``deeploc shards``); ``--input images`` reads the
-images themselves every epoch, which only suits tiny sets.
+TensorBoard logs, ``calibration.json`` (each partitioning's temperature, fitted on up to
+``CALIBRATION_PHOTOS`` validation photos, which every prediction applies: ``deeploc.calibration``) and
+the kNN index of up to ``knn.INDEX_PHOTOS`` training photos' embeddings (``deeploc.knn``). Training
+reads the shards (``deeploc shards``); ``--input images`` reads the images themselves every epoch,
+which only suits tiny sets.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from deeploc import calibration, commit, profiles, runs, training_data
+from deeploc import calibration, commit, knn, profiles, runs, training_data
 from deeploc.bucket import Bucket
 from deeploc.checkpoints import Checkpoints
 from deeploc.lake import Lake
@@ -86,7 +88,7 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
     keras.utils.set_random_seed(seed)
     work = tempfile.mkdtemp(prefix="deeploc-train-")
     try:
-        side = eval_side(prof.input_size)
+        side, files = eval_side(prof.input_size), None
         if input == "shards":
             files = _shard_files(lake_, image_set, side, order, os.path.join(work, "shards"))
             train_ds = training_data.from_shards(files["train"], order, side, prof.input_size, prof.batch_size, True, seed)
@@ -136,10 +138,13 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
                            resumed, input)
         with commit.building(lake_, f"models/{run}") as out:
             ckpt.fetch("best.keras", os.path.join(out, "model.keras"))
-            summary["calibration"] = calibrate(keras.models.load_model(os.path.join(out, "model.keras"), compile=False),
-                                               val_ds, order)
+            best_net = keras.models.load_model(os.path.join(out, "model.keras"), compile=False)
+            summary["calibration"] = calibrate(best_net, val_ds, order)
             with open(os.path.join(out, calibration.FILE), "w") as f:
                 json.dump(summary["calibration"], f, indent=2)
+            summary["knn"] = index_photos(best_net, _photo_batches(input, files, tr, order,
+                                                                   bucket, prof, side, seed),
+                                          photos, order, outputs[order[-1]], out)
             ckpt.fetch(ckpt.state()["model"], os.path.join(out, "last.keras"))
             for name in ("cells.parquet", "hierarchy.parquet", "report.json"):
                 shutil.copy(os.path.join(part_dir, name), out)
@@ -171,6 +176,39 @@ def calibrate(net, val_ds, order: list[str]) -> dict:
     if not seen:
         return {o: {"temperature": 1.0, "photos": 0, "ece_before": None, "ece_after": None} for o in order}
     return calibration.fit({o: np.concatenate(probs[o]) for o in order}, {o: np.concatenate(labels[o]) for o in order})
+
+
+def _photo_batches(input: str, files: dict | None, tr: pd.DataFrame, order: list[str], bucket, prof, side: int, seed: int):
+    """(centre crops, photo ids) of every training photo, once: from the shards, or the images in ``tr``'s order."""
+    if input == "shards":
+        return training_data.ids_and_images(files["train"], side, prof.input_size, prof.batch_size)
+    ds = training_data.from_images(tr, order, bucket, prof.input_size, prof.batch_size, False, seed)
+    ids, size = tr["photo_id"].to_numpy(), prof.batch_size
+    return ((x, ids[i * size:i * size + len(x)]) for i, (x, _, _) in enumerate(ds))
+
+
+def index_photos(net, batches, photos: pd.DataFrame, order: list[str], n_cells: int, out: str) -> dict:
+    """Embed the training photos (up to knn.INDEX_PHOTOS) and save the kNN index of those in a finest cell."""
+    import keras
+
+    embed = keras.Model(net.inputs, net.get_layer(order[0]).input)  # the Dense outputs' shared input
+    ids, vectors, seen = [], [], 0
+    for x, batch_ids in batches:
+        vectors.append(np.asarray(embed(x, training=False), np.float32))
+        ids.append(np.asarray(batch_ids, np.int64))
+        seen += len(ids[-1])
+        if seen >= knn.INDEX_PHOTOS:
+            break
+    ids, vectors = np.concatenate(ids)[:knn.INDEX_PHOTOS], np.concatenate(vectors)[:knn.INDEX_PHOTOS]
+    where = photos.set_index("photo_id").loc[ids, ["latitude", "longitude", f"class_{order[-1]}"]]
+    keep = where[f"class_{order[-1]}"].to_numpy() >= 0
+    where = where[keep]
+    refiner = knn.Refiner(knn.build(vectors[keep], where[f"class_{order[-1]}"].to_numpy(), n_cells),
+                          where["latitude"].to_numpy(), where["longitude"].to_numpy())
+    refiner.save(out)
+    log.info("train: kNN index of %d training photos (width %d)", int(keep.sum()), vectors.shape[1])
+    return {"photos": int(keep.sum()), "width": int(vectors.shape[1]), "neighbours": knn.NEIGHBOURS,
+            "cells": knn.CELLS, "group_km": knn.GROUP_KM}
 
 
 def epoch_saver(*args):
