@@ -298,6 +298,19 @@ def bench_serve(a) -> None:
     record("serve: upload latency, sequential and 8 concurrent, against the prediction alone", lines)
 
 
+def bench_knn(a) -> None:
+    lines = [f"- the refinement's index (`deeploc.knn.build`: faiss IVF, one list per finest cell) of {a.photos:,} synthetic "
+             "unit vectors over 12,893 cells of log-normal sizes; each query searches 5 cells drawn by size, one "
+             "photo at a time, faiss on one thread pinned to one core; the limit: the same index scanning every list"]
+    for width, what in ((128, "the demo's small CNN"), (2048, "ResNet50/101 (the reference)")):
+        r = child("knn_job", "--width", str(width), "--photos", str(a.photos), cores="0")
+        lines.append(f"  - width {width} ({what}): **{r['ms_per_photo']:.2f} ms per photo** (target <= 5 ms: "
+                     f"{'met' if r['ms_per_photo'] <= 5 else 'NOT met'}), {r['scanned_per_query']:,.0f} vectors scanned "
+                     f"a query (largest cell {r['largest_cell']:,}); exhaustive {r['ms_per_photo_exhaustive']:.1f} ms = "
+                     f"{r['ms_per_photo_exhaustive'] / r['ms_per_photo']:.0f}x slower; index built in {r['build_s']:.0f} s")
+    record("knn: refinement query time at 1M training photos, one core", lines)
+
+
 def bench_commit(a) -> None:
     r = child("commit_job", "--per-month", str(a.per_month), "--rows", str(a.rows))
     lines = [f"- one yearly slice: {r['files']} Parquet files ({r['rows']:,} rows, {r['bytes'] / 2**20:.0f} MB), "
@@ -358,11 +371,13 @@ def main() -> None:
     p.add_argument("--images", type=int, default=1200)
     p = sub.add_parser("serve", help="issue 25: upload latency, sequential and 8 concurrent, vs the prediction alone")
     p.add_argument("--images", type=int, default=16, help="the size of the inference set its photo and runs come from")
+    p = sub.add_parser("knn", help="issue 24: kNN query time at 1M vectors of the model's width, one core")
+    p.add_argument("--photos", type=int, default=1_000_000)
     p = sub.add_parser("plan", help="issue 21: the yfcc and mp16 plans of a faces table at the reference scale")
     p.add_argument("--rows", type=int, default=5_900_000, help="photos in faces (8:2 of them train+val: ~4.7M)")
     a = ap.parse_args()
     {"plan": bench_plan, "partition": bench_partition, "metadata": bench_metadata, "commit": bench_commit, "availability": bench_availability,
-     "faces": bench_faces, "input": bench_input, "infer": bench_infer, "serve": bench_serve}[a.name](a)
+     "faces": bench_faces, "input": bench_input, "infer": bench_infer, "serve": bench_serve, "knn": bench_knn}[a.name](a)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ def build(embeddings: np.ndarray, cells: np.ndarray, n_cells: int):
     """An IVF index with one inverted list per cell, each embedding filed under its cell; ids are row numbers."""
     import faiss
 
-    x, cells = normalised(embeddings), np.asarray(cells, np.int64)
+    # Named arrays, contiguous: swig_ptr keeps no reference, so a temporary could be freed under faiss.
+    x, cells = np.ascontiguousarray(normalised(embeddings)), np.ascontiguousarray(cells, np.int64)
     centroids = np.zeros((n_cells, x.shape[1]), np.float32)
     np.add.at(centroids, cells, x)  # a cell's mean direction: used only if someone searches it the usual way
     quantizer = faiss.IndexFlatIP(x.shape[1])
@@ -43,7 +44,7 @@ def build(embeddings: np.ndarray, cells: np.ndarray, n_cells: int):
     index = faiss.IndexIVFFlat(quantizer, x.shape[1], n_cells, faiss.METRIC_INNER_PRODUCT)
     index.is_trained = True
     ids = np.arange(len(x), dtype=np.int64)
-    index.add_core(len(x), faiss.swig_ptr(np.ascontiguousarray(x)), faiss.swig_ptr(ids), faiss.swig_ptr(cells))
+    index.add_core(len(x), faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(cells))
     return index
 
 
