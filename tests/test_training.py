@@ -81,8 +81,17 @@ def test_export_and_reload_give_identical_predictions(trained, tmp_path):
     batch = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3)).astype(np.float32)
     loaded = Predictor(str(model))
     again = keras.models.load_model(model / "model.keras", compile=False)
-    for name, probs in loaded.model.predict(batch, verbose=0).items():
-        assert np.array_equal(probs, again.predict(batch, verbose=0)[name])
+    got, expected = loaded.model.predict(batch, verbose=0), again.predict(batch, verbose=0)
+    for name, probs in expected.items():
+        assert np.array_equal(got[name], probs)
+    assert got["embedding"].shape == (4, 128)  # the small CNN's last width, for the kNN index
+    assert summary["knn"]["photos"] == summary["train_images"] - int((table_classes(lake) < 0).sum())
+
+
+def table_classes(lake):
+    """The finest class of each training photo, from the partitionings the run trained on."""
+    photos = pd.read_parquet(current(lake, "partitionings/full") / "photos.parquet")
+    return photos.loc[photos["split"] == "train", "class_fine"].to_numpy()
 
 
 def test_missing_weights_and_other_profiles_are_refused(trained):
