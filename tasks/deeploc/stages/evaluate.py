@@ -28,7 +28,7 @@ from pyiceberg.expressions import EqualTo
 
 from deeploc import calibration, catalog, commit, geo, geography, ledger, runs
 from deeploc.lake import Lake
-from deeploc.predict import HIERARCHY, outputs_of
+from deeploc.predict import HIERARCHY, KNN, outputs_of
 
 log = logging.getLogger(__name__)
 PRIOR = "prior (most frequent cell)"
@@ -104,7 +104,8 @@ def confidence(pred: pd.DataFrame, outputs: list[str], truth: pd.DataFrame, cell
                                            at("mean_lon"), radius)
         labelled = true >= 0
         correct = known[f"{o}_class"].to_numpy(int)[labelled] == true[labelled]
-        bins[o] = calibration.reliability(top_prob[labelled, 0], correct)
+        if o != KNN:  # the refinement moves the place, not the probabilities: its curve is the hierarchy's
+            bins[o] = calibration.reliability(top_prob[labelled, 0], correct)
         val = fitted.get(part, {})
         own = o in order  # a temperature is fitted per partitioning only
         rows.append({"method": o, "temperature": val.get("temperature") if own else None,
