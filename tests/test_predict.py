@@ -10,7 +10,8 @@ from deeploc.predict import HIERARCHY, Predictor, crops_of, hierarchy_scores
 def _predictor(raw, temperature=None):
     """A Predictor whose network answers ``raw`` (name -> array): cells, hierarchy and temperatures by hand."""
     p = Predictor.__new__(Predictor)
-    p.order, p.input_size, p.temperature = ["coarse", "fine"], 4, temperature or {}
+    p.order, p.input_size, p.temperature, p.knn = ["coarse", "fine"], 4, temperature or {}, None
+    p.summary = {"order": p.order}
     p.cells = {"coarse": pd.DataFrame({"class": [0, 1], "mean_lat": [10.0, -30.0], "mean_lon": [20.0, 140.0],
                                        "token": ["a", "b"]}),
                "fine": pd.DataFrame({"class": [0, 1, 2], "mean_lat": [11.0, 9.0, -31.0], "mean_lon": [21.0, 19.0, 141.0],
