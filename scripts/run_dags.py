@@ -109,7 +109,7 @@ def run(dag, lines: TaskLines, label: str, **kw) -> bool:
 
 
 def report(conf: dict, out) -> None:
-    """Where the results of the model run are, and its accuracy table."""
+    """Where the results of the model run are, and its main accuracy table."""
     sys.path.insert(0, os.environ.get("AIRFLOW__CORE__PLUGINS_FOLDER", ""))
     from deeploc import commit, runs
     from deeploc.lake import Lake
@@ -129,8 +129,9 @@ def report(conf: dict, out) -> None:
         out.write(f"  {name:<15} {where}  ({note})\n")
     out.write(f"  {'Airflow UI':<15} ./dev ui   then open http://127.0.0.1:{port} (the runs above are there; "
               "the web map is in its menu)\n\n")
-    with open(f"{metrics}/accuracy.md") as f:
-        out.write(f.read())
+    with open(f"{metrics}/accuracy.md") as f:  # the main table; per user, continent and country: in the file
+        out.write(f.read().split("\n\n")[0] + "\n\n(every user weighing the same, per continent and per country: "
+                  "accuracy.md)\n")
 
 
 def to_log_file(folder: str):
