@@ -224,8 +224,8 @@ def outlines_geojson(tolerance: float = 0.01, digits: int = 3) -> dict:
     from shapely import get_parts, set_precision
     from shapely.geometry import MultiPolygon, mapping
 
-    feats = []
-    for name, shape in zip(countries()["name"], countries().geometry):
+    feats, world = [], countries()
+    for name, shape in zip(world["name"], world.geometry):
         simple = set_precision(shape.simplify(tolerance, preserve_topology=True), 10 ** -digits)
         polygons = [p for p in get_parts(simple) if p.geom_type == "Polygon"]  # rounding can leave slivers as lines
         if polygons:
