@@ -1,4 +1,4 @@
-"""The Airflow UI as a user meets it: ``./dev ui`` (airflow standalone on loopback) over the demo's state,
+"""The Airflow UI as a user meets it: ``./dev ui`` (Airflow's services on loopback) over the demo's state,
 driven in headless Chromium. With nothing typed, both DAGs' trigger forms can be submitted; one year is
 triggered through the form with its data interval given there, two more through the Backfill form, then
 the model DAG with the form's defaults; each run goes green in the UI's run list, and the model run's
@@ -36,7 +36,7 @@ def ui(demo_run, tmp_path_factory):
     port = free_port()
     env = {**env, "AIRFLOW__API__PORT": str(port), "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()), "DEEPLOC_SPARK_DRIVER_MEMORY": "1g"}
-    log = open(tmp_path_factory.mktemp("ui") / "standalone.log", "w")
+    log = open(tmp_path_factory.mktemp("ui") / "ui.log", "w")
     proc = subprocess.Popen([str(REPO / "dev"), "ui"], env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
