@@ -1,4 +1,5 @@
-"""Model: partitioning -> shards -> train -> infer -> evaluate -> publish, on the clean images of the lake.
+"""Model: partitioning -> shards -> train -> infer -> evaluate -> removal_effect -> publish, on the clean
+images of the lake.
 
 Runs when the last ingestion run of a batch updates the ``deeploc_faces`` Asset, with the deployment's
 profile (Variable ``deeploc_profile``), or by hand from the UI with params.
@@ -24,11 +25,12 @@ STAGES = {
     "train": {**IMAGES, "run": RUN, **from_params("epochs", "backbone", "learning_rate", "batch_size")},
     "infer": {"run": RUN, **from_params("crops")},
     "evaluate": {"run": RUN},
+    "removal_effect": {"run": RUN, **from_params("crops")},
     "publish": {"run": RUN},
 }
 # aws: the EMR clusters, each removed as soon as its stages are done (none idles through training);
 # the partitioning runs on a primary node alone, the shards over core nodes, inference over GPU nodes.
-CLUSTERS = {"prep": ["partitioning"], "shards": ["shards"], "serve": ["infer", "evaluate", "publish"]}
+CLUSTERS = {"prep": ["partitioning"], "shards": ["shards"], "serve": ["infer", "evaluate", "removal_effect", "publish"]}
 STEP_LIMIT, TRAIN_LIMIT = timedelta(hours=STEP_CEILING_H), timedelta(hours=TRAIN_CEILING_H)
 TRAIN_RETRIES = 3
 DOC = """
@@ -37,7 +39,9 @@ DOC = """
 **What a run does**, on the clean images of the lake (`faces/`, written by `deeploc_ingestion`):
 `partitioning` (adaptive S2 cells and the train / val / test split), `shards` (the photos resized once),
 `train` (one softmax output per partitioning), `infer` (the test photos), `evaluate` (accuracy at
-1 / 25 / 200 / 750 / 2500 km, country, continent) and `publish` (the web map).
+1 / 25 / 200 / 750 / 2500 km, country, continent), `removal_effect` (the report's Table 4: this run
+and the latest run of the other image set, on the full run's test photos, with and without faces; it
+says so and does nothing when there is no such run) and `publish` (the web map).
 
 **When it runs.** By itself when the last ingestion run of a batch updates the `deeploc_faces` Asset,
 with the deployment's profile (Variable `deeploc_profile`); or from *Trigger* with the form's values.
@@ -46,7 +50,7 @@ logical date plays no part: a run always uses the lake as it is.
 
 **Where the outputs land** (under the lake; `<run>` is the *run* field, or the DAG run's id):
 `partitionings/<image set>/`, `shards/<image set>/`, `models/<run>/`, `predictions/<run>/`,
-`metrics/<run>/accuracy.md`, and the web map in `site/` (locally: `./dev serve`, then
+`metrics/<run>/accuracy.md`, `comparisons/removal_effect/table4.md`, and the web map in `site/` (locally: `./dev serve`, then
 http://127.0.0.1:8000). The *Metrics* and *Web map* links on the `evaluate` and `publish` tasks open them.
 """
 

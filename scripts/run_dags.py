@@ -1,7 +1,9 @@
 """Run the DAGs on the local target through Airflow, in one process (``dag.test``), and report.
 
 Ingestion runs once per data interval of its schedule between ``--from`` and ``--to`` (each run
-replaces its slice, so reruns are safe), then the model DAG runs once with ``--conf``. The runs are
+replaces its slice, so reruns are safe), then the model DAG twice: on the removal image set (run
+``<run>-removal``), then with ``--conf``, whose ``removal_effect`` task pairs the two (the report's
+Table 4); ``--no-removal`` runs only the second. The runs are
 recorded in Airflow's database, so ``./dev ui`` shows them afterwards.
 
 The terminal gets one line per task (what it did, rows in / out / rejected, seconds); everything
@@ -56,6 +58,11 @@ def describe(stage: str, result) -> str:
     if stage == "evaluate":
         hier = next(r for r in result["table"] if r["method"] == "hierarchy")
         return f"{result['images']:,} photos, hierarchy within 750 km: {100 * hier['country_750km']:.1f} %"
+    if "skipped" in result:
+        return result["skipped"]
+    if stage == "removal_effect":
+        return (f"{result['full_run']} vs {result['removal_run']}: {result['photos']['all']:,} photos, "
+                f"{result['photos']['without_faces']:,} without faces")
     if stage == "publish":
         return f"{result['points']:,} photos on the map"
     return ""
@@ -132,6 +139,15 @@ def report(conf: dict, out) -> None:
     with open(f"{metrics}/accuracy.md") as f:  # the main table; per user, continent and country: in the file
         out.write(f.read().split("\n\n")[0] + "\n\n(every user weighing the same, per continent and per country: "
                   "accuracy.md)\n")
+    effect = commit.current(lake, "comparisons/removal_effect")
+    if effect:
+        table = json.loads(open(f"{effect}/table4.json").read())
+        out.write(f"\nTable 4: {table['removal_run']} (trained without photos of people) minus {table['full_run']}, "
+                  f"hierarchy, points of accuracy [95 % interval, users resampled]; all of it in {effect}/table4.md\n")
+        for subset, rows in table["rows"].items():
+            cells = [f"{r['scale']}: {100 * r['difference']:+.1f} [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]"
+                     for r in rows if r["output"] == "hierarchy" and r["difference"] is not None]
+            out.write(f"  {subset.replace('_', ' ')} ({table['photos'][subset]:,} photos): {'; '.join(cells)}\n")
 
 
 def to_log_file(folder: str):
@@ -168,6 +184,7 @@ def run_all(terminal, log_path: str) -> int:
     ap.add_argument("--to", dest="end", default="2015-01-01")
     ap.add_argument("--conf", default='{"run": "demo"}', help="model DAG run conf (JSON)")
     ap.add_argument("--skip-model", action="store_true")
+    ap.add_argument("--no-removal", action="store_true", help="skip the removal run before the model run")
     a = ap.parse_args()
     from airflow.sdk.listener import get_listener_manager
 
@@ -186,12 +203,19 @@ def run_all(terminal, log_path: str) -> int:
         if not run(ingestion, lines, label, logical_date=start):
             failed.append(label)
     if not a.skip_model and not failed:
-        conf = json.loads(a.conf)
-        terminal.write("[model] deeploc_model\n")
-        if run(dags["deeploc_model"], lines, "model", run_conf=conf):
-            report(conf, terminal)
+        # Explicit image set: dag.test keeps one run's conf in the DAG's params for the next run.
+        conf = {"image_set": "full", **json.loads(a.conf)}
+        todo = [] if a.no_removal or conf.get("image_set") == "removal" else [
+            {**conf, "run": f"{conf.get('run') or 'model'}-removal", "image_set": "removal"}]
+        for i, c in enumerate(todo + [conf]):
+            label = f"model {c.get('run', '')}".strip()
+            terminal.write(f"[model {i + 1}/{len(todo) + 1}] deeploc_model, run {c.get('run', '(its id)')} "
+                           f"on the {c.get('image_set', 'full')} image set\n")
+            if not run(dags["deeploc_model"], lines, label, run_conf=c):
+                failed.append(label)
+                break
         else:
-            failed.append("deeploc_model")
+            report(conf, terminal)
     terminal.write(f"[deeploc] {'FAILED: ' + ', '.join(failed) if failed else 'all runs succeeded'} "
                    f"in {time.monotonic() - t0:.0f} s; full logs: {log_path}\n")
     return 1 if failed else 0

@@ -188,13 +188,15 @@ def test_a_year_a_backfill_and_a_model_run_from_the_forms(ui, browser):
     summary = json.loads((current(home / "lake", f"models/{made}") / "summary.json").read_text())
     assert summary["profile"]["name"] == "demo"
 
-    # The evaluate and publish tasks link to what they made, served by the UI's own server.
+    # The evaluate, removal_effect (paired with the demo's removal run) and publish tasks link to what
+    # they made, served by the UI's own server.
     links = {}
-    for task in ("evaluate", "publish"):
+    for task in ("evaluate", "removal_effect", "publish"):
         links.update(_get(f"{url}/api/v2/dags/{MODEL}/dagRuns/{run_id}/taskInstances/{task}/links")["extra_links"])
-    assert set(links) >= {"Metrics", "Web map"}, links
-    with urllib.request.urlopen(url + links["Metrics"], timeout=30) as resp:
-        assert b"| hierarchy |" in resp.read()
+    assert set(links) >= {"Metrics", "Table 4", "Web map"}, links
+    for name in ("Metrics", "Table 4"):
+        with urllib.request.urlopen(url + links[name], timeout=30) as resp:
+            assert b"| hierarchy |" in resp.read(), name
     page.goto(url + links["Web map"])
     page.wait_for_selector("#gallery button")
     assert page.locator("#gallery img").count() > 0

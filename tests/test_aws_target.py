@@ -93,7 +93,7 @@ def test_both_dags_green_with_the_local_argument_lists(scenario):
     # Each step is spark-submit of the step driver with the stage's local argument list, in order.
     local = {**r["runs"]["deeploc_ingestion"]["local_argv"], **r["runs"]["deeploc_model"]["local_argv"]}
     for name, stages in {"ingest": ["parse", "metadata", "availability", "faces"], "prep": ["partitioning"],
-                         "shards": ["shards"], "serve": ["infer", "evaluate", "publish"]}.items():
+                         "shards": ["shards"], "serve": ["infer", "evaluate", "removal_effect", "publish"]}.items():
         steps = clusters[name]["steps"]
         assert [_stage_args(s) for s in steps] == [local[stage] for stage in stages], name
         assert all(s[:3] == ["spark-submit", "--deploy-mode", "client"] and s[3].endswith("/step_main.py")

@@ -78,7 +78,8 @@ def test_shapes(dagbag):
         [{"parse"}, {"metadata"}, {"availability"}]
     announce = ing.get_task("announce_faces")
     assert announce.upstream_task_ids == {"faces", "aws.faces"} and [o.name for o in announce.outlets] == ["deeploc_faces"]
-    assert model.get_task("publish").upstream_task_ids == {"evaluate"}
+    assert model.get_task("removal_effect").upstream_task_ids == {"evaluate"}
+    assert model.get_task("publish").upstream_task_ids == {"removal_effect"}
     assert type(model.timetable).__name__ == "AssetTriggeredTimetable"
     assert [a.name for a in model.timetable.asset_condition.objects] == ["deeploc_faces"]
     assert set(model.params.keys()) >= {"image_set", "profile", "partitionings", "epochs", "backbone", "face_threshold"}
@@ -135,7 +136,7 @@ def test_operator_arguments_are_what_the_cli_takes(dagbag):
                 assert ns.input == ["/m/*.bz2"]
             if task.stage == "metadata":
                 assert (ns.start, ns.end) == ("2010-01-01", "2011-01-01")
-            if task.stage in ("train", "infer", "evaluate", "publish"):
+            if task.stage in ("train", "infer", "evaluate", "removal_effect", "publish"):
                 assert ns.run == "manual__2024-05-01T00_00_00_00_00"
             if task.stage in ("partitioning", "train"):
                 assert ns.profile == "demo"  # the empty param resolved to the setting's default

@@ -40,8 +40,8 @@ def test_the_terminal_gets_a_line_per_task_and_the_logs_a_file(demo_run):
     home, _, res = demo_run
     out = res.stdout
     assert "[1/11] ingestion 2004" in out and "[11/11] ingestion 2014" in out
-    assert out.count(" faces ") == 11 and "  model           train " in out
-    assert len(out.splitlines()) < 100  # Airflow's own logging went to the file
+    assert out.count(" faces ") == 11 and "  model e2e       train " in out and "  model e2e-removal train " in out
+    assert len(out.splitlines()) < 130  # Airflow's own logging went to the file
     log = next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("[deeploc] full logs"))
     assert log.startswith(str(home / "logs")) and os.path.getsize(log) > 10_000
 
@@ -65,6 +65,38 @@ def test_model_beats_the_prior_and_site_is_safe(demo_run):
     html = open(site).read()
     assert "<script>alert" not in html and "\\u003cscript\\u003ealert" in html
     assert "127.0.0.1" in res.stdout and "hierarchy" in res.stdout
+
+
+def test_table4_pairs_the_full_and_removal_models(demo_run):
+    """The demo trains on the removal set, then on every photo; the second run's removal_effect predicts the
+    removal model on the full run's test photos and compares, on all of them and on those without faces."""
+    home, _, res = demo_run
+    lake = home / "lake"
+    full_test = pd.read_parquet(current(lake, "partitionings/full") / "photos.parquet").query("split == 'test'")
+    removal = pd.read_parquet(current(lake, "partitionings/removal") / "photos.parquet")
+    # The removal model never saw a full test photo, and the removal set is smaller (planted faces).
+    assert not set(removal.loc[removal["split"] != "test", "photo_id"]) & set(full_test["photo_id"])
+    assert len(removal) < len(pd.read_parquet(current(lake, "partitionings/full") / "photos.parquet"))
+    full = table(lake, "predictions", where=EqualTo("run", "e2e"))
+    cross = table(lake, "predictions", where=EqualTo("run", "e2e-removal@e2e"))
+    assert set(cross["photo_id"]) == set(full["photo_id"])   # every full test photo, predicted again
+    effect = json.loads((current(lake, "comparisons/removal_effect") / "table4.json").read_text())
+    assert (effect["full_run"], effect["removal_run"], effect["predictions"]) == ("e2e", "e2e-removal", "e2e-removal@e2e")
+    faces = table(lake, "faces").set_index("photo_id")["face_ratio"]
+    located = full[full["latitude"].notna()]
+    without = located[located["photo_id"].map(faces) <= 0.035]
+    assert effect["photos"] == {"all": len(located), "without_faces": len(without)}
+    assert 0 < len(without) < len(located)
+    # On all photos, the full model's accuracy is what evaluate measured for the same photos.
+    accuracy = pd.read_csv(current(lake, "metrics/e2e") / "accuracy.csv").set_index("method")
+    rows = {(r["output"], r["scale"]): r for r in effect["rows"]["all"]}
+    for scale in ("region_200km", "country_750km", "continent_2500km"):
+        assert rows[("hierarchy", scale)]["accuracy_a"] == pytest.approx(accuracy.loc["hierarchy", scale])
+        r = rows[("hierarchy", scale)]
+        assert r["ci_low"] <= r["difference"] <= r["ci_high"]
+    assert "Table 4: e2e-removal" in res.stdout
+    site = re.search(r"(\S+/site/v-[^/\s]+/index\.html)", res.stdout).group(1)
+    assert '"removal_run":"e2e-removal"' in open(site).read()
 
 
 def test_rerunning_a_slice_duplicates_nothing(demo_run):

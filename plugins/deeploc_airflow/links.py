@@ -21,9 +21,11 @@ from urllib.parse import quote
 from airflow.sdk import BaseOperatorLink
 
 URL_PREFIX = "/deeploc"          # where the plugin mounts ``RESULTS`` on the API server
-SERVED = ("site", "metrics")     # the only lake folders the app serves
+SERVED = ("site", "metrics", "comparisons")     # the only lake folders the app serves
 # What a stage's run made, by stage: (link name, folder output, file in it; {run} is the model run).
-OUTPUTS = {"evaluate": ("Metrics", "metrics/{run}", "accuracy.md"), "publish": ("Web map", "site", "index.html")}
+OUTPUTS = {"evaluate": ("Metrics", "metrics/{run}", "accuracy.md"),
+           "removal_effect": ("Table 4", "comparisons/removal_effect", "table4.md"),
+           "publish": ("Web map", "site", "index.html")}
 CONSOLE = "https://console.aws.amazon.com"
 
 
@@ -75,15 +77,17 @@ def stage_links(argv: list[str]) -> dict[str, str]:
     args = parser().parse_args(argv)
     name, output, file = OUTPUTS[argv[0]]
     output = output.format(run=args.run)
+    version = commit.current(Lake(args.lake), output)
+    if version is None:  # the stage made nothing (the removal effect without a pair of runs)
+        return {}
     if not args.lake.startswith("s3://"):
         return {name: f"{URL_PREFIX}/lake/{quote(output)}/{quote(file)}"}
-    version = commit.current(Lake(args.lake), output)
-    return {name: s3_console(f"{version}/{file}")} if version else {}  # none when the stage made nothing
+    return {name: s3_console(f"{version}/{file}")}
 
 
 # -- the results app (runs inside the API server) --------------------------------------------------------
 def served_file(lake_root: str, rel: str) -> str | None:
-    """The file ``rel`` (``site/...`` or ``metrics/<run>/...``) in the current version of that output if the
+    """The file ``rel`` (``site/...``, ``metrics/<run>/...`` or ``comparisons/<name>/...``) in the current version of that output if the
     app may serve it, else None: inside the version once symbolic links are resolved, no name starting
     with a dot, a regular file."""
     from deeploc import commit
@@ -92,7 +96,7 @@ def served_file(lake_root: str, rel: str) -> str | None:
     parts = [p for p in rel.split("/") if p]
     if not parts or parts[0] not in SERVED or any(p.startswith(".") for p in parts):
         return None
-    depth = 1 if parts[0] == "site" else 2  # site, or metrics/<run>
+    depth = 1 if parts[0] == "site" else 2  # site, metrics/<run> or comparisons/<name>
     version = commit.current(Lake(lake_root), "/".join(parts[:depth])) if len(parts) > depth else None
     if version is None:
         return None

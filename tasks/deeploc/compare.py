@@ -2,6 +2,9 @@
 the difference (B - A) with a 95 % bootstrap interval that resamples users (photos of one user are
 correlated: resampling photos would make the interval too narrow), and McNemar's exact p-value on the
 paired outcomes. Written to ``comparisons/<A>__<B>/`` (JSON, markdown, a figure).
+
+A name ``M@F`` is the predictions model M made of run F's photos (the removal-effect stage makes them);
+its outputs are M's.
 """
 
 from __future__ import annotations
@@ -63,16 +66,22 @@ def paired(pred_a: pd.DataFrame, pred_b: pd.DataFrame, outputs: list[str]) -> pd
     return pd.DataFrame(rows)
 
 
-def _read(lake: Lake, run: str, outputs: list[str]) -> pd.DataFrame:
+def read_predictions(lake: Lake, run: str, outputs: list[str]) -> pd.DataFrame:
+    """The predictions named ``run`` of photos with a known location: id, user and each output's error."""
     columns = ["photo_id", "latitude", "user_nsid", *(f"{o}_km" for o in outputs)]
     pred, _ = catalog.read(lake, "predictions", columns, EqualTo("run", run), writer="infer")
     return pred[pred["latitude"].notna() & pred[f"{outputs[0]}_km"].notna()].drop(columns="latitude")
 
 
+def records(table: pd.DataFrame) -> list[dict]:
+    """The rows as JSON-ready dicts (NaN as null)."""
+    return table.replace({np.nan: None}).to_dict(orient="records")
+
+
 def _outputs(lake: Lake, run: str) -> list[str]:
     from deeploc.predict import outputs_of
 
-    model = commit.require(lake, f"models/{run}", "train")
+    model = commit.require(lake, f"models/{run.split('@')[0]}", "train")
     return outputs_of(json.loads(lake.read_bytes(f"{model}/summary.json")))
 
 
@@ -109,11 +118,11 @@ def run(lake: str, run_a: str, run_b: str) -> dict:
     outputs = [o for o in _outputs(lake_, run_a) if o in set(_outputs(lake_, run_b))]
     if not outputs:
         raise ValueError(f"runs {run_a} and {run_b} share no output to compare")
-    pred_a, pred_b = _read(lake_, run_a, outputs), _read(lake_, run_b, outputs)
+    pred_a, pred_b = read_predictions(lake_, run_a, outputs), read_predictions(lake_, run_b, outputs)
     table = paired(pred_a, pred_b, outputs)
     result = {"run_a": run_a, "run_b": run_b, "photos_a": int(len(pred_a)), "photos_b": int(len(pred_b)),
               "photos_both": int(table["n"].iloc[0]), "replicates": REPLICATES,
-              "rows": table.replace({np.nan: None}).to_dict(orient="records")}
+              "rows": records(table)}
     with commit.building(lake_, f"comparisons/{run_a}__{run_b}") as out:
         with open(os.path.join(out, "comparison.json"), "w") as f:
             json.dump(result, f, indent=2)

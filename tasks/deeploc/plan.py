@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from deeploc import aws_config, catalog, prices, profiles
+from deeploc import aws_config, catalog, prices, profiles, runs
 from deeploc.lake import Lake
 
 log = logging.getLogger(__name__)
@@ -267,7 +267,7 @@ def model(lake: Lake, bucket, profile: str, target: str, cfg: dict, image_set: s
           face_threshold: float = 0.035, partitionings: str | None = None, max_images: int | None = None,
           split_by: str = "user", epochs: int | None = None, budget: dict | None = None,
           account: Account | None = None) -> dict:
-    """The plan of a model run (partitioning, shards, train, infer, evaluate, publish)."""
+    """The plan of a model run (partitioning, shards, train, infer, evaluate, removal_effect, publish)."""
     prof = profiles.get(profile).with_overrides(epochs=epochs)
     spec = partitionings or prof.partitionings
     sample = max_images if max_images is not None else prof.sample
@@ -299,13 +299,18 @@ def model(lake: Lake, bucket, profile: str, target: str, cfg: dict, image_set: s
                 "cost": {"on_demand": round(train_h * prices.hourly(itype, emr=False), 2),
                          "with_spot": round(train_h * prices.hourly(itype, emr=False, spot=True), 2)}}
 
+    # The removal effect predicts the full image set's test photos once more, with the removal model,
+    # when a run of the other image set is there to pair with.
+    other = runs.latest(lake, "removal" if image_set == "full" else "full")
+    effect_photos = 0 if other is None else split["test"] if image_set == "full" else int(
+        (photos(lake, "full", face_threshold, sample, split_by)[0]["split"] == "test").sum())
     cores, gpu_nodes = _cores(cfg), int(cfg["infer_core_count"])
     clusters = [
         cluster("prep", ["partitioning"], len(chosen) / 200_000 / 3600 + 0.05, cfg["master_type"]),
         _cpu_cluster("shards", ["shards"], (split["train"] + split["val"]) /
                      (prices.rate("shards_images_per_core_s") * cores) / 3600, cfg),
-        cluster("serve", ["infer", "evaluate", "publish"],
-                split["test"] / (prices.rate("gpu_infer_images_s", cfg["infer_core_type"]) * gpu_nodes) / 3600 + 0.1,
+        cluster("serve", ["infer", "evaluate", "removal_effect", "publish"],
+                (split["test"] + effect_photos) / (prices.rate("gpu_infer_images_s", cfg["infer_core_type"]) * gpu_nodes) / 3600 + 0.1,
                 cfg["master_type"], cfg["infer_core_type"], gpu_nodes)]
     dollars = {k: round(sum(c["cost"][k] for c in clusters) + training["cost"][k], 2) for k in ("on_demand", "with_spot")}
 
@@ -332,7 +337,8 @@ def model(lake: Lake, bucket, profile: str, target: str, cfg: dict, image_set: s
     return _finish({
         "kind": "model", "lake": lake.root, "profile": prof.name, "target": target,
         "data": {**_table_rows(lake), "faces_rows": faces_rows, "image_set": image_set, "sample": sample,
-                 "photos": len(chosen), "split": split, "split_by": split_by},
+                 "photos": len(chosen), "split": split, "split_by": split_by,
+                 "removal_effect": {"pair_with": other, "photos_to_predict": effect_photos}},
         "partitionings": [{"name": n, "classes": c, "spec": spec, "sized_for": prof.sized_for}
                           for n, c in n_classes.items()],
         "model": size, "shards": shard, "training": training, "clusters": clusters,
@@ -406,7 +412,11 @@ def text(plan: dict) -> str:
                   f"{plan['shards']['sampled']} images), {plan['shards']['total_bytes'] / 1e9:,.1f} GB",
                   f"  training    {plan['training']['instance_type']}, {plan['training']['epochs']} epochs, "
                   f"{plan['training']['input_images_s']['expected']:,} images/s, {plan['training']['hours']:,.1f} h, "
-                  f"disk {plan['training']['disk_needed_gb']:,.0f} of {plan['training']['volume_gb']} GB"]
+                  f"disk {plan['training']['disk_needed_gb']:,.0f} of {plan['training']['volume_gb']} GB",
+                  "  table 4     " + (f"{data['removal_effect']['photos_to_predict']:,} full test photos predicted again "
+                                      f"(paired with run {data['removal_effect']['pair_with']})"
+                                      if data["removal_effect"]["pair_with"] else
+                                      "nothing (no run of the other image set to pair with yet)")]
     else:
         lines.append(f"  rows        {data['input_rows']:,} to parse, {data['slice_rows']:,} in the slice")
     for c in plan["clusters"]:

@@ -104,6 +104,7 @@ BUCKET = (Option("bucket", "image bucket: a local folder laid out like s3://mult
 RUN = Option("run", "model run name (default: the latest, models/LATEST.json)")
 IMAGE_SET = Option("image_set", "full: every image; removal: images whose face ratio is at most the threshold",
                    default="full", choices=("full", "removal"))
+CROPS = Option("crops", "test-time crops per photo: 1 (centre) or 5 (centre and corners)", int, 1, choices=(1, 5))
 PROFILE = Option("profile", "model profile: demo (small CNN, 64 px), yfcc (the report: ResNet101V2, 224 px, a "
                             "154,052-photo sample) or mp16 (the reference scale: 4.7M photos, ResNet-50)",
                  default="demo", choices=("demo", "yfcc", "mp16"), setting="profile")
@@ -176,14 +177,18 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
                      choices=("train", "val", "test")),
               Option("photos", "predict these photos instead: a Parquet table (photo_id or object_key) or a text "
                                "file of photo ids or object keys, local or s3://"),
-              Option("top_k", "cells kept per output with their probabilities", int, 5),
-              Option("crops", "test-time crops per photo: 1 (centre) or 5 (centre and corners)", int, 1,
-                     choices=(1, 5))),
+              Option("top_k", "cells kept per output with their probabilities", int, 5), CROPS,
+              Option("name", "the predictions' name in the table (default: the run)")),
           reads=("models", "partitionings"), writes=("predictions", "rejects/infer"), gpu_workers=True,
           tensorflow=True),
     Stage("evaluate", "predictions/<run>/ -> metrics/<run>/ (accuracy at 1 / 25 / 200 / 750 / 2500 km)",
           "deeploc.stages.evaluate:run", (LAKE, RUN),
           reads=("predictions", "models"), writes=("metrics",), runs_on="primary"),
+    Stage("removal_effect", "the full and removal models on the full run's test photos, with and without faces "
+                            "(the report's Table 4) -> comparisons/removal_effect/",
+          "deeploc.stages.removal_effect:run", (LAKE, *BUCKET, RUN, CROPS),
+          reads=("models", "predictions", "faces"), writes=("predictions", "rejects/infer", "comparisons"),
+          gpu_workers=True, tensorflow=True),
     Stage("publish", "predictions + metrics -> site/ (the web map)",
           "deeploc.stages.publish:run", (
               LAKE, *BUCKET, RUN,

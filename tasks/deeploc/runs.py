@@ -1,4 +1,5 @@
-"""Model runs in the lake: ``models/<run>/`` and which one is the latest (``models/LATEST.json``)."""
+"""Model runs in the lake: ``models/<run>/``, which one is the latest (``models/LATEST.json``), and the
+latest of each image set (``models/LATEST-<image set>.json``: the pair the removal effect compares)."""
 
 from __future__ import annotations
 
@@ -16,5 +17,12 @@ def resolve(lake: Lake, run: str | None) -> str:
     return lake.read_json(LATEST)["run"]
 
 
+def latest(lake: Lake, image_set: str) -> str | None:
+    """The latest trained run of an image set, or None."""
+    path = f"models/LATEST-{image_set}.json"
+    return lake.read_json(path)["run"] if lake.exists(lake.path(path)) else None
+
+
 def mark_latest(lake: Lake, run: str, image_set: str) -> None:
-    lake.write_json(LATEST, {"run": run, "image_set": image_set})
+    for path in (LATEST, f"models/LATEST-{image_set}.json"):
+        lake.write_json(path, {"run": run, "image_set": image_set})

@@ -233,6 +233,24 @@
   table("continents", data.by_continent, "continent", []);
   table("countries", data.by_country, "country", []);
   for (const f of data.figures) { const img = el("img"); img.src = f; img.alt = f.includes("curve") ? "accuracy curve" : f.includes("reliability") ? "reliability diagram" : "map of the photos"; $("figures").appendChild(img); }
+  // The removal effect: the full and removal models on the same test photos, hierarchy output.
+  const effect = data.removal_effect;
+  if (effect) {
+    const head = el("tr");
+    for (const h of ["test photos", "scale", `full (${effect.full_run})`, `removal (${effect.removal_run})`, "difference", "95 % interval", "McNemar p"]) head.appendChild(el("th", h));
+    $("removal").querySelector("thead").appendChild(head);
+    for (const [subset, rows] of Object.entries(effect.rows)) {
+      for (const r of rows.filter((r) => r.output === "hierarchy")) {
+        const tr = el("tr");
+        const points = (v) => (v === null ? "–" : `${v >= 0 ? "+" : ""}${(100 * v).toFixed(1)}`);
+        const scale = scales.find((s) => s[0] === r.scale);
+        for (const c of [`${subset === "all" ? "all" : "without faces"} (${r.n})`, scale ? scale[1] : r.scale, pct(r.accuracy_a), pct(r.accuracy_b), points(r.difference), `[${points(r.ci_low)}, ${points(r.ci_high)}]`, r.mcnemar_p === null ? "–" : r.mcnemar_p.toPrecision(2)]) tr.appendChild(el("td", c));
+        $("removal").querySelector("tbody").appendChild(tr);
+      }
+    }
+    $("removal-note").textContent = `The model trained without photos whose face ratio is above ${effect.face_threshold} (removal) against the one trained on every photo (full), on the full run's test photos, and on those without faces. Differences in points of accuracy, removal minus full; the interval resamples users.`;
+    $("removal-effect").hidden = false;
+  }
   $("accuracy-note").textContent = `${data.predicted_total} photos predicted: ${data.photos || "held-out photos"}.`;
   $("subtitle").textContent = `Model run ${data.run} (${data.image_set} image set; ${data.train.train_images} training photos).`;
   showPhotos();

@@ -148,8 +148,9 @@ def _is_folder(location: str) -> bool:
 
 
 def run(lake: str, bucket: Bucket, run: str | None = None, split: str = "test", photos: str | None = None,
-        top_k: int = 5, crops: int = 1) -> dict:
-    """Predict a split of the run's image set, or ``photos``; commit the run's predictions; return the ledger."""
+        top_k: int = 5, crops: int = 1, name: str | None = None) -> dict:
+    """Predict a split of the run's image set, or ``photos``; commit them as the predictions named
+    ``name`` (default: the run); return the ledger."""
     from pyiceberg.expressions import EqualTo
     from pyspark.sql import functions as F
 
@@ -160,6 +161,7 @@ def run(lake: str, bucket: Bucket, run: str | None = None, split: str = "test", 
         raise ValueError(f"crops must be one of {CROPS}, got {crops}")
     lake_ = Lake(lake)
     run = runs.resolve(lake_, run)
+    name = name or run
     summary = commit.read_json(lake_, f"models/{run}", "summary.json", "train")  # the summary, never the model
     outputs = outputs_of(summary)
     spark = session("deeploc-infer")
@@ -173,7 +175,7 @@ def run(lake: str, bucket: Bucket, run: str | None = None, split: str = "test", 
         source = f"the {split} split of {summary['image_set']} (split by {summary['split_rule']['by']})"
     rows_in = todo.count()
     threads = int(spark.conf.get("spark.task.cpus", "1"))
-    log.info("infer: run %s, %d photos (%s), outputs %s, %d crop(s)", run, rows_in, source, outputs, crops)
+    log.info("infer: run %s as %s, %d photos (%s), outputs %s, %d crop(s)", run, name, rows_in, source, outputs, crops)
     unknown = todo.filter(F.col(REASON).isNotNull())
     work = todo.filter(F.col(REASON).isNull()).drop(REASON).repartition(max(2, spark.sparkContext.defaultParallelism))
     root = lake_.root
@@ -185,14 +187,14 @@ def run(lake: str, bucket: Bucket, run: str | None = None, split: str = "test", 
         frames = {"predictions": done.filter(F.col(REASON).isNull()).drop(REASON, "detail"),
                   "rejects/infer": done.filter(F.col(REASON).isNotNull()).select("photo_id", "object_key", REASON, "detail")
                   .unionByName(unknown.select("photo_id", "object_key", REASON, F.lit(None).cast("string").alias("detail")))}
-        frames = {k: v.withColumn("run", F.lit(run)) for k, v in frames.items()}
+        frames = {k: v.withColumn("run", F.lit(name)) for k, v in frames.items()}
         files = {}
         for table, frame in frames.items():
             folder, files[table] = write_table_files(frame, lake_, table, ("run",))
             folders.append(folder)
         rejected = spark.read.parquet(*files["rejects/infer"]) if files["rejects/infer"] else None
         rejects = {r[REASON]: r["count"] for r in rejected.groupBy(REASON).count().collect()} if rejected else {}
-        entry = ledger.record(lake_, "infer", run, rows_in, ledger.footer_rows(lake_, files["predictions"]), rejects,
+        entry = ledger.record(lake_, "infer", name, rows_in, ledger.footer_rows(lake_, files["predictions"]), rejects,
                               photos=source, split=None if photos else split, crops=crops,
                               split_rule=summary["split_rule"])
     except BaseException:
@@ -202,7 +204,7 @@ def run(lake: str, bucket: Bucket, run: str | None = None, split: str = "test", 
     finally:
         lake_.delete(flat)
     for table, frame in frames.items():
-        catalog.commit(lake_, table, files[table], EqualTo("run", run), ("run",), arrow_schema(frame),
-                       {"stage": "infer", "scope": run, **{k: entry[k] for k in ("in", "out", "rejected", "rejects")},
+        catalog.commit(lake_, table, files[table], EqualTo("run", name), ("run",), arrow_schema(frame),
+                       {"stage": "infer", "scope": name, **{k: entry[k] for k in ("in", "out", "rejected", "rejects")},
                         "photos": source, "crops": crops})
     return entry

@@ -127,6 +127,15 @@ def copy_assets(out: str) -> str:
     return folder
 
 
+def removal_effect(lake: Lake, run: str) -> dict | None:
+    """The current Table 4 when this run is one of its pair (the site shows it), else None."""
+    effect = commit.current(lake, "comparisons/removal_effect")
+    table = json.loads(lake.read_bytes(f"{effect}/table4.json")) if effect else None
+    if not table or run not in (table["full_run"], table["removal_run"]):
+        return None
+    return {k: table[k] for k in ("full_run", "removal_run", "face_threshold", "photos", "rows")}
+
+
 def run(lake: str, bucket: Bucket, run: str | None = None, pool: int = 1000, tiles: str | None = None,
         seed: int = 0) -> dict:
     """Build the web map of a run's predictions; publish ``site/``."""
@@ -161,7 +170,8 @@ def run(lake: str, bucket: Bucket, run: str | None = None, pool: int = 1000, til
                 "by_country": metrics.get("by_country", []),
                 "figures": [f"figures/{n}" for n in metrics.get("figures", [])], "cells": cells(lake, model, summary["order"]),
                 "pool": pts, "shown": SHOWN, "seed": seed, "predicted_total": int(len(pred)), "tiles": tiles, "places": places(),
-                "train": {k: summary[k] for k in ("train_images", "val_images", "best_epoch")}}
+                "train": {k: summary[k] for k in ("train_images", "val_images", "best_epoch")},
+                "removal_effect": removal_effect(lake, run_name)}
         # Read as package resources, so the site builds from the installed wheel on EMR too.
         template = resources.files("deeploc") / "site_template"
         page = (template / "index.html").read_text().replace("__DEEPLOC_DATA__", safe_json(data)).replace(

@@ -256,5 +256,6 @@ def _summary(history: list[dict], best: dict, tr, va, order: list[str], outputs:
         "best_val_loss": best["val_loss"], "val_acc_fine_best": None if acc in (None, "") else float(acc),
         "val_acc_fine_prior": float(np.mean(va_fine[va_fine >= 0] == prior_class)) if (va_fine >= 0).any() else None,
         "split_rule": report["split_rule"], "partitioning_report": {k: report.get(k) for k in ("profile", "spec")},
+        "face_threshold": report.get("face_threshold") if image_set == "removal" else None,
         "devices": devices, "resumed_after_epochs": resumed, "input": input,
     }
