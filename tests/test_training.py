@@ -36,7 +36,7 @@ def test_the_sample_is_stable_and_seeded():
     assert splits.sample(ids, None).all()
 
 
-def test_shards_hold_exactly_the_readers_pixels(trained):
+def test_shards_hold_the_readers_photos_as_jpeg(trained):
     import tensorflow as tf
 
     lake, bucket, _, ledger, _ = trained
@@ -44,26 +44,41 @@ def test_shards_hold_exactly_the_readers_pixels(trained):
     photos = pd.read_parquet(current(lake, "partitionings/full") / "photos.parquet").set_index("photo_id")
     assert ledger["in"] == photos["split"].isin(["train", "val"]).sum() == ledger["out"] + ledger["rejected"]
     assert sum(e["records"] for s in index["splits"].values() for e in s) == ledger["out"]
-    side = index["side"]
+    assert (index["format"], index["short_side"]) == ("jpeg", 96)  # the demo profile's
     spec = {"image": tf.io.FixedLenFeature([], tf.string), "photo_id": tf.io.FixedLenFeature([], tf.int64),
             "class_fine": tf.io.FixedLenFeature([], tf.int64)}
     first = index["splits"]["val"][0]["file"]
-    for record in tf.data.TFRecordDataset(str(current(lake, "shards/full") / first), "GZIP").take(5):
+    for record in tf.data.TFRecordDataset(str(current(lake, "shards/full") / first)).take(5):
         ex = tf.io.parse_single_example(record, spec)
         pid = int(ex["photo_id"])
-        got = np.frombuffer(ex["image"].numpy(), np.uint8).reshape(side, side, 3)
-        want = images.resize_square(images.read_rgb(bucket, photos.loc[pid, "object_key"], min_side=side), side)
-        assert np.array_equal(got, want) and int(ex["class_fine"]) == photos.loc[pid, "class_fine"]
-        assert photos.loc[pid, "split"] == "val"
+        got = tf.io.decode_jpeg(ex["image"]).numpy()
+        # The reference: Pillow's resize of the shared reader's pixels, shorter side 96, the whole photo.
+        from PIL import Image
+        rgb = images.read_rgb(bucket, photos.loc[pid, "object_key"])
+        h, w = rgb.shape[:2]
+        want = np.asarray(Image.fromarray(rgb).resize((round(w * 96 / min(h, w)), round(h * 96 / min(h, w))),
+                                                      Image.BILINEAR)).astype(float)
+        assert got.shape == want.shape and min(got.shape[:2]) == 96
+        assert np.abs(got - want).mean() < 4  # JPEG at quality 90
+        assert int(ex["class_fine"]) == photos.loc[pid, "class_fine"] and photos.loc[pid, "split"] == "val"
 
 
 def test_class_minus_one_teaches_nothing():
+    """The loss of an output is the mean over the photos that have a class there (hand-computed)."""
+    import keras
     import tensorflow as tf
 
-    from deeploc import training_data
+    from deeploc import model, training_data
 
-    y, w = training_data._targets({"fine": tf.constant([3, -1, 0])})
-    assert y["fine"].numpy().tolist() == [3, 0, 0] and w["fine"].numpy().tolist() == [1.0, 0.0, 1.0]
+    y, w = training_data._targets({"fine": tf.constant([0, -1, -1, 1])})
+    assert y["fine"].numpy().tolist() == [0, -1, -1, 1] and w["fine"].numpy().tolist() == [1.0, 0.0, 0.0, 1.0]
+    inputs = keras.Input((2,))
+    net = keras.Model(inputs, {"fine": keras.layers.Dense(2, activation="softmax", name="fine")(inputs)})
+    model.compile_model(net, ["fine"], model.optimizer("sgd", 0.0, 0.0))
+    net.set_weights([np.zeros((2, 2), np.float32), np.log(np.array([0.8, 0.2], np.float32))])  # p = (0.8, 0.2)
+    loss = net.evaluate(np.zeros((4, 2), np.float32), {"fine": y["fine"].numpy()},
+                        sample_weight={"fine": w["fine"].numpy()}, verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(-(np.log(0.8) + np.log(0.2)) / 2, rel=1e-5)  # over 2 photos, not 4
 
 
 def test_export_and_reload_give_identical_predictions(trained, tmp_path):
@@ -78,7 +93,7 @@ def test_export_and_reload_give_identical_predictions(trained, tmp_path):
     assert history["epoch"].tolist() == [1, 2] and "val_loss" in history and "learning_rate" in history
     assert any(f.startswith("events.out") for _, _, fs in os.walk(model / "tensorboard") for f in fs)
     assert not (lake / "checkpoints" / "t1").exists()  # a finished run leaves no checkpoint behind
-    batch = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3)).astype(np.float32)
+    batch = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
     loaded = Predictor(str(model))
     again = keras.models.load_model(model / "model.keras", compile=False)
     got, expected = loaded.model.predict(batch, verbose=0), again.predict(batch, verbose=0)
@@ -196,3 +211,41 @@ def test_infer_any_photos_rejects_what_it_cannot_read(trained, tmp_path):
     assert (ledger["in"], ledger["out"], ledger["rejects"]) == (2, 1, {"unknown_photo_id": 1})
     rej = table(lake, "rejects/infer")
     assert rej["reject_reason"].tolist() == ["unknown_photo_id"]
+
+
+def test_an_epoch_is_the_same_resumed_or_not(trained):
+    """Epoch k's order, crops and flips come from (seed, k): the first batch of epoch 2 is the same when
+    training starts at epoch 0 and when a resumed run starts at epoch 2; epoch 1's differs."""
+    from deeploc import training_data
+
+    lake = trained[0]
+    folder = current(lake, "shards/full")
+    index = json.loads((folder / "index.json").read_text())
+    source = training_data.Source(["coarse", "fine"], files=[str(folder / e["file"]) for e in index["splits"]["train"]])
+    steps = -(-sum(e["records"] for e in index["splits"]["train"]) // 16)
+    unbroken = list(training_data.training(source, 64, 16, 1, 0, 3).skip(2 * steps).take(1))[0]
+    resumed = list(training_data.training(source, 64, 16, 1, 2, 3).take(1))[0]
+    earlier = list(training_data.training(source, 64, 16, 1, 1, 3).take(1))[0]
+    assert unbroken[0].dtype == np.uint8 and unbroken[0].shape == (16, 64, 64, 3)
+    assert np.array_equal(unbroken[0], resumed[0]) and np.array_equal(unbroken[1]["fine"], resumed[1]["fine"])
+    assert not np.array_equal(earlier[0], resumed[0])
+
+
+def test_a_mixed_precision_model_computes_in_float32_without_a_gpu(tmp_path):
+    import keras
+
+    from deeploc import model
+
+    keras.mixed_precision.set_global_policy("mixed_float16")  # as training on a GPU builds it
+    try:
+        net = model.build("small_cnn", 32, {"fine": 3})
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    net.save(tmp_path / "m.keras")
+    loaded = model.load(str(tmp_path / "m.keras"))
+    assert any(layer.dtype_policy.name == "mixed_float16" for layer in net.layers)
+    assert not any(layer.dtype_policy.name == "mixed_float16" for layer in loaded.layers)
+    for a, b in zip(net.get_weights(), loaded.get_weights()):
+        assert np.array_equal(a, b)
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0)["fine"], net.predict(x, verbose=0)["fine"], atol=0.02)

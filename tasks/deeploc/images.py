@@ -115,6 +115,7 @@ def read_rgb(bucket, key: str, max_pixels: int = MAX_PIXELS, min_side: int | Non
 # The report's transforms: images are resized so their shorter side is 1.5x the network's input, then
 # cropped to the input size: anywhere for training, in the centre for validation and prediction.
 EVAL_SCALE = 1.5
+JPEG_QUALITY = 90  # shards: ~4x smaller than raw pixels at 320 px, with no visible loss
 
 
 def centre_crop(rgb: np.ndarray, side: int) -> np.ndarray:
@@ -131,6 +132,27 @@ def resize_square(rgb: np.ndarray, side: int) -> np.ndarray:
     scale = side / min(h, w)
     nw, nh = max(side, round(w * scale)), max(side, round(h * scale))
     return centre_crop(np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR)), side)
+
+
+def resize_short(rgb: np.ndarray, side: int) -> np.ndarray:
+    """Resize so the shorter side is ``side``, keeping the whole picture (what a shard stores)."""
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    scale = side / min(h, w)
+    return np.asarray(Image.fromarray(rgb).resize((max(side, round(w * scale)), max(side, round(h * scale))),
+                                                  Image.BILINEAR))
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    """Baseline JPEG, 4:2:0: what libjpeg's crop-aware decoder reads fastest."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=quality, subsampling=2)
+    return buf.getvalue()
 
 
 def model_input(rgb: np.ndarray, side: int) -> np.ndarray:

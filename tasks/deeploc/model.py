@@ -1,18 +1,68 @@
 """The geolocation network: a backbone and one softmax output per partitioning, and how it learns.
 
-Pixels go in as 0-255 floats; scaling to [-1, 1] (what ResNetV2 expects) happens inside the model,
-so everything that feeds it (training, Spark inference, single-photo prediction) feeds the same thing.
-On a GPU the network computes in float16 (mixed precision) and its outputs stay float32.
+Pixels go in as uint8 (a quarter of float32's bytes to the accelerator) and are normalised inside the
+model by the backbone's own rule (``NORMALISATION``: Keras's ``preprocess_input`` of its family), so
+everything that feeds it (training, Spark inference, single-photo prediction) feeds the same thing and
+no backbone is scaled twice. On a GPU the network computes in float16 (mixed precision) and its
+outputs stay float32.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
 log = logging.getLogger(__name__)
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "step", "constant")
+OPTIMIZERS = ("adam", "sgd")
+STEP_EPOCHS, STEP_FACTOR = (4, 8, 12), 0.5   # the reference's MultiStepLR
 SMALL_CNN_FILTERS = (32, 64, 96, 128)   # the demo backbone's conv widths (the plan counts its parameters)
+# What each backbone family expects of its input (keras.applications' preprocess_input): "tf" scales to
+# [-1, 1]; "caffe" is BGR minus the ImageNet means; "torch" is RGB in [0, 1] standardised by the ImageNet
+# statistics; "none": the model rescales inside itself (EfficientNet, ConvNeXt, MobileNetV3, RegNet).
+NORMALISATION = {"ResNet50": "caffe", "ResNet101": "caffe", "ResNet152": "caffe", "VGG16": "caffe",
+                 "VGG19": "caffe", "DenseNet121": "torch", "DenseNet169": "torch", "DenseNet201": "torch",
+                 "small_cnn": "tf"}
+SELF_SCALING = ("EfficientNet", "ConvNeXt", "MobileNetV3", "RegNet")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def normalisation(backbone: str) -> str:
+    if backbone in NORMALISATION:
+        return NORMALISATION[backbone]
+    return "none" if backbone.startswith(SELF_SCALING) else "tf"
+
+
+@functools.cache
+def normalise_layer():
+    """The Keras layer that applies one of the rules above; registered, so saved models reload once this
+    has been called (Keras is imported only here: the plan reads this module without it)."""
+    import keras
+
+    @keras.saving.register_keras_serializable("deeploc")
+    class Normalise(keras.layers.Layer):
+        def __init__(self, rule: str, **kw):
+            super().__init__(**kw)
+            self.rule = rule
+
+        def call(self, x):
+            x = keras.ops.cast(x, self.compute_dtype)
+            if self.rule == "tf":
+                return x / 127.5 - 1.0
+            if self.rule == "caffe":
+                return keras.ops.flip(x, axis=-1) - keras.ops.convert_to_tensor(CAFFE_MEAN_BGR, self.compute_dtype)
+            if self.rule == "torch":
+                mean = keras.ops.convert_to_tensor(IMAGENET_MEAN, self.compute_dtype)
+                std = keras.ops.convert_to_tensor(IMAGENET_STD, self.compute_dtype)
+                return (x / 255.0 - mean) / std
+            return x
+
+        def get_config(self):
+            return {**super().get_config(), "rule": self.rule}
+
+    return Normalise
 
 
 def configure_devices() -> dict:
@@ -52,8 +102,8 @@ def build(backbone: str, input_size: int, outputs: dict[str, int], weights: str 
 
     if weights and weights != "imagenet" and not os.path.isfile(weights):
         raise FileNotFoundError(f"weights file {weights} does not exist (use imagenet, none, or a local file)")
-    inputs = keras.Input((input_size, input_size, 3), name="image")
-    x = layers.Rescaling(1 / 127.5, offset=-1.0)(inputs)
+    inputs = keras.Input((input_size, input_size, 3), name="image", dtype="uint8")
+    x = normalise_layer()(normalisation(backbone), name="normalise")(inputs)
     if backbone == "small_cnn":
         if weights:
             raise ValueError("small_cnn has no pretrained weights: use --weights none")
@@ -77,30 +127,67 @@ def build(backbone: str, input_size: int, outputs: dict[str, int], weights: str 
     return keras.Model(inputs, probs, name=f"deeploc_{backbone}")
 
 
+def load(path: str):
+    """A saved model for prediction on this machine: a model trained in mixed precision computes in
+    float32 where no GPU is present (float16 on a CPU is emulated: slower, and no more accurate)."""
+    import json
+    import zipfile
+
+    import keras
+    import tensorflow as tf
+
+    normalise_layer()  # registers the layer the saved model names
+    with zipfile.ZipFile(path) as archive:
+        config = archive.read("config.json").decode()
+    if tf.config.list_physical_devices("GPU") or '"mixed_float16"' not in config:
+        return keras.models.load_model(path, compile=False)
+    net = keras.saving.deserialize_keras_object(json.loads(config.replace('"mixed_float16"', '"float32"')))
+    net.load_weights(path)
+    return net
+
+
 def learning_rate(peak: float, schedule: str, steps_per_epoch: int, epochs: int, warmup_epochs: float):
-    """Linear warm-up to ``peak`` over ``warmup_epochs``, then cosine decay to zero by the last step: the
-    warm-up keeps the first large updates from wrecking pretrained features, and cosine needs no step
-    boundaries tuned to the run's length. ``constant``: ``peak`` throughout. Keyed by the optimizer's step
-    count, so a resumed run continues where it stopped."""
+    """``cosine``: linear warm-up to ``peak`` over ``warmup_epochs``, then cosine decay to zero by the last
+    step (the warm-up keeps the first large updates from wrecking pretrained features; cosine needs no
+    boundaries tuned to the run's length). ``step``: the reference's, ``peak`` halved after epochs 4, 8
+    and 12. ``constant``: ``peak`` throughout. Keyed by the optimizer's step count, so a resumed run
+    continues where it stopped."""
     import keras
 
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     if schedule == "constant":
         return peak
+    if schedule == "step":
+        return keras.optimizers.schedules.PiecewiseConstantDecay(
+            [e * steps_per_epoch for e in STEP_EPOCHS], [peak * STEP_FACTOR ** i for i in range(len(STEP_EPOCHS) + 1)])
     total = max(1, steps_per_epoch * epochs)
     warmup = min(total - 1, int(round(warmup_epochs * steps_per_epoch)))
     return keras.optimizers.schedules.CosineDecay(0.0 if warmup else peak, decay_steps=max(1, total - warmup),
                                                   warmup_target=peak if warmup else None, warmup_steps=warmup)
 
 
-def compile_model(model, outputs: list[str], lr):
+def optimizer(name: str, lr, weight_decay: float):
+    """Adam, or SGD with momentum 0.9 (the reference). Keras applies weight decay to every weight after the
+    step, scaled by the learning rate (the decoupled form); the reference's PyTorch SGD adds it to the
+    gradient before the momentum, which differs slightly while the rate is large."""
     import keras
 
-    # The report's loss: the mean of the outputs' cross-entropies.
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    decay = weight_decay or None
+    return (keras.optimizers.SGD(lr, momentum=0.9, weight_decay=decay) if name == "sgd"
+            else keras.optimizers.Adam(lr, weight_decay=decay))
+
+
+def compile_model(model, outputs: list[str], opt):
+    import keras
+
+    # The report's loss: the mean of the outputs' cross-entropies, each the mean over the photos that
+    # have a class in that partitioning (class -1 is ignored, not counted in the denominator).
     model.compile(
-        optimizer=keras.optimizers.Adam(lr),
-        loss={o: keras.losses.SparseCategoricalCrossentropy() for o in outputs},
+        optimizer=opt,
+        loss={o: keras.losses.SparseCategoricalCrossentropy(ignore_class=-1) for o in outputs},
         loss_weights={o: 1.0 / len(outputs) for o in outputs},
         weighted_metrics={o: [keras.metrics.SparseCategoricalAccuracy(name="acc")] for o in outputs},
     )

@@ -117,19 +117,19 @@ def model_size(prof, n_classes: dict[str, int]) -> dict:
 
 
 def shard_bytes(lake: Lake, bucket, keys, side: int) -> dict:
-    """Bytes of a shard record, measured on real images of the run: read, resized as the shards stage
-    does, serialized and compressed as its GZIP files are."""
+    """Bytes of a shard record, measured on real images of the run: read, resized and JPEG-encoded as
+    the shards stage does, serialized."""
     from deeploc import images
     from deeploc.stages.shards import serialize
 
     sizes, why = [], ""
     for key in keys[:SHARD_SAMPLE]:
         try:
-            rgb = images.resize_square(images.read_rgb(bucket, key, min_side=side), side)
+            jpeg = images.encode_jpeg(images.resize_short(images.read_rgb(bucket, key, min_side=side), side))
         except images.Unreadable as exc:
             why = f"{key}: {exc}"
             continue
-        sizes.append(len(zlib.compress(serialize(rgb, 0, {"c": 0}), 6)))
+        sizes.append(len(serialize(jpeg, 0, {"c": 0})))
     if not sizes:
         raise FileNotFoundError(f"plan: none of {min(len(keys), SHARD_SAMPLE)} sampled images could be read from "
                                 f"{bucket.location} (the last: {why})")
@@ -275,12 +275,13 @@ def model(lake: Lake, bucket, profile: str, target: str, cfg: dict, image_set: s
     split = {s: int((chosen["split"] == s).sum()) for s in ("train", "val", "test")}
     n_classes = classes(chosen, spec)
     size = model_size(prof, n_classes)
-    from deeploc.images import eval_side
+    from deeploc import registry
 
-    side = eval_side(prof.input_size)
+    side = prof.shard_side
     train_keys = chosen.loc[chosen["split"] == "train", "object_key"].tolist()
     shard = shard_bytes(lake, bucket, train_keys, side)
-    shard["total_bytes"] = shard["per_photo"] * (split["train"] + split["val"])
+    val = min(split["val"], registry.get("shards").option("val_max").default)  # the shards keep a sample
+    shard["total_bytes"] = shard["per_photo"] * (split["train"] + val)
 
     itype = cfg["train_instance_type"]
     from deeploc.knn import INDEX_PHOTOS
@@ -290,7 +291,7 @@ def model(lake: Lake, bucket, profile: str, target: str, cfg: dict, image_set: s
     disk_rate = prices.rate("gp3_mb_s") * 1e6 / max(1, shard["per_photo"])
     gpu_rate = prices.rate("gpu_train_images_s", itype)
     rate = min(disk_rate, gpu_rate)
-    train_h = prof.epochs * (split["train"] + split["val"]) / rate / 3600
+    train_h = prof.epochs * (split["train"] + val) / rate / 3600
     training = {"instance_type": itype, "spot": bool(cfg["train_spot"]), "epochs": prof.epochs,
                 "disk_needed_gb": round(disk_gb, 1), "volume_gb": int(cfg["train_volume_gb"]),
                 "knn_index_gb": round(index_bytes / 1e9, 2),
@@ -307,7 +308,7 @@ def model(lake: Lake, bucket, profile: str, target: str, cfg: dict, image_set: s
     cores, gpu_nodes = _cores(cfg), int(cfg["infer_core_count"])
     clusters = [
         cluster("prep", ["partitioning"], len(chosen) / 200_000 / 3600 + 0.05, cfg["master_type"]),
-        _cpu_cluster("shards", ["shards"], (split["train"] + split["val"]) /
+        _cpu_cluster("shards", ["shards"], (split["train"] + val) /
                      (prices.rate("shards_images_per_core_s") * cores) / 3600, cfg),
         cluster("serve", ["infer", "evaluate", "removal_effect", "publish"],
                 (split["test"] + effect_photos) / (prices.rate("gpu_infer_images_s", cfg["infer_core_type"]) * gpu_nodes) / 3600 + 0.1,

@@ -54,11 +54,13 @@ class Predictor:
     def __init__(self, model_dir: str):
         import keras
 
+        from deeploc import model
+
         with open(os.path.join(model_dir, "summary.json")) as f:
             self.summary = json.load(f)
         self.order: list[str] = self.summary["order"]
         self.input_size: int = self.summary["profile"]["input_size"]
-        net = keras.models.load_model(os.path.join(model_dir, "model.keras"), compile=False)
+        net = model.load(os.path.join(model_dir, "model.keras"))
         self.knn = knn.Refiner.load(model_dir)
         # With an index, the network also answers its embedding (the Dense outputs' shared input).
         self.model = net if self.knn is None else keras.Model(
@@ -89,7 +91,7 @@ class Predictor:
         """Softmax per partitioning for a batch of prepared images ((photos * crops), side, side, 3),
         combined over each photo's crops by the element-wise maximum (GeoEstimation's rule), renormalised
         and temperature-scaled (the run's calibration); and the hierarchy's probabilities."""
-        raw = self.model.predict(batch.astype(np.float32), batch_size=batch_size, verbose=0)
+        raw = self.model.predict(np.asarray(batch, np.uint8), batch_size=batch_size, verbose=0)
         probs = {}
         for p in self.order:
             per_crop = np.asarray(raw[p], dtype=np.float64).reshape(-1, crops, raw[p].shape[-1])

@@ -152,7 +152,9 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
               Option("seed", "the sample's seed", int, 0)),
           reads=("faces",), writes=("partitionings",), runs_on="primary"),
     Stage("shards", "the train and val photos of an image set, resized once -> shards/<image set>/ (TFRecord)",
-          "deeploc.stages.shards:run", (LAKE, *BUCKET, IMAGE_SET, PROFILE),
+          "deeploc.stages.shards:run", (LAKE, *BUCKET, IMAGE_SET, PROFILE,
+                                        Option("val_max", "validation photos kept: a stable sample of at most this many "
+                                                          "(the reference used 25,000)", int, 25_000, minimum=1)),
           reads=("partitionings",), writes=("shards", "rejects/shards"), tensorflow=True),
     Stage("train", "partitionings/<image set>/ + images -> models/<run>/ (TensorFlow)",
           "deeploc.stages.train:run", (
@@ -163,8 +165,10 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
               Option("weights", "imagenet, a local weights file, or none (default: the profile's)"),
               Option("learning_rate", "peak learning rate (default: the profile's)", float, minimum=0),
               Option("batch_size", "images per step (default: the profile's)", int, minimum=1),
-              Option("schedule", "cosine (linear warm-up, then cosine decay) or constant (default: the profile's)",
-                     choices=("cosine", "constant")),
+              Option("schedule", "cosine (linear warm-up, then cosine decay), step (halved at epochs 4, 8 and 12) "
+                                 "or constant (default: the profile's)", choices=("cosine", "step", "constant")),
+              Option("optimizer", "adam, or sgd with momentum 0.9 (default: the profile's)", choices=("adam", "sgd")),
+              Option("weight_decay", "decoupled weight decay (default: the profile's)", float, minimum=0),
               Option("warmup_epochs", "epochs of linear warm-up (default: the profile's)", float, minimum=0),
               Option("input", "shards (prepared by deeploc shards) or images (read every epoch: tiny sets only)",
                      default="shards", choices=("shards", "images")),

@@ -1,9 +1,16 @@
-"""Input pipelines for training: from the prepared shards (``stages/shards.py``), or straight from the
-images for tiny sets. Both give (image as float32 pixels 0-255, {partitioning: class}, {partitioning:
-weight}); a photo in no cell of a partitioning (class -1) has weight 0 there, so it teaches nothing to
-that output and everything to the others.
+"""Input pipelines for training: from the prepared shards (``stages/shards.py``: each photo as JPEG, its
+shorter side resized once), or straight from the images for tiny sets (turned into the same JPEG
+records on the fly). Both give (uint8 pixels, {partitioning: class}, {partitioning: weight}); the
+network normalises the pixels itself, by its backbone's rule (``deeploc.model``). A photo in no cell
+of a partitioning keeps class -1: the loss ignores it there (``ignore_class``) and its weight 0 keeps
+it out of that output's accuracy.
 
-Training gets the report's random crop of the evaluation-scale square; validation its centre crop.
+Training applies the reference augmentation: a random crop of 66-100 % of the photo's area with an
+aspect ratio between 3/4 and 4/3, resized to the input, flipped left-right half the time; the JPEG is
+decoded only inside the crop. Each photo's crop and flip come from (seed, epoch, photo id) and each
+epoch's order from (seed, epoch), so epoch k is the same whether or not the run was resumed before it.
+Validation and the kNN and calibration passes apply the evaluation transform (``images.model_input``:
+the centre square of 1 / 1.5 of the shorter side, resized to the input).
 """
 
 from __future__ import annotations
@@ -12,88 +19,133 @@ import numpy as np
 
 from deeploc import images
 
-SHUFFLE_BUFFER_BYTES = 512 << 20   # serialized records held for shuffling (raw pixels: ~340 KB each at 224 px)
+AREA = (0.66, 1.0)                 # RandomResizedCrop's scale: share of the photo's area
+ASPECT = (3 / 4, 4 / 3)
+SHUFFLE_RECORDS = 8192             # JPEG records held for shuffling (~40 KB each at 320 px)
 READ_BUFFER_BYTES = 8 << 20
 
 
-def _crop(side: int, input_size: int, train: bool, seed: int):
-    import tensorflow as tf
-
-    if train:
-        return lambda img: tf.image.random_crop(img, (input_size, input_size, 3), seed=seed)
-    off = (side - input_size) // 2
-    return lambda img: img[off:off + input_size, off:off + input_size, :]
-
-
 def _targets(classes: dict):
-    """({output: class, -1 -> 0}, {output: 1.0, or 0.0 where the class is -1})."""
+    """(the classes as they are, -1 included, {output: 1.0, or 0.0 where the class is -1})."""
     import tensorflow as tf
 
-    return ({o: tf.maximum(c, 0) for o, c in classes.items()},
-            {o: tf.cast(c >= 0, tf.float32) for o, c in classes.items()})
+    return classes, {o: tf.cast(c >= 0, tf.float32) for o, c in classes.items()}
 
 
-def from_shards(files: list[str], outputs: list[str], side: int, input_size: int, batch: int, train: bool,
-                seed: int):
-    """Shard files (local paths) -> batches. Training shuffles the file order every epoch, interleaves
-    several files, shuffles serialized records (cheap to hold), and decodes in parallel."""
+def _resized(pixels, input_size: int):
     import tensorflow as tf
 
-    spec = {"image": tf.io.FixedLenFeature([], tf.string),
+    out = tf.image.resize(pixels, (input_size, input_size), method="bilinear")
+    return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
+
+
+def augment(jpeg, seeds, input_size: int):
+    """The reference training transform of one JPEG, decided by ``seeds`` (int64 [2])."""
+    import tensorflow as tf
+
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.io.extract_jpeg_shape(jpeg), tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seeds, min_object_covered=0.0,
+        aspect_ratio_range=ASPECT, area_range=AREA, max_attempts=10, use_image_if_no_bounding_boxes=True)
+    crop = tf.io.decode_and_crop_jpeg(jpeg, tf.stack([begin[0], begin[1], size[0], size[1]]), channels=3)
+    return tf.image.stateless_random_flip_left_right(_resized(crop, input_size), seed=seeds + tf.constant([0, 1], tf.int64))
+
+
+def centre(jpeg, input_size: int):
+    """The evaluation transform of one JPEG: the centre square of 1 / EVAL_SCALE of its shorter side."""
+    import tensorflow as tf
+
+    shape = tf.io.extract_jpeg_shape(jpeg)
+    side = tf.cast(tf.round(tf.cast(tf.reduce_min(shape[:2]), tf.float32) * input_size / images.eval_side(input_size)),
+                   tf.int32)
+    box = tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, side, side])
+    return _resized(tf.io.decode_and_crop_jpeg(jpeg, box, channels=3), input_size)
+
+
+def _shard_records(files: list[str], outputs: list[str]):
+    """Shard files, in the given order, -> (jpeg, photo id, {output: class})."""
+    import tensorflow as tf
+
+    spec = {"image": tf.io.FixedLenFeature([], tf.string), "photo_id": tf.io.FixedLenFeature([], tf.int64),
             **{f"class_{o}": tf.io.FixedLenFeature([], tf.int64) for o in outputs}}
-    crop = _crop(side, input_size, train, seed)
 
-    def decode(record):
+    def parse(record):
         ex = tf.io.parse_single_example(record, spec)
-        img = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), (side, side, 3))
-        y, w = _targets({o: tf.cast(ex[f"class_{o}"], tf.int32) for o in outputs})
-        return tf.cast(crop(img), tf.float32), y, w
+        return ex["image"], ex["photo_id"], {o: tf.cast(ex[f"class_{o}"], tf.int32) for o in outputs}
 
     ds = tf.data.Dataset.from_tensor_slices(list(files))
-    if train:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f, "GZIP", READ_BUFFER_BYTES),
-                       cycle_length=min(8, max(1, len(files))), num_parallel_calls=tf.data.AUTOTUNE,
-                       deterministic=not train)
-    if train:
-        ds = ds.shuffle(max(64, SHUFFLE_BUFFER_BYTES // (side * side * 3)), seed=seed, reshuffle_each_iteration=True)
-    return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(batch).prefetch(tf.data.AUTOTUNE)
+    ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f, "", READ_BUFFER_BYTES),
+                       cycle_length=min(8, max(1, len(files))), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def ids_and_images(files: list[str], side: int, input_size: int, batch: int):
-    """Shard files -> (centre crops, photo ids) batches, in file order: for one pass over every photo."""
+def _image_records(photos, outputs: list[str], bucket, short_side: int):
+    """Photos (object_key, photo_id, class_<output>) read from the bucket -> the records a shard would hold."""
     import tensorflow as tf
-
-    spec = {"image": tf.io.FixedLenFeature([], tf.string), "photo_id": tf.io.FixedLenFeature([], tf.int64)}
-    crop = _crop(side, input_size, False, 0)
-
-    def decode(record):
-        ex = tf.io.parse_single_example(record, spec)
-        return tf.cast(crop(tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), (side, side, 3))), tf.float32), ex["photo_id"]
-
-    return (tf.data.TFRecordDataset(list(files), "GZIP", READ_BUFFER_BYTES)
-            .map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(batch).prefetch(tf.data.AUTOTUNE))
-
-
-def from_images(photos, outputs: list[str], bucket, input_size: int, batch: int, train: bool, seed: int):
-    """Photos (object_key, class_<output>) read from the bucket every epoch: for tiny sets only."""
-    import tensorflow as tf
-
-    side = images.eval_side(input_size)
-    keys = photos["object_key"].to_numpy(str)
-    classes = {o: photos[f"class_{o}"].to_numpy(np.int32) for o in outputs}
-    crop = _crop(side, input_size, train, seed)
 
     def load(key):
-        return images.resize_square(images.read_rgb(bucket, key.decode(), min_side=side), side)
+        rgb = images.read_rgb(bucket, key.decode(), min_side=short_side)
+        return images.encode_jpeg(images.resize_short(rgb, short_side))
 
-    ds = tf.data.Dataset.from_tensor_slices((keys, classes))
-    if train:
-        ds = ds.shuffle(len(keys), seed=seed, reshuffle_each_iteration=True)  # keys and classes only: cheap
+    classes = {o: photos[f"class_{o}"].to_numpy(np.int32) for o in outputs}
+    ds = tf.data.Dataset.from_tensor_slices((photos["object_key"].to_numpy(str), photos["photo_id"].to_numpy(np.int64),
+                                             classes))
+    return ds.map(lambda key, pid, cls: (tf.ensure_shape(tf.numpy_function(load, [key], tf.string), ()), pid, cls),
+                  num_parallel_calls=tf.data.AUTOTUNE)
 
-    def item(key, cls):
-        img = tf.ensure_shape(tf.numpy_function(load, [key], tf.uint8), (side, side, 3))
-        y, w = _targets(cls)
-        return tf.cast(crop(img), tf.float32), y, w
 
-    return ds.map(item, num_parallel_calls=tf.data.AUTOTUNE).batch(batch).prefetch(tf.data.AUTOTUNE)
+class Source:
+    """Where the records come from: shard files, or (tiny sets) the photos themselves."""
+
+    def __init__(self, outputs: list[str], files: list[str] | None = None, photos=None, bucket=None,
+                 short_side: int | None = None):
+        self.outputs, self.files, self.photos, self.bucket, self.short_side = outputs, files, photos, bucket, short_side
+
+    def records(self, rng: np.random.Generator | None = None):
+        """All records, in an order drawn from ``rng`` (file order, or photo order), else as stored."""
+        if self.files is not None:
+            files = list(self.files) if rng is None else [self.files[i] for i in rng.permutation(len(self.files))]
+            return _shard_records(files, self.outputs)
+        photos = self.photos if rng is None else self.photos.iloc[rng.permutation(len(self.photos))]
+        return _image_records(photos, self.outputs, self.bucket, self.short_side)
+
+
+def epoch(source: Source, input_size: int, batch: int, seed: int, k: int):
+    """Training epoch ``k`` (from 0): its order and every crop are functions of (seed, k) alone."""
+    import tensorflow as tf
+
+    def item(jpeg, pid, classes):
+        seeds = tf.stack([tf.constant(seed * 1_000_003 + k, tf.int64), pid])
+        y, w = _targets(classes)
+        return augment(jpeg, seeds, input_size), y, w
+
+    ds = source.records(np.random.default_rng([seed, k]))
+    ds = ds.shuffle(SHUFFLE_RECORDS, seed=seed * 1_000_003 + k, reshuffle_each_iteration=False)
+    return ds.map(item, num_parallel_calls=tf.data.AUTOTUNE).batch(batch)
+
+
+def training(source: Source, input_size: int, batch: int, seed: int, first: int, epochs: int):
+    """Epochs ``first`` .. ``epochs - 1`` one after another (for ``fit`` with ``steps_per_epoch``)."""
+    import tensorflow as tf
+
+    ds = epoch(source, input_size, batch, seed, first)
+    for k in range(first + 1, epochs):
+        ds = ds.concatenate(epoch(source, input_size, batch, seed, k))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def validation(source: Source, input_size: int, batch: int):
+    import tensorflow as tf
+
+    def item(jpeg, pid, classes):
+        y, w = _targets(classes)
+        return centre(jpeg, input_size), y, w
+
+    return source.records().map(item, num_parallel_calls=tf.data.AUTOTUNE).batch(batch).prefetch(tf.data.AUTOTUNE)
+
+
+def ids_and_images(source: Source, input_size: int, batch: int):
+    """(evaluation crops, photo ids) batches in stored order: one pass over every photo."""
+    import tensorflow as tf
+
+    return (source.records().map(lambda jpeg, pid, _: (centre(jpeg, input_size), pid), num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(batch).prefetch(tf.data.AUTOTUNE))

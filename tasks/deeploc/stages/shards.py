@@ -1,12 +1,14 @@
-"""Shards stage: the training and validation photos of an image set, each read once, turned into the
-common input of every training transform (shorter side resized to 1.5x the network's input, centre
-square) and written as GZIP-compressed TFRecord shards: training then reads large files in sequence
-instead of decoding millions of small objects every epoch.
+"""Shards stage: the training and validation photos of an image set, each read once, its shorter side
+resized to the profile's ``shard_side`` (the whole photo: training crops anywhere in it) and stored as
+JPEG in TFRecord files of about ``TARGET_SHARD_BYTES``: training then streams large files instead of
+decoding millions of full-size objects every epoch, at ~40 KB a photo at 320 px (raw pixels were
+~270 KB; ``./dev bench input``). The validation photos are a stable sample of at most ``val_max``.
 
-On the lake, ``shards/<image set>/`` (a folder output, ``deeploc.commit``): ``<split>/part-*.tfrecord.gz``
-and ``index.json`` (the files, their record counts, the side, the partitionings); the table
-``rejects_shards`` holds the photos that could not be read, with the reason, by image set. Each record: ``image`` (raw uint8 pixels, side x side x 3: exactly what
-``images.resize_square`` gives after the shared reader, no second lossy encoding), ``photo_id`` and ``class_<partitioning>``.
+On the lake, ``shards/<image set>/`` (a folder output, ``deeploc.commit``): ``<split>/part-*.tfrecord``
+and ``index.json`` (the files and their record counts, the short side, the partitionings); the
+table ``rejects_shards`` holds the photos that could not be read, with the reason, by image set. Each
+record: ``image`` (JPEG of ``images.resize_short`` after the shared reader), ``photo_id`` and
+``class_<partitioning>``.
 """
 
 from __future__ import annotations
@@ -26,17 +28,29 @@ from deeploc.tables import REASON
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val")
-TARGET_SHARD_BYTES = 256 << 20  # raw pixels per shard (about half of it on disk)
+TARGET_SHARD_BYTES = 128 << 20  # a file per ~3,000 photos at 320 px: long sequential reads, many files to shuffle
+JPEG_BYTES_PER_PIXEL = 0.5      # for sizing the tasks only: ~0.3-0.5 at quality 90 on photos
 
 
-def serialize(rgb, photo_id: int, classes: dict[str, int]) -> bytes:
+def serialize(jpeg: bytes, photo_id: int, classes: dict[str, int]) -> bytes:
     """One ``tf.train.Example``."""
     import tensorflow as tf
 
-    feature = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[rgb.tobytes()])),
+    feature = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg])),
                "photo_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(photo_id)])),
                **{f"class_{k}": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)])) for k, v in classes.items()}}
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def val_sample(lake: Lake, photos_file: str, val_max: int):
+    """The photo ids of a stable, seeded sample of at most ``val_max`` validation photos (a Series;
+    ``attrs["in_split"]``: how many the split has)."""
+    from deeploc import splits
+
+    ids = lake.read_parquet(photos_file, columns=["photo_id", "split"]).query("split == 'val'")["photo_id"]
+    kept = ids[splits.sample(ids.to_numpy(), val_max, seed=1)].reset_index(drop=True)
+    kept.attrs["in_split"] = len(ids)
+    return kept
 
 
 def _write_shards(batches, lake_root: str, staged: str, bucket: Bucket, side: int, outputs: list[str]):
@@ -50,16 +64,17 @@ def _write_shards(batches, lake_root: str, staged: str, bucket: Bucket, side: in
     fates = []
     try:
         for pdf in batches:
-            arrays, reasons, details = images.read_each(bucket, pdf["object_key"], lambda rgb: images.resize_square(rgb, side),
-                                                        threads=4, min_side=side)
+            arrays, reasons, details = images.read_each(
+                bucket, pdf["object_key"], lambda rgb: images.encode_jpeg(images.resize_short(rgb, side)),
+                threads=4, min_side=side)
             names = []
             for row, rgb, reason in zip(pdf.itertuples(index=False), arrays, reasons):
                 if rgb is None:
                     names.append(None)
                     continue
-                name = f"{row.split}/part-{task}.tfrecord.gz"
-                if name not in writers:
-                    writers[name] = tf.io.TFRecordWriter(os.path.join(local, name.replace("/", "_")), "GZIP")
+                name = f"{row.split}/part-{task}.tfrecord"
+                if name not in writers:  # JPEG bytes: nothing left for GZIP to gain
+                    writers[name] = tf.io.TFRecordWriter(os.path.join(local, name.replace("/", "_")))
                 writers[name].write(serialize(rgb, row.photo_id, {o: getattr(row, f"class_{o}") for o in outputs}))
                 names.append(name)
             fates.append(pd.DataFrame({"photo_id": pdf["photo_id"], "object_key": pdf["object_key"], "split": pdf["split"],
@@ -76,8 +91,8 @@ def _write_shards(batches, lake_root: str, staged: str, bucket: Bucket, side: in
     yield from fates
 
 
-def run(lake: str, bucket: Bucket, image_set: str = "full", profile: str = "demo") -> dict:
-    """Write the shards of an image set's train and validation photos for the profile's input size."""
+def run(lake: str, bucket: Bucket, image_set: str = "full", profile: str = "demo", val_max: int = 25_000) -> dict:
+    """Write the shards of an image set's train and (at most ``val_max``) validation photos."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import LongType, StringType, StructField, StructType
 
@@ -90,13 +105,17 @@ def run(lake: str, bucket: Bucket, image_set: str = "full", profile: str = "demo
     parts = commit.require(lake_, f"partitionings/{image_set}", "the partitioning stage")
     photos_file = f"{parts}/photos.parquet"
     report = json.loads(lake_.read_bytes(f"{parts}/report.json"))
-    outputs, side = report["order"], images.eval_side(profiles.get(profile).input_size)
+    outputs, side = report["order"], profiles.get(profile).shard_side
     spark = session("deeploc-shards")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "128")
+    val = val_sample(lake_, photos_file, val_max)
     photos = (spark.read.parquet(photos_file)
-              .filter(F.col("split").isin(*SPLITS)).select("photo_id", "object_key", "split", *(f"class_{o}" for o in outputs)))
+              .join(spark.createDataFrame(val.to_frame("photo_id"), "photo_id long").withColumn("val_kept", F.lit(True)),
+                    "photo_id", "left")
+              .filter((F.col("split") == "train") | F.col("val_kept").isNotNull())
+              .select("photo_id", "object_key", "split", *(f"class_{o}" for o in outputs)))
     rows_in = photos.count()
-    per_shard = max(1, TARGET_SHARD_BYTES // (side * side * 3))
+    per_shard = max(1, int(TARGET_SHARD_BYTES / (side * side * 4 / 3 * JPEG_BYTES_PER_PIXEL)))
     tasks = max(spark.sparkContext.defaultParallelism, -(-rows_in // per_shard))
     staged, rej = commit.new_version(lake_, f"shards/{image_set}"), None
     schema = StructType([StructField("photo_id", LongType()), StructField("object_key", StringType()),
@@ -114,12 +133,14 @@ def run(lake: str, bucket: Bucket, image_set: str = "full", profile: str = "demo
         rej, rej_files = write_table_files(rejected, lake_, "rejects/shards", ("image_set",))
         rejects = {r[REASON]: r["count"] for r in fates.filter(F.col(REASON).isNotNull()).groupBy(REASON).count().collect()}
         fates.unpersist()
-        index = {"image_set": image_set, "profile": profile, "side": side, "input_size": profiles.get(profile).input_size,
+        index = {"format": "jpeg", "image_set": image_set, "profile": profile, "short_side": side,
+                 "val": {"in_split": int(val.attrs["in_split"]), "kept": len(val), "max": val_max}, "input_size": profiles.get(profile).input_size,
                  "partitionings": outputs, "partitioning_report": {k: report[k] for k in ("profile", "spec", "split_rule")},
                  "splits": {s: sorted(({"file": r["shard"], "records": r["count"]} for r in counts if r["split"] == s),
                                       key=lambda x: x["file"]) for s in SPLITS}}
         lake_.write_bytes(f"{staged}/index.json", json.dumps(index, indent=2).encode())
-        entry = ledger.record(lake_, "shards", image_set, rows_in, sum(r["count"] for r in counts), rejects, side=side)
+        entry = ledger.record(lake_, "shards", image_set, rows_in, sum(r["count"] for r in counts), rejects, side=side,
+                              val_left_out=int(val.attrs["in_split"]) - len(val))
     except BaseException:
         for folder in (staged, rej):
             if folder:

@@ -47,33 +47,36 @@ def _partitionings(lake: Lake, image_set: str, profile: str, any_partitionings: 
     return folder, report
 
 
-def _shard_files(lake: Lake, image_set: str, side: int, order: list[str], local: str) -> dict[str, list[str]]:
-    """The shards of each split as local files (downloaded once from an S3 lake), checked against the run."""
+def _shard_source(lake: Lake, image_set: str, short_side: int, order: list[str], local: str) -> dict:
+    """{split: (training_data.Source, records)} of the image set's shards (downloaded once from an S3
+    lake), checked against the run."""
     rel = commit.require(lake, f"shards/{image_set}", "deeploc shards (or train with --input images for a tiny set)")
     index = json.loads(lake.read_bytes(f"{rel}/index.json"))
-    if index["side"] != side or index["partitionings"] != order:
-        raise ValueError(f"train: the shards under {rel} are for side {index['side']} and partitionings "
-                         f"{index['partitionings']}, not {side} and {order}; run deeploc shards again")
+    if (index.get("format"), index.get("short_side"), index["partitionings"]) != ("jpeg", short_side, order):
+        raise ValueError(f"train: the shards under {rel} are {index.get('format', 'raw pixels')} at "
+                         f"{index.get('short_side', index.get('side'))} px for partitionings {index['partitionings']}, "
+                         f"not JPEG at {short_side} px for {order}; run deeploc shards again")
     folder = lake.download(rel, local if lake.remote else None)
-    return {s: [os.path.join(folder, e["file"]) for e in index["splits"][s]] for s in ("train", "val")}
+    return {s: (training_data.Source(order, files=[os.path.join(folder, e["file"]) for e in index["splits"][s]]),
+                sum(e["records"] for e in index["splits"][s])) for s in ("train", "val")}
 
 
 def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: str = "demo",
         epochs: int | None = None, backbone: str | None = None, weights: str | None = None,
         learning_rate: float | None = None, batch_size: int | None = None, schedule: str | None = None,
-        warmup_epochs: float | None = None, input: str = "shards", any_partitionings: bool = False,
-        seed: int = 1) -> dict:
+        warmup_epochs: float | None = None, optimizer: str | None = None, weight_decay: float | None = None,
+        input: str = "shards", any_partitionings: bool = False, seed: int = 1) -> dict:
     """Train (or resume training) the run; publish ``models/<run>/``; return its summary."""
     import keras
 
     from deeploc import model as model_mod
-    from deeploc.images import eval_side
 
     if input not in INPUTS:
         raise ValueError(f"input must be one of {INPUTS}, got {input!r}")
     lake_ = Lake(lake)
     prof = profiles.get(profile).with_overrides(epochs=epochs, backbone=backbone, learning_rate=learning_rate,
-                                                batch_size=batch_size, schedule=schedule, warmup_epochs=warmup_epochs)
+                                                batch_size=batch_size, schedule=schedule, warmup_epochs=warmup_epochs,
+                                                optimizer=optimizer, weight_decay=weight_decay)
     if weights is not None:
         prof = prof.with_overrides(weights=None if weights == "none" else weights)
     part_dir, report = _partitionings(lake_, image_set, profile, any_partitionings)
@@ -88,15 +91,14 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
     keras.utils.set_random_seed(seed)
     work = tempfile.mkdtemp(prefix="deeploc-train-")
     try:
-        side, files = eval_side(prof.input_size), None
         if input == "shards":
-            files = _shard_files(lake_, image_set, side, order, os.path.join(work, "shards"))
-            train_ds = training_data.from_shards(files["train"], order, side, prof.input_size, prof.batch_size, True, seed)
-            val_ds = training_data.from_shards(files["val"], order, side, prof.input_size, prof.batch_size, False, seed)
+            sources = _shard_source(lake_, image_set, prof.shard_side, order, os.path.join(work, "shards"))
         else:
-            train_ds = training_data.from_images(tr, order, bucket, prof.input_size, prof.batch_size, True, seed)
-            val_ds = training_data.from_images(va, order, bucket, prof.input_size, prof.batch_size, False, seed)
-        steps = -(-len(tr) // prof.batch_size)
+            sources = {s: (training_data.Source(order, photos=df, bucket=bucket, short_side=prof.shard_side), len(df))
+                       for s, df in (("train", tr), ("val", va))}
+        (train_src, n_train), (val_src, n_val) = sources["train"], sources["val"]
+        val_ds = training_data.validation(val_src, prof.input_size, prof.batch_size)
+        steps = -(-n_train // prof.batch_size)  # exact: each epoch's batches end with the epoch
         config = {"profile": prof.as_dict(), "image_set": image_set, "order": order, "outputs": outputs,
                   "input": input, "split_rule": report["split_rule"], "seed": seed}
         ckpt = Checkpoints(lake_, run)
@@ -107,15 +109,16 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
         stopped = (state or {}).get("interrupted")  # a try stopped inside an epoch: its model is newer
         if state is None:
             net = model_mod.build(prof.backbone, prof.input_size, outputs, prof.weights)
-            model_mod.compile_model(net, order, model_mod.learning_rate(
-                prof.learning_rate, prof.schedule, steps, prof.epochs, prof.warmup_epochs))
+            model_mod.compile_model(net, order, model_mod.optimizer(prof.optimizer, model_mod.learning_rate(
+                prof.learning_rate, prof.schedule, steps, prof.epochs, prof.warmup_epochs), prof.weight_decay))
             start, best, resumed = 0, {"val_loss": float("inf"), "epoch": 0}, []
             log.info("train: profile %s, backbone %s %dpx, outputs %s, %d train / %d val images, %d epochs, %s",
-                     prof.name, prof.backbone, prof.input_size, outputs, len(tr), len(va), prof.epochs, input)
+                     prof.name, prof.backbone, prof.input_size, outputs, n_train, n_val, prof.epochs, input)
         else:
             start, best = state.get("epoch", 0), state.get("best", {"val_loss": float("inf"), "epoch": 0})
             resumed = [*state.get("resumed_after", []), start]
             model_file = stopped["model"] if stopped else state["model"]
+            model_mod.normalise_layer()  # registers the layer the saved model names
             net = keras.models.load_model(ckpt.fetch(model_file, os.path.join(work, model_file)))
             history = [h for h in history if int(h["epoch"]) <= start]
             log.info("train: resuming after epoch %d of %d%s (best val loss %.4f at epoch %d)", start, prof.epochs,
@@ -126,9 +129,10 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
             ckpt.download_tensorboard(tensorboard)
         saver = epoch_saver(ckpt, work, history, best, {"config": config, "resumed_after": resumed}, tensorboard)
         try:
-            if start < prof.epochs:
-                net.fit(train_ds, validation_data=val_ds, epochs=prof.epochs, initial_epoch=start, verbose=2,
-                        callbacks=[keras.callbacks.TensorBoard(tensorboard, histogram_freq=0, write_graph=False), saver])
+            if start < prof.epochs:  # epochs start .. end, each the same as in an unbroken run
+                train_ds = training_data.training(train_src, prof.input_size, prof.batch_size, seed, start, prof.epochs)
+                net.fit(train_ds, validation_data=val_ds, epochs=prof.epochs, initial_epoch=start, steps_per_epoch=steps,
+                        shuffle=False, verbose=2, callbacks=[keras.callbacks.TensorBoard(tensorboard, histogram_freq=0, write_graph=False), saver])
         except Interrupted:  # a spot reclaim notice: two minutes to keep what this epoch has learned so far
             net.save(os.path.join(work, "interrupted.keras"))
             ckpt.save_interrupted(os.path.join(work, "interrupted.keras"), saver.epoch,
@@ -136,14 +140,15 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
             raise
         summary = _summary(saver.history, saver.best, tr, va, order, outputs, prof, run, image_set, report, devices,
                            resumed, input)
+        summary["val_images"] = n_val  # the photos validated on (the shards keep a sample)
         with commit.building(lake_, f"models/{run}") as out:
             ckpt.fetch("best.keras", os.path.join(out, "model.keras"))
             best_net = keras.models.load_model(os.path.join(out, "model.keras"), compile=False)
             summary["calibration"] = calibrate(best_net, val_ds, order)
             with open(os.path.join(out, calibration.FILE), "w") as f:
                 json.dump(summary["calibration"], f, indent=2)
-            summary["knn"] = index_photos(best_net, _photo_batches(input, files, tr, order,
-                                                                   bucket, prof, side, seed),
+            summary["knn"] = index_photos(best_net, training_data.ids_and_images(train_src, prof.input_size,
+                                                                                  prof.batch_size),
                                           photos, order, outputs[order[-1]], out)
             ckpt.fetch(ckpt.state()["model"], os.path.join(out, "last.keras"))
             for name in ("cells.parquet", "hierarchy.parquet", "report.json"):
@@ -169,22 +174,13 @@ def calibrate(net, val_ds, order: list[str]) -> dict:
         out = net(x, training=False)
         for o in order:
             probs[o].append(np.asarray(out[o], np.float32))
-            labels[o].append(np.where(np.asarray(w[o]) > 0, np.asarray(y[o]), -1))
+            labels[o].append(np.asarray(y[o]))  # -1 where the photo has no class there
         seen += len(x)
         if seen >= CALIBRATION_PHOTOS:
             break
     if not seen:
         return {o: {"temperature": 1.0, "photos": 0, "ece_before": None, "ece_after": None} for o in order}
     return calibration.fit({o: np.concatenate(probs[o]) for o in order}, {o: np.concatenate(labels[o]) for o in order})
-
-
-def _photo_batches(input: str, files: dict | None, tr: pd.DataFrame, order: list[str], bucket, prof, side: int, seed: int):
-    """(centre crops, photo ids) of every training photo, once: from the shards, or the images in ``tr``'s order."""
-    if input == "shards":
-        return training_data.ids_and_images(files["train"], side, prof.input_size, prof.batch_size)
-    ds = training_data.from_images(tr, order, bucket, prof.input_size, prof.batch_size, False, seed)
-    ids, size = tr["photo_id"].to_numpy(), prof.batch_size
-    return ((x, ids[i * size:i * size + len(x)]) for i, (x, _, _) in enumerate(ds))
 
 
 def index_photos(net, batches, photos: pd.DataFrame, order: list[str], n_cells: int, out: str) -> dict:
