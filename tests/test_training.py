@@ -249,3 +249,11 @@ def test_a_mixed_precision_model_computes_in_float32_without_a_gpu(tmp_path):
         assert np.array_equal(a, b)
     x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     np.testing.assert_allclose(loaded.predict(x, verbose=0)["fine"], net.predict(x, verbose=0)["fine"], atol=0.02)
+
+
+def test_a_resumed_run_keeps_the_precision_of_its_checkpoint():
+    from deeploc.stages.train import resume_precision
+
+    assert resume_precision(None, "float32") == "float32"
+    assert resume_precision({"precision": "mixed_float16"}, "float32") == "mixed_float16"
+    assert resume_precision({"config": {}}, "mixed_float16") == "mixed_float16"  # written before precision was kept

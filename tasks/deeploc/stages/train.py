@@ -107,6 +107,9 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
             raise ValueError(f"train: {lake_.path('checkpoints', run)} holds a run with other settings; "
                              "use another --run, or delete that folder to start over")
         stopped = (state or {}).get("interrupted")  # a try stopped inside an epoch: its model is newer
+        precision = resume_precision(state, keras.mixed_precision.global_policy().name)
+        keras.mixed_precision.set_global_policy(precision)
+        base = {"config": config, "resumed_after": [], "precision": precision}
         if state is None:
             net = model_mod.build(prof.backbone, prof.input_size, outputs, prof.weights)
             model_mod.compile_model(net, order, model_mod.optimizer(prof.optimizer, model_mod.learning_rate(
@@ -117,6 +120,7 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
         else:
             start, best = state.get("epoch", 0), state.get("best", {"val_loss": float("inf"), "epoch": 0})
             resumed = [*state.get("resumed_after", []), start]
+            base["resumed_after"] = resumed
             model_file = stopped["model"] if stopped else state["model"]
             model_mod.normalise_layer()  # registers the layer the saved model names
             net = keras.models.load_model(ckpt.fetch(model_file, os.path.join(work, model_file)))
@@ -127,7 +131,7 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
         tensorboard = os.path.join(work, "tensorboard")
         if state is not None:
             ckpt.download_tensorboard(tensorboard)
-        saver = epoch_saver(ckpt, work, history, best, {"config": config, "resumed_after": resumed}, tensorboard)
+        saver = epoch_saver(ckpt, work, history, best, base, tensorboard)
         try:
             if start < prof.epochs:  # epochs start .. end, each the same as in an unbroken run
                 train_ds = training_data.training(train_src, prof.input_size, prof.batch_size, seed, start, prof.epochs)
@@ -136,7 +140,7 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
         except Interrupted:  # a spot reclaim notice: two minutes to keep what this epoch has learned so far
             net.save(os.path.join(work, "interrupted.keras"))
             ckpt.save_interrupted(os.path.join(work, "interrupted.keras"), saver.epoch,
-                                  int(net.optimizer.iterations), {"config": config, "resumed_after": resumed})
+                                  int(net.optimizer.iterations), base)
             raise
         summary = _summary(saver.history, saver.best, tr, va, order, outputs, prof, run, image_set, report, devices,
                            resumed, input)
@@ -165,6 +169,17 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
              summary["best_epoch"], summary["best_val_loss"], summary["val_acc_fine_best"] or float("nan"),
              summary["val_acc_fine_prior"] or float("nan"), commit.current(lake_, f"models/{run}"))
     return summary
+
+
+def resume_precision(state: dict | None, here: str) -> str:
+    """The precision to train in: this machine's (``here``) for a new run; a resumed run keeps the one
+    its checkpoint was written in (its optimizer state is of that kind: a float16 run's loss scale), even
+    where it is slower, so that the run goes on exactly."""
+    then = (state or {}).get("precision", here)
+    if then != here:
+        log.warning("train: the checkpoint was written in %s precision; resuming in it (this machine would use %s)",
+                    then, here)
+    return then
 
 
 def calibrate(net, val_ds, order: list[str]) -> dict:
