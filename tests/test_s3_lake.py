@@ -131,8 +131,21 @@ def test_a_dead_holders_lock_is_taken_over(s3_lake, monkeypatch):
                 pass
 
 
+def _mirror(source: Lake, target: Lake, output: str) -> None:
+    """The current version of a folder output, copied to another lake (local or S3) and made current there."""
+    import tempfile
+
+    version = commit.new_version(target, output)
+    if target.remote:
+        with tempfile.TemporaryDirectory() as local:
+            target.upload(source.download(commit.current(source, output), local), version)
+    else:
+        source.download(commit.current(source, output), version)
+    commit.make_current(target, output, version)
+
+
 def test_model_stages_on_an_s3_lake(s3_lake, ingested, demo_set, tmp_path):
-    from deeploc.stages import evaluate, infer, partitioning, publish, train
+    from deeploc.stages import evaluate, infer, partitioning, publish, shards, train
 
     local, _, _ = ingested
     bucket = Bucket(str(demo_set[0] / "bucket"))
@@ -141,8 +154,14 @@ def test_model_stages_on_an_s3_lake(s3_lake, ingested, demo_set, tmp_path):
 
     report = partitioning.run(remote.root, "full", partitionings="coarse:5:200,fine:5:60")
     assert report["images"] > 0 and remote.exists(f"{commit.current(remote, 'partitionings/full')}/photos.parquet")
-    # The shards stage is a Spark job (EMR reads s3:// natively; Spark here cannot): the images path.
-    summary = train.run(remote.root, bucket, "s3run", epochs=1, input="images")
+    # The shards stage is a Spark job (EMR reads s3:// natively; Spark here cannot): it writes on a local
+    # copy, whose shards go up; training streams them from S3 through a cache too small to hold two.
+    shard_lake = Lake(str(tmp_path / "shards-lake"))
+    _mirror(remote, shard_lake, "partitionings/full")
+    shards.run(shard_lake.root, bucket)
+    _mirror(shard_lake, remote, "shards/full")
+    summary = train.run(remote.root, bucket, "s3run", epochs=1, shard_cache_gb=1e-6)
+    assert summary["train_images"] > 0 and summary["input"] == "shards"
     assert remote.listdir(remote.path("checkpoints")) == []  # the finished run's checkpoints are gone
     assert summary["run"] == "s3run" and remote.read_json("models/LATEST.json")["run"] == "s3run"
     model = commit.current(remote, "models/s3run")
@@ -152,9 +171,7 @@ def test_model_stages_on_an_s3_lake(s3_lake, ingested, demo_set, tmp_path):
     # infer is a Spark stage: run it on a local copy of the lake's folders, then hand its table back.
     mirror = Lake(str(tmp_path / "mirror"))
     for output in ("partitionings/full", "models/s3run"):
-        version = commit.new_version(mirror, output)
-        remote.download(commit.current(remote, output), version)
-        commit.make_current(mirror, output, version)
+        _mirror(remote, mirror, output)
     ledger = infer.run(mirror.root, bucket, "s3run")
     upload_table(mirror.root, remote, "predictions")
     remote.write_json("_ledgers/infer/s3run.json", mirror.read_json("_ledgers/infer/s3run.json"))

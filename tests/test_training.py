@@ -257,3 +257,23 @@ def test_a_resumed_run_keeps_the_precision_of_its_checkpoint():
     assert resume_precision(None, "float32") == "float32"
     assert resume_precision({"precision": "mixed_float16"}, "float32") == "mixed_float16"
     assert resume_precision({"config": {}}, "mixed_float16") == "mixed_float16"  # written before precision was kept
+
+
+def test_images_input_makes_the_records_the_shards_hold(trained):
+    """--input images (tiny sets) turns each photo into the very JPEG record the shards stage stored."""
+    import tensorflow as tf
+
+    from deeploc import training_data
+
+    lake, bucket, _, _, _ = trained
+    folder = current(lake, "shards/full")
+    index = json.loads((folder / "index.json").read_text())
+    stored = training_data.Source(["coarse", "fine"], files=[str(folder / e["file"]) for e in index["splits"]["val"]])
+    from_shards = {int(pid): (bytes(jpeg.numpy()), {o: int(c) for o, c in cls.items()})
+                   for jpeg, pid, cls in stored.records().take(6)}
+    photos = pd.read_parquet(current(lake, "partitionings/full") / "photos.parquet")
+    chosen = photos[photos["photo_id"].isin(from_shards)]
+    direct = training_data.Source(["coarse", "fine"], photos=chosen, bucket=bucket, short_side=index["short_side"])
+    got = {int(pid): (bytes(jpeg.numpy()), {o: int(c) for o, c in cls.items()}) for jpeg, pid, cls in direct.records()}
+    assert got == from_shards and len(got) == 6
+    assert tf.io.decode_jpeg(got[next(iter(got))][0]).shape[2] == 3

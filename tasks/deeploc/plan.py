@@ -287,7 +287,10 @@ def model(lake: Lake, bucket, profile: str, target: str, cfg: dict, image_set: s
     from deeploc.knn import INDEX_PHOTOS
 
     index_bytes = min(split["train"], INDEX_PHOTOS) * size["width"] * 4  # the kNN index: float32 embeddings
-    disk_gb = (shard["total_bytes"] + 3 * size["checkpoint_bytes"] + index_bytes) / 1e9 + SYSTEM_GB
+    # On the instance: the training shards stream through a bounded cache; the validation sample is kept whole.
+    cache = min(shard["per_photo"] * split["train"], registry.get("train").option("shard_cache_gb").default * 1e9)
+    shard["on_training_disk"] = int(cache + shard["per_photo"] * val)
+    disk_gb = (shard["on_training_disk"] + 3 * size["checkpoint_bytes"] + index_bytes) / 1e9 + SYSTEM_GB
     disk_rate = prices.rate("gp3_mb_s") * 1e6 / max(1, shard["per_photo"])
     gpu_rate = prices.rate("gpu_train_images_s", itype)
     rate = min(disk_rate, gpu_rate)
@@ -317,7 +320,8 @@ def model(lake: Lake, bucket, profile: str, target: str, cfg: dict, image_set: s
 
     used = split["train"]
     checks = [Check("disk", disk_gb <= int(cfg["train_volume_gb"]),
-                    f"training needs {disk_gb:,.0f} GB (shards {shard['total_bytes'] / 1e9:,.1f} GB, checkpoints, the kNN index "
+                    f"training needs {disk_gb:,.0f} GB (shards {shard['on_training_disk'] / 1e9:,.1f} GB of "
+                    f"{shard['total_bytes'] / 1e9:,.1f}, streamed, checkpoints, the kNN index "
                     f"{index_bytes / 1e9:,.1f} GB, "
                     f"system {SYSTEM_GB} GB) on a {cfg['train_volume_gb']} GB volume"
                     + ("" if disk_gb <= int(cfg["train_volume_gb"]) else ": raise train_volume_gb in deeploc_aws")),

@@ -172,6 +172,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
               Option("warmup_epochs", "epochs of linear warm-up (default: the profile's)", float, minimum=0),
               Option("input", "shards (prepared by deeploc shards) or images (read every epoch: tiny sets only)",
                      default="shards", choices=("shards", "images")),
+              Option("shard_cache_gb", "an S3 lake's training shards stream through a local cache of this size (GB)",
+                     float, 50.0, minimum=4),
               Option("any_partitionings", "train on partitionings built for another profile", bool)),
           reads=("partitionings", "shards"), writes=("models",), runs_on="gpu_instance", tensorflow=True),
     Stage("infer", "models/<run>/ + images -> predictions/<run>/ (Spark + TensorFlow)",

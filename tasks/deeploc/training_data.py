@@ -61,8 +61,9 @@ def centre(jpeg, input_size: int):
     return _resized(tf.io.decode_and_crop_jpeg(jpeg, box, channels=3), input_size)
 
 
-def _shard_records(files: list[str], outputs: list[str]):
-    """Shard files, in the given order, -> (jpeg, photo id, {output: class})."""
+def _shard_records(files: list[str], outputs: list[str], cache=None):
+    """Shard files, in the given order, -> (jpeg, photo id, {output: class}). With a ``ShardCache`` the
+    files are lake locations, streamed through it."""
     import tensorflow as tf
 
     spec = {"image": tf.io.FixedLenFeature([], tf.string), "photo_id": tf.io.FixedLenFeature([], tf.int64),
@@ -72,7 +73,10 @@ def _shard_records(files: list[str], outputs: list[str]):
         ex = tf.io.parse_single_example(record, spec)
         return ex["image"], ex["photo_id"], {o: tf.cast(ex[f"class_{o}"], tf.int32) for o in outputs}
 
-    ds = tf.data.Dataset.from_tensor_slices(list(files))
+    if cache is None:
+        ds = tf.data.Dataset.from_tensor_slices(list(files))
+    else:
+        ds = tf.data.Dataset.from_generator(lambda: cache.paths(files), output_signature=tf.TensorSpec((), tf.string))
     ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f, "", READ_BUFFER_BYTES),
                        cycle_length=min(8, max(1, len(files))), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
@@ -94,17 +98,19 @@ def _image_records(photos, outputs: list[str], bucket, short_side: int):
 
 
 class Source:
-    """Where the records come from: shard files, or (tiny sets) the photos themselves."""
+    """Where the records come from: shard files (local paths, or lake locations streamed through a
+    ``ShardCache``), or (tiny sets) the photos themselves."""
 
     def __init__(self, outputs: list[str], files: list[str] | None = None, photos=None, bucket=None,
-                 short_side: int | None = None):
+                 short_side: int | None = None, cache=None):
         self.outputs, self.files, self.photos, self.bucket, self.short_side = outputs, files, photos, bucket, short_side
+        self.cache = cache
 
     def records(self, rng: np.random.Generator | None = None):
         """All records, in an order drawn from ``rng`` (file order, or photo order), else as stored."""
         if self.files is not None:
             files = list(self.files) if rng is None else [self.files[i] for i in rng.permutation(len(self.files))]
-            return _shard_records(files, self.outputs)
+            return _shard_records(files, self.outputs, self.cache)
         photos = self.photos if rng is None else self.photos.iloc[rng.permutation(len(self.photos))]
         return _image_records(photos, self.outputs, self.bucket, self.short_side)
 

@@ -7,7 +7,8 @@ the last epoch's is kept beside it, with the cells, the hierarchy, ``history.csv
 TensorBoard logs, ``calibration.json`` (each partitioning's temperature, fitted on up to
 ``CALIBRATION_PHOTOS`` validation photos, which every prediction applies: ``deeploc.calibration``) and
 the kNN index of up to ``knn.INDEX_PHOTOS`` training photos' embeddings (``deeploc.knn``). Training
-reads the shards (``deeploc shards``); ``--input images`` reads the images themselves every epoch,
+streams the shards (``deeploc shards``; from S3 through a bounded local cache, ``deeploc.shard_cache``);
+``--input images`` reads the images themselves every epoch,
 which only suits tiny sets.
 """
 
@@ -27,6 +28,7 @@ from deeploc import calibration, commit, knn, profiles, runs, training_data
 from deeploc.bucket import Bucket
 from deeploc.checkpoints import Checkpoints
 from deeploc.lake import Lake
+from deeploc.shard_cache import ShardCache
 from deeploc.step import Interrupted
 
 log = logging.getLogger(__name__)
@@ -47,25 +49,35 @@ def _partitionings(lake: Lake, image_set: str, profile: str, any_partitionings: 
     return folder, report
 
 
-def _shard_source(lake: Lake, image_set: str, short_side: int, order: list[str], local: str) -> dict:
-    """{split: (training_data.Source, records)} of the image set's shards (downloaded once from an S3
-    lake), checked against the run."""
+def _shard_source(lake: Lake, image_set: str, short_side: int, order: list[str], local: str,
+                  cache_gb: float) -> dict:
+    """{split: (training_data.Source, records)} of the image set's shards, checked against the run. On an
+    S3 lake the training files stream through a local cache of ``cache_gb`` and the validation files
+    (a capped sample) are kept whole."""
     rel = commit.require(lake, f"shards/{image_set}", "deeploc shards (or train with --input images for a tiny set)")
     index = json.loads(lake.read_bytes(f"{rel}/index.json"))
     if (index.get("format"), index.get("short_side"), index["partitionings"]) != ("jpeg", short_side, order):
         raise ValueError(f"train: the shards under {rel} are {index.get('format', 'raw pixels')} at "
                          f"{index.get('short_side', index.get('side'))} px for partitionings {index['partitionings']}, "
                          f"not JPEG at {short_side} px for {order}; run deeploc shards again")
-    folder = lake.download(rel, local if lake.remote else None)
-    return {s: (training_data.Source(order, files=[os.path.join(folder, e["file"]) for e in index["splits"][s]]),
-                sum(e["records"] for e in index["splits"][s])) for s in ("train", "val")}
+    out = {}
+    for split, limit in (("train", cache_gb * 1e9), ("val", float("inf"))):
+        names = [e["file"] for e in index["splits"][split]]
+        if lake.remote:
+            source = training_data.Source(order, files=[f"{rel}/{n}" for n in names],
+                                          cache=ShardCache(lake, os.path.join(local, split), int(min(limit, 2 ** 62))))
+        else:
+            source = training_data.Source(order, files=[os.path.join(rel, n) for n in names])
+        out[split] = (source, sum(e["records"] for e in index["splits"][split]))
+    return out
 
 
 def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: str = "demo",
         epochs: int | None = None, backbone: str | None = None, weights: str | None = None,
         learning_rate: float | None = None, batch_size: int | None = None, schedule: str | None = None,
         warmup_epochs: float | None = None, optimizer: str | None = None, weight_decay: float | None = None,
-        input: str = "shards", any_partitionings: bool = False, seed: int = 1) -> dict:
+        input: str = "shards", shard_cache_gb: float = 50.0, any_partitionings: bool = False,
+        seed: int = 1) -> dict:
     """Train (or resume training) the run; publish ``models/<run>/``; return its summary."""
     import keras
 
@@ -92,7 +104,8 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
     work = tempfile.mkdtemp(prefix="deeploc-train-")
     try:
         if input == "shards":
-            sources = _shard_source(lake_, image_set, prof.shard_side, order, os.path.join(work, "shards"))
+            sources = _shard_source(lake_, image_set, prof.shard_side, order, os.path.join(work, "shards"),
+                                    shard_cache_gb)
         else:
             sources = {s: (training_data.Source(order, photos=df, bucket=bucket, short_side=prof.shard_side), len(df))
                        for s, df in (("train", tr), ("val", va))}
