@@ -208,7 +208,8 @@ def test_a_given_cluster_is_used_and_left_running(scenario):
     r = scenario(GIVEN)
     assert [c["id"] for c in r["clusters"]] == [r["given_cluster"]]
     (shared,) = r["clusters"]
-    assert shared["state"] in ("RUNNING", "WAITING") and len(shared["steps"]) == 9
+    # parse, metadata, availability, faces; partitioning, shards, infer, evaluate, removal_effect, publish
+    assert shared["state"] in ("RUNNING", "WAITING") and len(shared["steps"]) == 10
     for run in r["runs"].values():
         assert run["state"] == "success"
         assert all(run["tasks"][t]["state"] == "success" for t in run["tasks"] if t.startswith("aws.terminate_")

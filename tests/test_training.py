@@ -277,3 +277,27 @@ def test_images_input_makes_the_records_the_shards_hold(trained):
     got = {int(pid): (bytes(jpeg.numpy()), {o: int(c) for o, c in cls.items()}) for jpeg, pid, cls in direct.records()}
     assert got == from_shards and len(got) == 6
     assert tf.io.decode_jpeg(got[next(iter(got))][0]).shape[2] == 3
+
+
+@pytest.mark.slow
+def test_two_replicas_train_and_resume_on_one(trained):
+    """MirroredStrategy over two logical CPU devices (what several GPUs get), killed after its first
+    checkpoint, resumed by a process with one device: the run finishes with one history row per epoch."""
+    lake, bucket, _, _, _ = trained
+    cmd = [sys.executable, "-m", "deeploc.cli", "train", "--lake", str(lake), "--bucket", bucket.location,
+           "--run", "m2", "--epochs", "3"]
+    state = lake / "checkpoints" / "m2" / "state.json"
+    env = {**os.environ, "DEEPLOC_MIRROR_CPUS": "2"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (state.exists() and json.loads(state.read_text()).get("epoch", 0) >= 1):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert "training on 2 replicas" in proc.communicate(timeout=60)[1]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "training on 2 replicas" not in res.stderr and "resuming after epoch" in res.stderr
+    summary = json.loads((current(lake, "models/m2") / "summary.json").read_text())
+    assert summary["devices"]["replicas"] == 1 and summary["resumed_after_epochs"][0] >= 1
+    assert pd.read_csv(current(lake, "models/m2") / "history.csv")["epoch"].tolist() == [1, 2, 3]

@@ -65,8 +65,13 @@ def normalise_layer():
     return Normalise
 
 
+MIRROR_CPUS = "DEEPLOC_MIRROR_CPUS"  # n > 1: split the CPU into n devices and mirror over them (tests)
+
+
 def configure_devices() -> dict:
-    """Log the devices TensorFlow sees; on a GPU grow memory as needed and compute in mixed precision."""
+    """Log the devices TensorFlow sees; on a GPU grow memory as needed and compute in mixed precision.
+    With ``DEEPLOC_MIRROR_CPUS=n`` and no GPU, the CPU is split into n logical devices, so that the
+    several-GPU path (``strategy``) runs on any machine."""
     import keras
     import tensorflow as tf
 
@@ -76,11 +81,33 @@ def configure_devices() -> dict:
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:  # already initialised in this process
             pass
+    split = int(os.environ.get(MIRROR_CPUS, "0") or 0)
+    if split > 1 and not gpus:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * split)
     keras.mixed_precision.set_global_policy("mixed_float16" if gpus else "float32")
     found = {"gpus": [g.name for g in gpus], "cpus": len(tf.config.list_physical_devices("CPU")),
-             "mixed_precision": bool(gpus)}
+             "mixed_precision": bool(gpus), "replicas": strategy().num_replicas_in_sync}
     log.info("devices: %s", found if gpus else f"no GPU; {found['cpus']} CPU device(s), float32")
     return found
+
+
+@functools.cache
+def strategy():
+    """``MirroredStrategy`` over every GPU when there are several (or over the split CPU devices), else
+    TensorFlow's default. Each step splits the profile's batch over the replicas: the global batch, the
+    learning rate and the schedule stay the recipe's whatever the GPU count (the linear scaling rule with
+    a factor of 1), so a checkpoint resumes on an instance with another number of GPUs, and a run's
+    result does not depend on the instance that trained it."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    cpus = tf.config.list_logical_devices("CPU")
+    devices = [d.name for d in gpus] if len(gpus) > 1 else [d.name for d in cpus] if not gpus and len(cpus) > 1 else []
+    if devices:
+        log.info("training on %d replicas (%s)", len(devices), ", ".join(devices))
+        return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.get_strategy()
 
 
 def _small_cnn(x):

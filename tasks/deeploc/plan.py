@@ -320,8 +320,8 @@ def model(lake: Lake, bucket, profile: str, target: str, cfg: dict, image_set: s
 
     used = split["train"]
     checks = [Check("disk", disk_gb <= int(cfg["train_volume_gb"]),
-                    f"training needs {disk_gb:,.0f} GB (shards {shard['on_training_disk'] / 1e9:,.1f} GB of "
-                    f"{shard['total_bytes'] / 1e9:,.1f}, streamed, checkpoints, the kNN index "
+                    f"training needs {disk_gb:,.0f} GB (shards {shard['on_training_disk'] / 1e9:,.1f} GB, the cache "
+                    f"they stream through, of {shard['total_bytes'] / 1e9:,.1f}; checkpoints, the kNN index "
                     f"{index_bytes / 1e9:,.1f} GB, "
                     f"system {SYSTEM_GB} GB) on a {cfg['train_volume_gb']} GB volume"
                     + ("" if disk_gb <= int(cfg["train_volume_gb"]) else ": raise train_volume_gb in deeploc_aws")),

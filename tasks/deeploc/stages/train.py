@@ -124,9 +124,10 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
         keras.mixed_precision.set_global_policy(precision)
         base = {"config": config, "resumed_after": [], "precision": precision}
         if state is None:
-            net = model_mod.build(prof.backbone, prof.input_size, outputs, prof.weights)
-            model_mod.compile_model(net, order, model_mod.optimizer(prof.optimizer, model_mod.learning_rate(
-                prof.learning_rate, prof.schedule, steps, prof.epochs, prof.warmup_epochs), prof.weight_decay))
+            with model_mod.strategy().scope():  # variables mirrored over the GPUs when there are several
+                net = model_mod.build(prof.backbone, prof.input_size, outputs, prof.weights)
+                model_mod.compile_model(net, order, model_mod.optimizer(prof.optimizer, model_mod.learning_rate(
+                    prof.learning_rate, prof.schedule, steps, prof.epochs, prof.warmup_epochs), prof.weight_decay))
             start, best, resumed = 0, {"val_loss": float("inf"), "epoch": 0}, []
             log.info("train: profile %s, backbone %s %dpx, outputs %s, %d train / %d val images, %d epochs, %s",
                      prof.name, prof.backbone, prof.input_size, outputs, n_train, n_val, prof.epochs, input)
@@ -136,7 +137,8 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
             base["resumed_after"] = resumed
             model_file = stopped["model"] if stopped else state["model"]
             model_mod.normalise_layer()  # registers the layer the saved model names
-            net = keras.models.load_model(ckpt.fetch(model_file, os.path.join(work, model_file)))
+            with model_mod.strategy().scope():
+                net = keras.models.load_model(ckpt.fetch(model_file, os.path.join(work, model_file)))
             history = [h for h in history if int(h["epoch"]) <= start]
             log.info("train: resuming after epoch %d of %d%s (best val loss %.4f at epoch %d)", start, prof.epochs,
                      f", from inside epoch {stopped['epoch'] + 1} ({stopped['iterations']} steps in all)"
