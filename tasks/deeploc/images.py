@@ -112,9 +112,11 @@ def read_rgb(bucket, key: str, max_pixels: int = MAX_PIXELS, min_side: int | Non
     return decode(data, max_pixels, min_side)
 
 
-# The report's transforms: images are resized so their shorter side is 1.5x the network's input, then
-# cropped to the input size: anywhere for training, in the centre for validation and prediction.
-EVAL_SCALE = 1.5
+# The evaluation transform (the reference's Resize(256) + CenterCrop(224)): the shorter side resized to
+# 256/224 of the network's input, then the centre input-sized square. The report's 1.5x mismatched
+# the reference augmentation that training now uses (objects ~1.5x larger at test than in training):
+# on the demo, 1.5x gave 63.9 % within 750 km, 256/224 74.2 %, the same training run.
+EVAL_SCALE = 256 / 224
 JPEG_QUALITY = 90  # shards: ~4x smaller than raw pixels at 320 px, with no visible loss
 
 
@@ -156,10 +158,10 @@ def encode_jpeg(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
 
 
 def model_input(rgb: np.ndarray, side: int) -> np.ndarray:
-    """The evaluation transform: resize to 1.5x ``side`` (centre square), then the centre ``side`` crop."""
+    """The evaluation transform: resize to ``eval_side(side)`` (centre square), then the centre ``side`` crop."""
     return centre_crop(resize_square(rgb, eval_side(side)), side)
 
 
 def eval_side(side: int) -> int:
-    """The side of the square every transform starts from: 1.5x the network's input."""
+    """The side of the square the evaluation transform starts from: 256/224 of the network's input."""
     return int(round(side * EVAL_SCALE))
