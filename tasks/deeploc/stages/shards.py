@@ -1,7 +1,7 @@
 """Shards stage: the training and validation photos of an image set, each read once, its shorter side
 resized to the profile's ``shard_side`` (the whole photo: training crops anywhere in it) and stored as
 JPEG in TFRecord files of about ``TARGET_SHARD_BYTES``: training then streams large files instead of
-decoding millions of full-size objects every epoch, at ~40 KB a photo at 320 px (raw pixels were
+decoding millions of full-size objects every epoch, at ~30-35 KB a photo at 320 px (raw-pixel shards were
 ~270 KB; ``./dev bench input``). The validation photos are a stable sample of at most ``val_max``.
 
 On the lake, ``shards/<image set>/`` (a folder output, ``deeploc.commit``): ``<split>/part-*.tfrecord``
