@@ -26,7 +26,8 @@ def make(d: str, n: int) -> None:
     from PIL import Image
 
     from deeploc import commit, yfcc
-    from deeploc.demo.render import encode_jpeg, render_scene
+    from deeploc.demo.render import render_scene
+    from deeploc.images import encode_jpeg
     from deeploc.lake import Lake
 
     rng = np.random.default_rng(2)

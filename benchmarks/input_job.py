@@ -27,7 +27,8 @@ def make(out: str, n: int, seed: int = 5) -> None:
 
     from deeploc import commit, yfcc
     from deeploc.bucket import Bucket
-    from deeploc.demo.render import encode_jpeg, render_scene
+    from deeploc.demo.render import render_scene
+    from deeploc.images import encode_jpeg
     from deeploc.lake import Lake
     from deeploc.stages import shards
 

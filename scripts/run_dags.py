@@ -141,7 +141,8 @@ def report(conf: dict, out) -> None:
                   "accuracy.md)\n")
     effect = commit.current(lake, "comparisons/removal_effect")
     if effect:
-        table = json.loads(open(f"{effect}/table4.json").read())
+        with open(f"{effect}/table4.json") as f:
+            table = json.load(f)
         out.write(f"\nTable 4: {table['removal_run']} (trained without photos of people) minus {table['full_run']}, "
                   f"hierarchy, points of accuracy [95 % interval, users resampled]; all of it in {effect}/table4.md\n")
         for subset, rows in table["rows"].items():

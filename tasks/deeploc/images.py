@@ -128,12 +128,7 @@ def centre_crop(rgb: np.ndarray, side: int) -> np.ndarray:
 
 def resize_square(rgb: np.ndarray, side: int) -> np.ndarray:
     """Resize so the shorter side is ``side``, then take the centre ``side`` x ``side`` square."""
-    from PIL import Image
-
-    h, w = rgb.shape[:2]
-    scale = side / min(h, w)
-    nw, nh = max(side, round(w * scale)), max(side, round(h * scale))
-    return centre_crop(np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR)), side)
+    return centre_crop(resize_short(rgb, side), side)
 
 
 def resize_short(rgb: np.ndarray, side: int) -> np.ndarray:

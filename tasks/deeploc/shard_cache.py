@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import logging
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from deeploc.lake import Lake
-
-log = logging.getLogger(__name__)
 
 
 class ShardCache:

@@ -31,13 +31,15 @@ import numpy as np
 from deeploc import yfcc
 from deeploc.demo import places as places_mod
 from deeploc.geonames import load_places
-from deeploc.demo.render import encode_jpeg, paste_face, render_scene
+from deeploc.demo.render import paste_face, render_scene
+from deeploc.images import encode_jpeg
 from deeploc.progress import Progress
 
 log = logging.getLogger(__name__)
 
 # Raised whenever the generator's output changes, so that ``reuse`` never keeps a set made by another.
 GENERATOR_VERSION = 3
+PHOTO_QUALITY = 88  # the bucket's photos, like camera JPEGs resized by Flickr
 YEARS = list(range(2004, 2015))
 # Flickr uploads grew over the decade; the weights give every yearly slice some rows.
 YEAR_WEIGHTS = np.array([1, 2, 4, 7, 10, 12, 13, 14, 14, 13, 10], dtype=float)
@@ -223,13 +225,13 @@ def _image_bytes(rng: np.random.Generator, r: Row) -> bytes | None:
     if r.bucket_defect == "tiny_object":  # Flickr's "photo unavailable" placeholders are tiny
         return encode_jpeg(np.full((8, 8, 3), 200, np.uint8), quality=50)
     if r.bucket_defect == "corrupt_jpeg":
-        good = encode_jpeg(render_scene(r.lat, r.lon, rng))
+        good = encode_jpeg(render_scene(r.lat, r.lon, rng), PHOTO_QUALITY)
         # Truncated in the middle, or a JPEG header followed by noise; both over 1 KB.
         return good[: max(1500, len(good) // 2)] if r.line % 2 else b"\xff\xd8\xff\xe0" + rng.bytes(3000)
     img = render_scene(r.lat, r.lon, rng)
     if r.face:
         img, r.extra["face_ratio"] = paste_face(img, rng)
-    return encode_jpeg(img)
+    return encode_jpeg(img, PHOTO_QUALITY)
 
 
 def generate(out: str, rows: int = 3000, seed: int = 7, files: int = 4, rates: DefectRates | None = None,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import colorsys
 import functools
-import io
 
 import numpy as np
 from PIL import Image
@@ -77,8 +76,3 @@ def paste_face(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, f
     out[y:y + side, x:x + side] = face
     return out, (side * FACE_IN_CROP) ** 2 / (img.shape[0] * img.shape[1])
 
-
-def encode_jpeg(img: np.ndarray, quality: int = 88) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
