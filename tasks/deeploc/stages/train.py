@@ -30,6 +30,7 @@ from deeploc.checkpoints import Checkpoints
 from deeploc.lake import Lake
 from deeploc.shard_cache import ShardCache
 from deeploc.step import Interrupted
+from deeploc.uris import is_s3
 
 log = logging.getLogger(__name__)
 INPUTS = ("shards", "images")
@@ -125,7 +126,7 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
         base = {"config": config, "resumed_after": [], "precision": precision}
         if state is None:
             with model_mod.strategy().scope():  # variables mirrored over the GPUs when there are several
-                net = model_mod.build(prof.backbone, prof.input_size, outputs, prof.weights)
+                net = model_mod.build(prof.backbone, prof.input_size, outputs, _local_weights(prof.weights, work))
                 model_mod.compile_model(net, order, model_mod.optimizer(prof.optimizer, model_mod.learning_rate(
                     prof.learning_rate, prof.schedule, steps, prof.epochs, prof.warmup_epochs), prof.weight_decay))
             start, best, resumed = 0, {"val_loss": float("inf"), "epoch": 0}, []
@@ -160,6 +161,7 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
         summary = _summary(saver.history, saver.best, tr, va, order, outputs, prof, run, image_set, report, devices,
                            resumed, input)
         summary["val_images"] = n_val  # the photos validated on (the shards keep a sample)
+        summary["weights"] = model_mod.weights_origin(prof.backbone, prof.weights)  # what it started from
         with commit.building(lake_, f"models/{run}") as out:
             ckpt.fetch("best.keras", os.path.join(out, "model.keras"))
             best_net = keras.models.load_model(os.path.join(out, "model.keras"), compile=False)
@@ -184,6 +186,16 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
              summary["best_epoch"], summary["best_val_loss"], summary["val_acc_fine_best"] or float("nan"),
              summary["val_acc_fine_prior"] or float("nan"), commit.current(lake_, f"models/{run}"))
     return summary
+
+
+def _local_weights(weights: str | None, work: str) -> str | None:
+    """A weights file given as an s3:// URI is fetched into the run's work folder first."""
+    if not weights or not is_s3(weights):
+        return weights
+    dest = os.path.join(work, os.path.basename(weights))
+    with open(dest, "wb") as f:
+        f.write(Lake(weights.rsplit("/", 1)[0]).read_bytes(weights))
+    return dest
 
 
 def resume_precision(state: dict | None, here: str) -> str:
