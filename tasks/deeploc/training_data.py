@@ -15,6 +15,8 @@ the centre square of 224/256 of the shorter side, resized to the input).
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from deeploc import images
@@ -137,6 +139,16 @@ def training(source: Source, input_size: int, batch: int, seed: int, first: int,
     for k in range(first + 1, epochs):
         ds = ds.concatenate(epoch(source, input_size, batch, seed, k))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def first_batch_digest(ds) -> str:
+    """A short sha256 of a dataset's first batch (pixels and classes). Training logs it for the epoch it
+    starts at, so a resumed run can be checked against what an unbroken run fed at that epoch."""
+    images, targets, _ = next(iter(ds.take(1)))
+    digest = hashlib.sha256(images.numpy().tobytes())
+    for name in sorted(targets):
+        digest.update(targets[name].numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def validation(source: Source, input_size: int, batch: int):

@@ -151,8 +151,10 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
         try:
             if start < prof.epochs:  # epochs start .. end, each the same as in an unbroken run
                 train_ds = training_data.training(train_src, prof.input_size, prof.batch_size, seed, start, prof.epochs)
+                log.info("train: epoch %d begins with batch sha256 %s", start + 1, training_data.first_batch_digest(train_ds))
                 net.fit(train_ds, validation_data=val_ds, epochs=prof.epochs, initial_epoch=start, steps_per_epoch=steps,
-                        shuffle=False, verbose=2, callbacks=[keras.callbacks.TensorBoard(tensorboard, histogram_freq=0, write_graph=False), saver])
+                        validation_steps=-(-n_val // prof.batch_size), shuffle=False, verbose=2,
+                        callbacks=[keras.callbacks.TensorBoard(tensorboard, histogram_freq=0, write_graph=False), saver])
         except Interrupted:  # a spot reclaim notice: two minutes to keep what this epoch has learned so far
             net.save(os.path.join(work, "interrupted.keras"))
             ckpt.save_interrupted(os.path.join(work, "interrupted.keras"), saver.epoch,
@@ -183,9 +185,13 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
     ckpt.clear()
     runs.mark_latest(lake_, run, image_set)
     log.info("train: best epoch %d, val loss %.3f, fine val acc %.3f vs %.3f for the class prior -> %s",
-             summary["best_epoch"], summary["best_val_loss"], summary["val_acc_fine_best"] or float("nan"),
-             summary["val_acc_fine_prior"] or float("nan"), commit.current(lake_, f"models/{run}"))
+             summary["best_epoch"], summary["best_val_loss"], _or_nan(summary["val_acc_fine_best"]),
+             _or_nan(summary["val_acc_fine_prior"]), commit.current(lake_, f"models/{run}"))
     return summary
+
+
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else value   # 0.0 is a value: a prior that never hits
 
 
 def _local_weights(weights: str | None, work: str) -> str | None:
