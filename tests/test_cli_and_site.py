@@ -3,11 +3,13 @@
 import importlib
 import inspect
 import json
+import os
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
+from conftest import REPO
 from deeploc import registry
 from deeploc.cli import parser
 from deeploc.stages.publish import points, safe_json
@@ -42,6 +44,18 @@ def test_cli_help_and_clear_errors(tmp_path):
     refused = subprocess.run([sys.executable, "-m", "deeploc.cli", "faces", "--lake", str(tmp_path)],
                              capture_output=True, text=True)
     assert refused.returncode == 2 and "--bucket" in refused.stderr
+
+
+def test_quiet_and_a_missing_path_give_one_line_in_a_plain_shell(tmp_path):
+    """``deeploc -q`` on a command that starts TensorFlow, then meets a missing input: one line naming it,
+    no traceback, none of TensorFlow's or absl's start-up lines."""
+    env = {**os.environ, "PATH": f"{REPO}/.venv/bin:/usr/bin:/bin"}
+    for command, named in ((f"deeploc -q train --lake {tmp_path} --bucket {tmp_path} --run x", f"under {tmp_path}"),
+                           (f"deeploc -q predict --lake {tmp_path}/nowhere {tmp_path}/photo.jpg", f"{tmp_path}/nowhere")):
+        res = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, timeout=300)
+        assert res.returncode == 2, res.stderr
+        assert len(res.stderr.splitlines()) == 1 and res.stderr.startswith("deeploc: error: "), res.stderr
+        assert named in res.stderr and res.stdout == ""
 
 
 def test_untrusted_text_cannot_escape_the_data_block():

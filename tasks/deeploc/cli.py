@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from deeploc import registry
@@ -217,10 +218,26 @@ def run(argv: list[str]):
 
 def main(argv: list[str] | None = None) -> int:
     """The ``deeploc`` command: run it, print its result as JSON on stdout (commands that print their own
-    output return None); exit 3 when the result says a check failed (``"ok": false``)."""
-    result = run(sys.argv[1:] if argv is None else argv)
+    output return None); exit 3 when the result says a check failed (``"ok": false``). A path that is
+    missing or cannot be read is a one-line error naming it (exit 2; DEEPLOC_DEBUG=1 shows the traceback)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["-q"], ["--quiet"]):  # the command owns its stderr (in-process callers of run() keep theirs)
+        from deeploc.quiet import drop_native_start_up_lines
+
+        drop_native_start_up_lines()
+    try:
+        result = run(argv)
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        if os.environ.get("DEEPLOC_DEBUG") == "1":
+            raise
+        where = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+        print(f"deeploc: error: {where}", file=sys.stderr)
+        return 2
     if result is not None:
-        print(json.dumps(result, indent=2, default=str))
+        try:
+            print(json.dumps(result, indent=2, default=str))
+        except BrokenPipeError:  # `deeploc ... | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 3 if isinstance(result, dict) and result.get("ok") is False else 0
 
 
