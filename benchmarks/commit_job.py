@@ -70,7 +70,8 @@ def main() -> None:
     import boto3
     import pyarrow.parquet as pq
 
-    from deeploc import catalog, moto_s3
+    from deeploc import catalog
+    from tests import moto_s3  # the test suite's moto server (not shipped in the package)
     from deeploc.lake import Lake
     from deeploc.slice_io import months as month_filter
     from deeploc.slices import Slice

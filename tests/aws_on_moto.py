@@ -235,7 +235,7 @@ def main() -> int:
 
     import boto3
 
-    from deeploc import moto_s3
+    import moto_s3
 
     server, url = moto_s3.start()
     os.environ["AWS_ENDPOINT_URL"] = url

@@ -134,7 +134,7 @@ def moto_lake_bucket():
     """A moto S3 server with an empty bucket ``lake``, this process's AWS settings pointed at it; its URL."""
     import boto3
 
-    from deeploc import moto_s3
+    import moto_s3
 
     server, url = moto_s3.start()
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-west-2",

@@ -228,6 +228,7 @@ def test_code_package_is_a_reproducible_wheel_of_the_project():
     assert "deeploc/cli.py" in names and "deeploc/stages/infer.py" in names and "deeploc/step.py" in names
     assert any(n.startswith("deeploc/site_template/") for n in names) and not any("__pycache__" in n for n in names)
     assert "deeploc/web_assets/world-atlas/countries-50m.json" in names  # evaluate and publish need no npm on EMR
+    assert not any(n.startswith("deeploc/demo/") or "moto" in n for n in names)  # demo-only and test-only code stay home
     meta = zf.read("deeploc-0.1.0.dist-info/METADATA").decode()
     assert "Requires-Dist: numpy" in meta and 'Requires-Dist: tensorflow[and-cuda]; extra == "gpu"' in meta
     assert 'Requires-Dist: pyspark; extra == "spark"' in meta  # EMR's own Spark is never replaced

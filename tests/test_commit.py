@@ -200,7 +200,7 @@ def test_publishing_at_once_on_s3_with_glue(tmp_path):
     per slice: every month ends with exactly its rows, and no lock was needed."""
     import boto3
 
-    from deeploc import moto_s3
+    import moto_s3
 
     server, url = moto_s3.start()
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-west-2",

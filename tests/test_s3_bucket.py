@@ -6,7 +6,7 @@ import boto3
 import pytest
 from conftest import share, table
 
-from deeploc import moto_s3
+import moto_s3
 from deeploc.bucket import Bucket, ListingFailed
 from deeploc.stages import availability, faces
 

@@ -1,5 +1,5 @@
 """The lake on S3 (moto): file operations, folder outputs, and the non-Spark stages end to end, with
-their tables in the Glue Data Catalog (moto's, with Glue's version check: ``deeploc.moto_s3``).
+their tables in the Glue Data Catalog (moto's, with Glue's version check: ``tests/moto_s3.py``).
 
 Spark cannot reach S3 here (no hadoop-aws jar offline; EMR reads s3:// natively), so the Spark
 stages run on a local lake and their tables' files are uploaded and committed to the S3 lake's

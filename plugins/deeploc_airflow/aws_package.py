@@ -43,8 +43,9 @@ def code_package(source: Path = SOURCE) -> tuple[str, bytes]:
     """(file name, bytes) of this project's wheel, built from its pyproject.toml without network access."""
     with tempfile.TemporaryDirectory(prefix="deeploc-wheel-") as tmp:
         src = Path(tmp) / "src"
+        # Clusters get what runs there: not the demo generator (deeploc/demo), nor build leftovers.
         shutil.copytree(source / "tasks", src / "tasks", ignore=shutil.ignore_patterns("__pycache__", "*.pyc",
-                                                                                    "*.egg-info"))
+                                                                                    "*.egg-info", "demo"))
         shutil.copy(source / "pyproject.toml", src / "pyproject.toml")
         from deeploc import assets  # the map libraries and outlines travel inside the package
 
