@@ -97,7 +97,7 @@ def bare(d: str, run: str) -> dict:
     from deeploc import commit
     from deeploc.lake import Lake
 
-    pred = Predictor(commit.current(Lake(os.path.join(d, "lake")), f"models/{run}"))
+    pred = Predictor.load(commit.current(Lake(os.path.join(d, "lake")), f"models/{run}"))
     bucket, side = Bucket(os.path.join(d, "bucket")), images.eval_side(pred.input_size)
     keys = pd.read_parquet(os.path.join(d, "photos.parquet"))["object_key"]
     batch = np.stack([pred.prepare(images.read_rgb(bucket, k, min_side=side))[0] for k in keys])

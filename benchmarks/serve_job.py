@@ -29,7 +29,7 @@ def _server(model_dir: str, site: str, ports) -> None:
     from deeploc.serve import Limits, Settings, build_app, uvicorn_options
 
     settings = Settings(lake="-", port=0)
-    app = build_app(site, Predictor(model_dir), "bench", Limits(), settings.hosts(), None)
+    app = build_app(site, Predictor.load(model_dir), "bench", Limits(), settings.hosts(), None)
     sock = socket.create_server(("127.0.0.1", 0), backlog=1024)
     ports.put(sock.getsockname()[1])
     uvicorn.Server(uvicorn.Config(app, **uvicorn_options(settings))).run(sockets=[sock])
@@ -66,7 +66,7 @@ def measure(d: str, run: str, sequential: int = 40, concurrent: int = 8, rounds:
         photo = f.read()
     body = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="photo"; filename="p.jpg"\r\n'
             "Content-Type: image/jpeg\r\n\r\n").encode() + photo + f"\r\n--{BOUNDARY}--\r\n".encode()
-    predictor = Predictor(model_dir)
+    predictor = Predictor.load(model_dir)
     predict_bytes(predictor, photo)  # warm-up
     alone = []
     for _ in range(sequential):

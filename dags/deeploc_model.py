@@ -13,21 +13,13 @@ from airflow.sdk import DAG, TaskGroup, chain, task
 from deeploc_airflow import aws_operators as aws
 from deeploc_airflow.assets import FACES
 from deeploc_airflow.local import LocalStage, choose_target
-from deeploc_airflow.params import MODEL, from_params
+from deeploc_airflow.params import MODEL, MODEL_STAGES, stage_options
 from deeploc_airflow.settings import STEP_CEILING_H, TRAIN_CEILING_H
 
 RUN = "{{ params.run or run_id }}"
-IMAGES = from_params("image_set", "profile")
-# The stages in order, with their options: the same argument lists run in both lanes.
-STAGES = {
-    "partitioning": {**IMAGES, **from_params("partitionings", "face_threshold", "split_by", "max_images")},
-    "shards": IMAGES,
-    "train": {**IMAGES, "run": RUN, **from_params("epochs", "backbone", "learning_rate", "batch_size")},
-    "infer": {"run": RUN, **from_params("crops")},
-    "evaluate": {"run": RUN},
-    "removal_effect": {"run": RUN, **from_params("crops")},
-    "publish": {"run": RUN},
-}
+# The stages in order, with their options (from the registry and the form): the same argument lists run
+# in both lanes.
+STAGES = {stage: stage_options(stage, MODEL, run=RUN) for stage in MODEL_STAGES}
 # aws: the EMR clusters, each removed as soon as its stages are done (none idles through training);
 # the partitioning runs on a primary node alone, the shards over core nodes, inference over GPU nodes.
 CLUSTERS = {"prep": ["partitioning"], "shards": ["shards"], "serve": ["infer", "evaluate", "removal_effect", "publish"]}

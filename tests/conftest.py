@@ -94,7 +94,6 @@ def ingested(spark, demo_set, tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained(ingested, demo_set, tmp_path_factory):
     """A lake with the ingested faces, partitionings (by user), shards and a two-epoch demo model."""
-    import shutil
 
     from deeploc.bucket import Bucket
     from deeploc.stages import partitioning, shards, train

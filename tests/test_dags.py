@@ -188,6 +188,25 @@ def test_the_trigger_form_is_valid_as_it_opens(dagbag, dag_id):
             assert param.value not in (None, ""), f"{dag_id}.{name} is required by the form and empty"
 
 
+def test_a_new_option_is_one_edit_in_the_registry(monkeypatch):
+    """The README's example: one Option with ``form`` on train, and the model DAG's form offers it in its
+    section and passes it to train, and to no stage without that option."""
+    import dataclasses
+
+    from deeploc import registry
+    from deeploc_airflow import params
+
+    train = registry.get("train")
+    added = registry.Option("label_smoothing", "label smoothing of the loss", float, 0.0, minimum=0, form="model")
+    monkeypatch.setitem(registry.STAGES, "train", dataclasses.replace(train, options=(*train.options, added)))
+    form = params.form(params.MODEL_STAGES, {})
+    assert form["label_smoothing"].schema["section"] == "Model: training and prediction"
+    assert form["label_smoothing"].value == 0.0
+    got = {stage: params.stage_options(stage, form, run="r") for stage in params.MODEL_STAGES}
+    assert got["train"]["label_smoothing"] == "{{ '' if params.label_smoothing is none else params.label_smoothing }}"
+    assert [stage for stage, options in got.items() if "label_smoothing" in options] == ["train"]
+
+
 def test_an_unknown_option_is_refused_when_the_dag_is_parsed():
     from deeploc_airflow.local import LocalStage
 

@@ -32,6 +32,7 @@ def lake(tmp_path):
                        "split_rule": {"by": "user", "test_fraction": 0.2, "val_fraction": 0.2}}, f)
         pd.DataFrame({"partitioning": "fine", "class": [0, 1], "count": [3, 9], "mean_lat": [0.0, -33.87],
                       "mean_lon": [0.0, 151.21]}).to_parquet(f"{run}/cells.parquet")  # the prior: Sydney
+        pd.DataFrame({"fine": [0, 1]}).to_parquet(f"{run}/hierarchy.parquet")  # one partitioning: its own
     pred = pd.DataFrame({"photo_id": np.arange(1, 6, dtype="int64"), "latitude": [t[0] for t, _ in CASES],
                          "longitude": [t[1] for t, _ in CASES]})
     for o in ("fine", "hierarchy"):

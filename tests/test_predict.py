@@ -4,21 +4,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from deeploc.partitioning import Partitionings
 from deeploc.predict import HIERARCHY, Predictor, crops_of, hierarchy_scores
 
 
 def _predictor(raw, temperature=None):
     """A Predictor whose network answers ``raw`` (name -> array): cells, hierarchy and temperatures by hand."""
-    p = Predictor.__new__(Predictor)
-    p.order, p.input_size, p.temperature, p.knn = ["coarse", "fine"], 4, temperature or {}, None
-    p.summary = {"order": p.order}
-    p.cells = {"coarse": pd.DataFrame({"class": [0, 1], "mean_lat": [10.0, -30.0], "mean_lon": [20.0, 140.0],
-                                       "token": ["a", "b"]}),
-               "fine": pd.DataFrame({"class": [0, 1, 2], "mean_lat": [11.0, 9.0, -31.0], "mean_lon": [21.0, 19.0, 141.0],
-                                     "token": ["a1", "a2", "b1"]})}
-    p.hier = pd.DataFrame({"fine": [0, 1, 2], "coarse": [0, 0, 1]})
-    p.model = type("Net", (), {"predict": staticmethod(lambda batch, **kw: raw)})()
-    return p
+    cells = pd.DataFrame({"partitioning": ["coarse"] * 2 + ["fine"] * 3, "class": [1, 0, 0, 1, 2],
+                          "mean_lat": [-30.0, 10.0, 11.0, 9.0, -31.0], "mean_lon": [140.0, 20.0, 21.0, 19.0, 141.0],
+                          "token": ["b", "a", "a1", "a2", "b1"]})
+    parts = Partitionings(("coarse", "fine"), cells, pd.DataFrame({"fine": [0, 1, 2], "coarse": [0, 0, 1]}))
+    net = type("Net", (), {"predict": staticmethod(lambda batch, **kw: raw)})()
+    return Predictor({"order": ["coarse", "fine"], "profile": {"input_size": 4}}, net, parts, temperature)
 
 
 def test_hierarchy_is_the_product_renormalised():

@@ -15,7 +15,6 @@ import pytest
 from conftest import REPO, current, table
 
 from deeploc import images, splits
-from deeploc.bucket import Bucket
 
 
 def test_no_user_is_on_two_sides(trained):
@@ -95,7 +94,7 @@ def test_export_and_reload_give_identical_predictions(trained, tmp_path):
     assert any(f.startswith("events.out") for _, _, fs in os.walk(model / "tensorboard") for f in fs)
     assert not (lake / "checkpoints" / "t1").exists()  # a finished run leaves no checkpoint behind
     batch = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
-    loaded = Predictor(str(model))
+    loaded = Predictor.load(str(model))
     again = keras.models.load_model(model / "model.keras", compile=False)
     got, expected = loaded.model.predict(batch, verbose=0), again.predict(batch, verbose=0)
     for name, probs in expected.items():
@@ -215,7 +214,7 @@ def test_spark_inference_equals_single_photo_prediction(trained, tmp_path):
     ledger = infer.run(str(lake), bucket, "t1", crops=5)
     assert ledger["in"] == ledger["out"] + ledger["rejected"] and ledger["crops"] == 5
     pred = table(lake, "predictions").sort_values("photo_id").head(6)
-    predictor = Predictor(str(current(lake, "models/t1")))
+    predictor = Predictor.load(str(current(lake, "models/t1")))
     for row in pred.itertuples():
         one = predict_bytes(predictor, bucket.read(row.object_key), k=5, crops=5)
         assert one["hierarchy"]["cell"] == predictor.cells["fine"]["token"][row.hierarchy_class]

@@ -17,6 +17,7 @@ that, and a task marked failed from the UI (``on_kill``) cancels its step or ter
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -29,13 +30,11 @@ from airflow.providers.amazon.aws.operators.emr import (EmrAddStepsOperator, Emr
                                                         EmrTerminateJobFlowOperator)
 from airflow.providers.amazon.aws.triggers.emr import EmrAddStepsTrigger
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
-from botocore.exceptions import ClientError
 
 from deeploc_airflow import aws_package, capacity, sizing
 from deeploc_airflow.argv import check_options, safe_run_name, stage_argv
 from deeploc_airflow.links import OUTPUTS, ec2_console, links_for, s3_console, stage_links
-from deeploc_airflow.training import (NOT_LISTED, NOT_LISTED_YET, TRANSIENT, TrainingTrigger, instance_of,
-                                      outcome)
+from deeploc_airflow.training import TrainingTrigger, first_event
 
 RUN_TAG = "deeploc:run"
 DEAD = ("TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS")  # a cluster no step can run on
@@ -348,22 +347,12 @@ class TrainOnInstance(EC2CreateInstanceOperator):
         self.log.info("training: deeploc %s (result: %s)", " ".join(argv), self.result)
         (self.instance_id,) = super().execute(context)
         self._set_links(context, self.instance_id)
-        deadline = time.time() + hours * 3600
+        trigger = TrainingTrigger(self.instance_id, self.result, time.time() + hours * 3600, float(cfg["poll_seconds"]),
+                                  self.aws_conn_id, self.region_name)
         if self.deferrable:
-            self.defer(trigger=TrainingTrigger(self.instance_id, self.result, deadline, float(cfg["poll_seconds"]),
-                                               self.aws_conn_id, self.region_name),
-                       method_name="execute_complete", timeout=timedelta(hours=hours, seconds=2 * cfg["poll_seconds"]))
-        while True:
-            try:
-                verdict, message = outcome(_read_result(self.result), *instance_state(self.hook.conn, self.instance_id))
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in TRANSIENT:
-                    raise
-                verdict, message = "running", f"asking again after {exc}"
-            if verdict != "running" or time.time() >= deadline:
-                return self._finish({"status": verdict if verdict != "running" else "timeout", "message": message,
-                                     "instance_id": self.instance_id})
-            time.sleep(float(cfg["poll_seconds"]))
+            self.defer(trigger=trigger, method_name="execute_complete",
+                       timeout=timedelta(hours=hours, seconds=2 * cfg["poll_seconds"]))
+        return self._finish(asyncio.run(first_event(trigger)))  # not deferred: the same polling, in this worker
 
     def execute_complete(self, context, event: dict[str, Any] | None = None):
         event = event or {"status": "retry", "message": "no event"}
@@ -387,16 +376,6 @@ class TrainOnInstance(EC2CreateInstanceOperator):
             raise AirflowFailException(f"training failed, and a retry would fail the same way: {message}")
         raise AirflowException(f"training did not finish ({message}); the next try launches a new instance "
                                "that resumes from the last checkpoint")
-
-
-def instance_state(ec2, instance_id: str) -> tuple[str | None, str]:
-    """(state, reason) of an instance; one EC2 does not list yet is pending (``training.NOT_LISTED``)."""
-    try:
-        return instance_of(ec2.describe_instances(InstanceIds=[instance_id])["Reservations"])
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == NOT_LISTED:
-            return NOT_LISTED_YET
-        raise
 
 
 def terminate_tagged(ec2, label: str) -> list[str]:

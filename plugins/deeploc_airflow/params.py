@@ -1,6 +1,6 @@
 """The DAGs' run parameters, generated from the stage registry (``deeploc.registry``): an option's name,
-type, choices, bounds and help live there once; this module only says which ones a DAG offers, in which
-section of the trigger form, and how each reaches a stage (``from_params``).
+type, choices, bounds, help and whether the model DAG's trigger form offers it (``Option.form``) live
+there once; this module turns them into form fields and says how each reaches a stage (``stage_options``).
 
 Every parameter the form offers is valid as it stands: an option without a default of its own (a
 setting such as the lake, or "the profile's") is ``null`` until a user types something, and a null
@@ -93,23 +93,36 @@ INGESTION = {
     **CLUSTER,
 }
 
-MODEL = {
+SECTIONS = {"what": WHAT, "model": MODEL_SECTION}   # Option.form -> the trigger form's section
+
+
+def form(stages, base: dict) -> dict:
+    """``base``, then every option the ``stages`` (in order) offer in the form (``Option.form``), once."""
+    params = dict(base)
+    for stage in stages:
+        for opt in registry.get(stage).options:
+            if opt.form and opt.name not in params:
+                params[opt.name] = option(stage, opt.name, SECTIONS[opt.form])
+    return params
+
+
+def stage_options(stage: str, params: dict, **fixed: str) -> dict[str, str]:
+    """A stage's options in a DAG: ``fixed`` values (e.g. the run's name) for the options it has, and every
+    other option that is a param of the form, from that param. The locations reach it as settings."""
+    names = [o.name for o in registry.get(stage).options]
+    return {**{n: fixed[n] for n in names if n in fixed},
+            **from_params(*(n for n in names if n in params and n not in fixed and n not in LOCATIONS))}
+
+
+MODEL_STAGES = ("partitioning", "shards", "train", "infer", "evaluate", "removal_effect", "publish")
+MODEL = form(MODEL_STAGES, {
     **LOCATIONS,
     "run": _param(None, "string", "model run name: models/<run>/, predictions/<run>/, metrics/<run>/. "
                                   "Empty: the DAG run's id.", WHAT, title="run"),
-    "profile": option("partitioning", "profile", WHAT),
-    "image_set": option("partitioning", "image_set", WHAT),
-    "face_threshold": option("partitioning", "face_threshold", WHAT),
-    "partitionings": option("partitioning", "partitionings", WHAT),
-    "split_by": option("partitioning", "split_by", WHAT),
-    "max_images": option("partitioning", "max_images", WHAT),
-    "epochs": option("train", "epochs", MODEL_SECTION),
-    "backbone": option("train", "backbone", MODEL_SECTION),
-    "learning_rate": option("train", "learning_rate", MODEL_SECTION),
-    "batch_size": option("train", "batch_size", MODEL_SECTION),
-    "crops": option("infer", "crops", MODEL_SECTION),
+})
+MODEL.update({
     **CLUSTER,
     "train_ami": setting("train_ami", AWS, "the training instance's AMI (a GPU AMI with an NVIDIA driver)"),
     "train_instance_type": setting("train_instance_type", AWS, "the training instance's type"),
     "train_timeout_hours": setting("train_timeout_hours", AWS, "hours training may take", "integer"),
-}
+})

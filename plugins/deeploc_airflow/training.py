@@ -114,3 +114,10 @@ class TrainingTrigger(BaseTrigger):
             if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
                 raise
             return None
+
+
+async def first_event(trigger: TrainingTrigger) -> dict:
+    """What the trigger decides, awaited here: the operator's wait when it does not defer."""
+    async for event in trigger.run():
+        return event.payload
+    raise RuntimeError("the training trigger ended without an event")

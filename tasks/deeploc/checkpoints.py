@@ -31,7 +31,7 @@ class Checkpoints:
         return self.lake.path(self.rel, name)
 
     def state(self) -> dict | None:
-        return self.lake.read_json(f"{self.rel}/state.json") if self.lake.exists(self._loc("state.json")) else None
+        return self.lake.read_json_or_none(f"{self.rel}/state.json")
 
     def history(self) -> list[dict]:
         if not self.lake.exists(self._loc("history.csv")):

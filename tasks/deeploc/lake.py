@@ -94,6 +94,11 @@ class Lake:
     def read_json(self, rel: str):
         return json.loads(self.read_bytes(self.path(rel)))
 
+    def read_json_or_none(self, rel: str):
+        """The JSON file at ``rel``, or None where there is none (one read: no window between a check and it)."""
+        data = self.read_bytes_or_none(self.path(rel))
+        return None if data is None else json.loads(data)
+
     def read_parquet(self, location: str, **kw):
         """A Parquet file or folder as a pandas DataFrame (``columns=[...]`` reads only those)."""
         import pyarrow.parquet as pq

@@ -54,7 +54,7 @@ def record(lake: Lake, stage: str, scope: str, rows_in: int, rows_out: int, reje
 
 def read(lake: Lake, stage: str, scope: str) -> dict | None:
     rel = location(stage, scope)
-    return lake.read_json(rel) if lake.exists(lake.path(rel)) else None
+    return lake.read_json_or_none(rel)
 
 
 def location(stage: str, scope: str) -> str:

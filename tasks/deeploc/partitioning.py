@@ -128,3 +128,37 @@ def hierarchy(tables: dict[str, pd.DataFrame], order: list[str]) -> pd.DataFrame
     for name in order[:-1]:
         out[name] = locate(tables[name], fine["mean_lat"].to_numpy(), fine["mean_lon"].to_numpy())
     return out[order]
+
+
+@dataclass(frozen=True)
+class Partitionings:
+    """What the partitioning stage made, as every later stage reads it: the partitionings' names coarse
+    to fine (``order``), all their cells in one table, and the finest class -> coarser classes hierarchy."""
+
+    order: tuple[str, ...]
+    cells: pd.DataFrame       # partitioning, class, token, level, count, mean_lat, mean_lon, radius_km
+    hierarchy: pd.DataFrame   # one row per finest class: its class in every partitioning
+
+    @classmethod
+    def read(cls, folder: str, order, lake=None) -> "Partitionings":
+        """From ``cells.parquet`` and ``hierarchy.parquet`` in a local folder, or a lake location."""
+        read = (lambda name: lake.read_parquet(f"{folder}/{name}")) if lake else \
+            (lambda name: pd.read_parquet(f"{folder}/{name}"))
+        cells = read("cells.parquet")
+        if "radius_km" not in cells:  # runs partitioned before cells had a radius
+            cells["radius_km"] = 0.0
+        return cls(tuple(order), cells, read("hierarchy.parquet"))
+
+    @property
+    def finest(self) -> str:
+        return self.order[-1]
+
+    @property
+    def classes(self) -> dict[str, int]:
+        """Classes per partitioning, coarse to fine (the network's output sizes)."""
+        return {p: int((self.cells["partitioning"] == p).sum()) for p in self.order}
+
+    def of(self, name: str) -> pd.DataFrame:
+        """One partitioning's cells, row i being class i."""
+        cells = self.cells[self.cells["partitioning"] == name]
+        return cells.sort_values("class").reset_index(drop=True)

@@ -454,7 +454,7 @@ def input_rows(lake: Lake, inputs: list[str], probe: int = 8 << 20) -> int:
     total = 0
     for file in list_inputs(inputs):
         known = f"{parse.SOURCES}/{parse.source_id(file.path)}.json"
-        if lake.exists(lake.path(known)) and not parse.changed(lake.read_json(known), file):
+        if not parse.changed(lake.read_json_or_none(known), file):
             continue
         fs, path = filesystem(file.path)
         with fs.open_input_stream(path, compression=None) as f:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from deeploc import calibration, geo, images, knn
+from deeploc.partitioning import Partitionings
 
 HIERARCHY = "hierarchy"
 KNN = "hierarchy_knn"      # the hierarchy's cells, its place refined by the nearest training photos
@@ -43,36 +44,47 @@ def crops_of(square: np.ndarray, side: int, n: int) -> list[np.ndarray]:
     return [images.centre_crop(square, side)] + [square[t:t + side, left:left + side] for t, left in corners]
 
 
+def _with_embedding(net, order: list[str]):
+    import keras
+
+    return keras.Model(net.inputs, {**{p: net.get_layer(p).output for p in order},
+                                    EMBEDDING: net.get_layer(order[0]).input})
+
+
 def outputs_of(summary: dict) -> list[str]:
     """A run's outputs, coarse to fine: its partitionings, the hierarchy and, with an index, its kNN refinement."""
     return [*summary["order"], HIERARCHY, *([KNN] if summary.get("knn") else [])]
 
 
 class Predictor:
-    """A trained run from ``models/<run>/``: the network, its cells and the fine->coarse hierarchy."""
+    """A trained run: the network, its partitionings (cells and hierarchy), the fitted temperatures and,
+    where the run has one, its kNN index. ``Predictor.load(models/<run>/)`` reads one from disk."""
 
-    def __init__(self, model_dir: str):
-        import keras
+    def __init__(self, summary: dict, net, partitionings: Partitionings, temperature: dict[str, float] | None = None,
+                 refiner: knn.Refiner | None = None):
+        self.summary = summary
+        self.order: list[str] = list(summary["order"])
+        self.input_size: int = summary["profile"]["input_size"]
+        self.partitionings = partitionings
+        self.cells = {p: partitionings.of(p) for p in self.order}   # row i: class i (looked up per photo)
+        self.temperature = temperature or {}
+        self.knn = refiner
+        # With an index, the network also answers its embedding (the Dense outputs' shared input).
+        self.model = net if refiner is None else _with_embedding(net, self.order)
 
+    @classmethod
+    def load(cls, model_dir: str) -> "Predictor":
         from deeploc import model
 
         with open(os.path.join(model_dir, "summary.json")) as f:
-            self.summary = json.load(f)
-        self.order: list[str] = self.summary["order"]
-        self.input_size: int = self.summary["profile"]["input_size"]
-        net = model.load(os.path.join(model_dir, "model.keras"))
-        self.knn = knn.Refiner.load(model_dir)
-        # With an index, the network also answers its embedding (the Dense outputs' shared input).
-        self.model = net if self.knn is None else keras.Model(
-            net.inputs, {**{p: net.get_layer(p).output for p in self.order}, EMBEDDING: net.get_layer(self.order[0]).input})
-        cells = pd.read_parquet(os.path.join(model_dir, "cells.parquet"))
-        self.cells = {p: cells[cells["partitioning"] == p].sort_values("class").reset_index(drop=True) for p in self.order}
-        self.hier = pd.read_parquet(os.path.join(model_dir, "hierarchy.parquet"))
-        self.temperature: dict[str, float] = {}
+            summary = json.load(f)
+        temperature = {}
         fitted = os.path.join(model_dir, calibration.FILE)
         if os.path.exists(fitted):  # runs trained before calibration have none
             with open(fitted) as f:
-                self.temperature = {p: v["temperature"] for p, v in json.load(f).items()}
+                temperature = {p: v["temperature"] for p, v in json.load(f).items()}
+        return cls(summary, model.load(os.path.join(model_dir, "model.keras")),
+                   Partitionings.read(model_dir, summary["order"]), temperature, knn.Refiner.load(model_dir))
 
     @property
     def outputs(self) -> list[str]:
@@ -97,7 +109,7 @@ class Predictor:
             per_crop = np.asarray(raw[p], dtype=np.float64).reshape(-1, crops, raw[p].shape[-1])
             best = per_crop.max(axis=1)
             probs[p] = calibration.scaled(best / best.sum(axis=1, keepdims=True), self.temperature.get(p, 1.0))
-        probs[HIERARCHY] = hierarchy_scores(probs, self.order, self.hier)
+        probs[HIERARCHY] = hierarchy_scores(probs, self.order, self.partitionings.hierarchy)
         if EMBEDDING in raw:  # the crops' mean direction
             per_crop = np.asarray(raw[EMBEDDING], np.float32).reshape(-1, crops, raw[EMBEDDING].shape[-1])
             probs[EMBEDDING] = knn.normalised(knn.normalised(per_crop.reshape(-1, per_crop.shape[-1]))
@@ -159,7 +171,7 @@ def cached(lake_root: str, run_name: str) -> Predictor:
     from deeploc.lake import Lake
 
     lake = Lake(lake_root)
-    return Predictor(lake.download(commit.require(lake, f"models/{run_name}", "train")))
+    return Predictor.load(lake.download(commit.require(lake, f"models/{run_name}", "train")))
 
 
 def distances(locs: dict[str, dict[str, np.ndarray]], lat: np.ndarray, lon: np.ndarray) -> dict[str, np.ndarray]:

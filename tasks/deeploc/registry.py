@@ -3,7 +3,8 @@ and the function that runs it. The command line (``deeploc <stage> ...``), the A
 argument lists and both DAG lanes are derived from these declarations.
 
 Adding a stage: a module under ``deeploc/stages/`` with a ``run(**options)`` function, and one
-``Stage(...)`` entry below. Nothing here imports a stage, Spark or TensorFlow: DAG parsing and
+``Stage(...)`` entry below. Adding an option: one ``Option(...)`` in its stage's entry (``form=`` to
+offer it in the model DAG's trigger form). Nothing here imports a stage, Spark or TensorFlow: DAG parsing and
 ``deeploc --help`` stay fast.
 """
 
@@ -29,6 +30,7 @@ class Option:
     setting: str | None = None      # filled by the orchestrator from this setting (see deeploc_airflow.settings)
     minimum: float | None = None    # inclusive bounds of a number
     maximum: float | None = None
+    form: str | None = None         # the model DAG's trigger form offers it, in this section: "what" or "model"
 
     @property
     def flag(self) -> str:
@@ -103,11 +105,12 @@ BUCKET = (Option("bucket", "image bucket: a local folder laid out like s3://mult
           Option("endpoint_url", "S3-compatible endpoint (default: AWS, or DEEPLOC_S3_ENDPOINT_URL)"))
 RUN = Option("run", "model run name (default: the latest, models/LATEST.json)")
 IMAGE_SET = Option("image_set", "full: every image; removal: images whose face ratio is at most the threshold",
-                   default="full", choices=("full", "removal"))
-CROPS = Option("crops", "test-time crops per photo: 1 (centre) or 5 (centre and corners)", int, 1, choices=(1, 5))
+                   default="full", choices=("full", "removal"), form="what")
+CROPS = Option("crops", "test-time crops per photo: 1 (centre) or 5 (centre and corners)", int, 1, choices=(1, 5),
+               form="model")
 PROFILE = Option("profile", "model profile: demo (small CNN, 64 px), yfcc (the report: ResNet101V2, 224 px, a "
                             "154,052-photo sample) or mp16 (the reference scale: 4.7M photos, ResNet-50)",
-                 default="demo", choices=("demo", "yfcc", "mp16"), setting="profile")
+                 default="demo", choices=("demo", "yfcc", "mp16"), setting="profile", form="what")
 
 STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("parse", "raw YFCC100M metadata files -> parsed/ (typed, by upload month; once per changed file)",
@@ -138,17 +141,18 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           reads=("images",), writes=("faces", "rejects/faces")),
     Stage("partitioning", "faces/ -> partitionings/<image set>/ (S2 cells, classes, hierarchy, split)",
           "deeploc.stages.partitioning:run", (
-              LAKE, IMAGE_SET, PROFILE,
-              Option("partitionings", "name:tau_min:tau_max,... coarse to fine (default: the profile's)"),
+              LAKE, PROFILE, IMAGE_SET,
               Option("face_threshold", "face ratio above which the removal set drops an image", float, 0.035,
-                     minimum=0, maximum=1),
+                     minimum=0, maximum=1, form="what"),
+              Option("partitionings", "name:tau_min:tau_max,... coarse to fine (default: the profile's)", form="what"),
               Option("test_fraction", "share of photos held out for inference and evaluation", float, 0.2,
                      minimum=0, maximum=1),
               Option("val_fraction", "share of the rest used for validation", float, 0.2, minimum=0, maximum=1),
               Option("split_by", "user: a user's photos stay together (no near-duplicates on both sides); "
-                                 "photo: the report's split by photo id", default="user", choices=("user", "photo")),
+                                 "photo: the report's split by photo id", default="user", choices=("user", "photo"),
+                     form="what"),
               Option("max_images", "a stable, seeded sample of at most this many photos (default: the profile's; "
-                                   "the yfcc profile's is the report's 154,052)", int, minimum=1),
+                                   "the yfcc profile's is the report's 154,052)", int, minimum=1, form="what"),
               Option("seed", "the sample's seed", int, 0)),
           reads=("faces",), writes=("partitionings",), runs_on="primary"),
     Stage("shards", "the train and val photos of an image set, resized once -> shards/<image set>/ (TFRecord)",
@@ -160,11 +164,12 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           "deeploc.stages.train:run", (
               LAKE, *BUCKET, Option("run", "model run name; the same command after a kill resumes it", required=True),
               IMAGE_SET, PROFILE,
-              Option("epochs", "training epochs (default: the profile's)", int, minimum=1),
-              Option("backbone", "small_cnn, efficientnet_lite0, or a keras.applications name (default: the profile's)"),
+              Option("epochs", "training epochs (default: the profile's)", int, minimum=1, form="model"),
+              Option("backbone", "small_cnn, efficientnet_lite0, or a keras.applications name (default: the profile's)",
+                     form="model"),
               Option("weights", "imagenet, a weights file (a local path or an s3:// URI), or none (default: the profile's)"),
-              Option("learning_rate", "peak learning rate (default: the profile's)", float, minimum=0),
-              Option("batch_size", "images per step (default: the profile's)", int, minimum=1),
+              Option("learning_rate", "peak learning rate (default: the profile's)", float, minimum=0, form="model"),
+              Option("batch_size", "images per step (default: the profile's)", int, minimum=1, form="model"),
               Option("schedule", "cosine (linear warm-up, then cosine decay), step (halved at epochs 4, 8 and 12) "
                                  "or constant (default: the profile's)", choices=("cosine", "step", "constant")),
               Option("optimizer", "adam, or sgd with momentum 0.9 (default: the profile's)", choices=("adam", "sgd")),

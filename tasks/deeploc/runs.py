@@ -12,15 +12,15 @@ def resolve(lake: Lake, run: str | None) -> str:
     """``run``, or the latest trained run when None; an error that says what to do when there is none."""
     if run:
         return run
-    if not lake.exists(lake.path(LATEST)):
+    latest_run = lake.read_json_or_none(LATEST)
+    if latest_run is None:
         raise FileNotFoundError(f"no trained model under {lake.path('models')}; run train first (or pass --run)")
-    return lake.read_json(LATEST)["run"]
+    return latest_run["run"]
 
 
 def latest(lake: Lake, image_set: str) -> str | None:
     """The latest trained run of an image set, or None."""
-    path = f"models/LATEST-{image_set}.json"
-    return lake.read_json(path)["run"] if lake.exists(lake.path(path)) else None
+    return (lake.read_json_or_none(f"models/LATEST-{image_set}.json") or {}).get("run")
 
 
 def mark_latest(lake: Lake, run: str, image_set: str) -> None:

@@ -259,7 +259,7 @@ def load(settings: Settings):
         published = json.load(f)
     tiles = site_policy.tile_url(published["tiles"])
     run = settings.run or published["run"] or runs.resolve(lake, None)
-    predictor = Predictor(lake.download(commit.require(lake, f"models/{run}", "train")))
+    predictor = Predictor.load(lake.download(commit.require(lake, f"models/{run}", "train")))
     geography.countries()  # loaded now, not on the first upload
     GuardedH11Protocol.limits = ConnectionLimits(settings.limits.max_connections, settings.limits.header_timeout_s)
     GuardedH11Protocol.security_headers = site_policy.security_headers(tiles)

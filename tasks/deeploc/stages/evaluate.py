@@ -28,6 +28,7 @@ from pyiceberg.expressions import EqualTo
 
 from deeploc import calibration, catalog, commit, geo, geography, ledger, runs
 from deeploc.lake import Lake
+from deeploc.partitioning import Partitionings
 from deeploc.predict import HIERARCHY, KNN, outputs_of
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def user_macro(pred: pd.DataFrame, outputs: list[str], users: pd.Series) -> pd.D
     return pd.DataFrame(rows)
 
 
-def confidence(pred: pd.DataFrame, outputs: list[str], truth: pd.DataFrame, cells: pd.DataFrame, order: list[str],
+def confidence(pred: pd.DataFrame, outputs: list[str], truth: pd.DataFrame, parts: Partitionings,
                fitted: dict) -> tuple[pd.DataFrame, dict]:
     """Per output: test-photo calibration error, the validation errors from training, and the rank
     correlation of expected and actual error; and the reliability bins (for the figure)."""
@@ -93,21 +94,20 @@ def confidence(pred: pd.DataFrame, outputs: list[str], truth: pd.DataFrame, cell
     known = pred.merge(truth, on="photo_id", how="left")
     rows, bins = [], {}
     for o in outputs:
-        part = o if o in order else order[-1]  # the hierarchy and its refinement rank the finest cells
+        part = o if o in parts.order else parts.finest  # the hierarchy and its refinement rank the finest cells
         true = known[f"class_{part}"].fillna(-1).to_numpy(int)
         top_class = np.stack(known[f"{o}_topk_class"].to_numpy())
         top_prob = np.stack(known[f"{o}_topk_prob"].to_numpy()).astype(float)
-        where = cells[cells["partitioning"] == part].set_index("class")
+        where = parts.of(part).set_index("class")
         at = lambda col: where[col].reindex(top_class.ravel()).to_numpy(float).reshape(top_class.shape)  # noqa: E731
-        radius = at("radius_km") if "radius_km" in where else np.zeros(top_class.shape)  # older runs: none
         expected = calibration.expected_km(known[f"{o}_lat"], known[f"{o}_lon"], top_prob, at("mean_lat"),
-                                           at("mean_lon"), radius)
+                                           at("mean_lon"), at("radius_km"))
         labelled = true >= 0
         correct = known[f"{o}_class"].to_numpy(int)[labelled] == true[labelled]
         if o != KNN:  # the refinement moves the place, not the probabilities: its curve is the hierarchy's
             bins[o] = calibration.reliability(top_prob[labelled, 0], correct)
         val = fitted.get(part, {})
-        own = o in order  # a temperature is fitted per partitioning only
+        own = o in parts.order  # a temperature is fitted per partitioning only
         rows.append({"method": o, "temperature": val.get("temperature") if own else None,
                      "ece_val_before": val.get("ece_before") if own else None,
                      "ece_val_after": val.get("ece_after") if own else None,
@@ -202,8 +202,8 @@ def run(lake: str, run: str | None = None) -> dict:
     if photo_set is None or (pred.empty and photo_set["out"]):
         raise FileNotFoundError(f"evaluate: no predictions of run {run_name} in {lake.root}; run infer first")
     pred = pred[pred["latitude"].notna()]  # photos of unknown location were predicted, but cannot be scored
-    cells = lake.read_parquet(f"{model}/cells.parquet")
-    fine = cells[cells["partitioning"] == order[-1]]
+    parts = Partitionings.read(model, order, lake)
+    fine = parts.of(parts.finest)
     top = fine.loc[fine["count"].idxmax()] if len(fine) else None
     prior = None if top is None else (float(top["mean_lat"]), float(top["mean_lon"]))
     truth = geography.locate(pred["latitude"], pred["longitude"])
@@ -212,11 +212,11 @@ def run(lake: str, run: str | None = None) -> dict:
     continents = by_place(pred, HIERARCHY, true_continent, "continent")
     countries = by_place(pred, HIERARCHY, true_country, "country", largest=LARGEST_COUNTRIES)
     macro = user_macro(pred, outputs, pred["user_nsid"].fillna("(unknown user)"))
-    parts = commit.require(lake, f"partitionings/{summary['image_set']}", "the partitioning stage")
+    part_dir = commit.require(lake, f"partitionings/{summary['image_set']}", "the partitioning stage")
     labels = [f"class_{p}" for p in order]
-    train = lake.read_parquet(f"{parts}/photos.parquet", columns=["photo_id", "latitude", "longitude", "split", *labels])
+    train = lake.read_parquet(f"{part_dir}/photos.parquet", columns=["photo_id", "latitude", "longitude", "split", *labels])
     fitted = json.loads(lake.read_bytes_or_none(f"{model}/{calibration.FILE}") or "{}")  # older runs have none
-    trust, bins = confidence(pred, outputs, train[["photo_id", *labels]], cells, order, fitted)
+    trust, bins = confidence(pred, outputs, train[["photo_id", *labels]], parts, fitted)
     metrics = {"run": run_name, "image_set": summary["image_set"], "images": int(len(pred)),
                "photos": photo_set.get("photos"), "split": photo_set.get("split"), "predictions_snapshot": snapshot,
                "split_rule": summary.get("split_rule"), "crops": photo_set.get("crops", 1),

@@ -282,7 +282,7 @@ def run(input: list[str], lake: str, layout: int | None = None, chunk_mb: int = 
         todo = []
         for file in files:
             known = f"{SOURCES}/{source_id(file.path)}.json"
-            if changed(lake_.read_json(known) if lake_.exists(lake_.path(known)) else None, file):
+            if changed(lake_.read_json_or_none(known), file):
                 todo.append(file)
         current = {source_id(f.path) for f in files}
         earlier = {sid: m for sid, m in _manifests(lake_).items() if sid not in current}

@@ -30,6 +30,7 @@ from pyiceberg.expressions import EqualTo
 from deeploc import assets, catalog, cell_shapes, commit, geonames, images, geography, runs, site_policy
 from deeploc.bucket import Bucket
 from deeploc.lake import Lake
+from deeploc.partitioning import Partitionings
 from deeploc.predict import HIERARCHY, outputs_of
 
 log = logging.getLogger(__name__)
@@ -104,12 +105,10 @@ def places(n: int = PLACES) -> list[list]:
 
 def cells(lake: Lake, model: str, order: list[str]) -> dict:
     """Per partitioning, per class of the model: [token, mean lat, mean lon, outline, radius km]."""
-    table = lake.read_parquet(f"{model}/cells.parquet")
-    if "radius_km" not in table:  # runs partitioned before cells had a radius
-        table["radius_km"] = 0.0
+    parts = Partitionings.read(model, order, lake)
     return {p: [[t, round(float(la), 4), round(float(lo), 4), cell_shapes.outline(t), round(float(r), 1)]
-                for t, la, lo, r in table[table["partitioning"] == p].sort_values("class")[
-                    ["token", "mean_lat", "mean_lon", "radius_km"]].itertuples(index=False)] for p in order}
+                for t, la, lo, r in parts.of(p)[["token", "mean_lat", "mean_lon", "radius_km"]].itertuples(index=False)]
+            for p in order}
 
 
 def copy_assets(out: str) -> str:

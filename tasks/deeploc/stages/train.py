@@ -28,6 +28,7 @@ from deeploc import calibration, commit, knn, profiles, runs, training_data
 from deeploc.bucket import Bucket
 from deeploc.checkpoints import Checkpoints
 from deeploc.lake import Lake
+from deeploc.partitioning import Partitionings
 from deeploc.shard_cache import ShardCache
 from deeploc.step import Interrupted
 from deeploc.uris import is_s3
@@ -94,9 +95,8 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
         prof = prof.with_overrides(weights=None if weights == "none" else weights)
     part_dir, report = _partitionings(lake_, image_set, profile, any_partitionings)
     order = report["order"]
-    cells = pd.read_parquet(os.path.join(part_dir, "cells.parquet"))
+    outputs = Partitionings.read(part_dir, order).classes
     photos = pd.read_parquet(os.path.join(part_dir, "photos.parquet"))
-    outputs = {o: int((cells["partitioning"] == o).sum()) for o in order}
     if min(outputs.values()) < 2:
         raise ValueError(f"train: every partitioning needs >= 2 classes, got {outputs}; lower tau_max or add data")
     tr, va = photos[photos["split"] == "train"], photos[photos["split"] == "val"]
