@@ -5,6 +5,7 @@ import io
 import numpy as np
 import pytest
 from deeploc import images
+from deeploc.predict import crops_of
 from PIL import Image
 
 
@@ -42,7 +43,7 @@ def test_corrupt_and_truncated_and_bomb():
 def test_the_evaluation_transform_keeps_the_centre():
     rgb = np.zeros((100, 200, 3), np.uint8)
     rgb[:, 90:110] = 255  # a bright bar in the middle survives the centre crops
-    out = images.model_input(rgb, 32)  # shorter side to 37 (32 x 256 / 224), then the centre 32 x 32
+    out = crops_of(images.resize_square(rgb, images.eval_side(32)), 32, 1)[0]  # side 37 (32 x 256 / 224), centre 32
     assert out.shape == (32, 32, 3) and out[:, 14:18].mean() > 200 and out[:, :8].max() == 0
     # the bar is 20 of 200 columns; after scaling 200 -> 74 it is ~7.4 px wide, centred
     assert 6 <= int((out[0, :, 0] > 127).sum()) <= 9

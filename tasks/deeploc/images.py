@@ -152,11 +152,6 @@ def encode_jpeg(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     return buf.getvalue()
 
 
-def model_input(rgb: np.ndarray, side: int) -> np.ndarray:
-    """The evaluation transform: resize to ``eval_side(side)`` (centre square), then the centre ``side`` crop."""
-    return centre_crop(resize_square(rgb, eval_side(side)), side)
-
-
 def eval_side(side: int) -> int:
     """The side of the square the evaluation transform starts from: 256/224 of the network's input."""
     return int(round(side * EVAL_SCALE))

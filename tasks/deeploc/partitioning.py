@@ -15,7 +15,6 @@ import pandas as pd
 
 from deeploc import geo, s2
 
-DEFAULT_SPEC = (("coarse", 5, 500), ("medium", 5, 200), ("fine", 5, 100))
 MIN_LEVEL = 2
 MAX_LEVEL = 18  # ~35 m cells: finer than street scale, so splitting further has no use
 

@@ -9,7 +9,7 @@ Training applies the reference augmentation: a random crop of 66-100 % of the ph
 aspect ratio between 3/4 and 4/3, resized to the input, flipped left-right half the time; the JPEG is
 decoded only inside the crop. Each photo's crop and flip come from (seed, epoch, photo id) and each
 epoch's order from (seed, epoch), so epoch k is the same whether or not the run was resumed before it.
-Validation and the kNN and calibration passes apply the evaluation transform (``images.model_input``:
+Validation and the kNN and calibration passes apply the evaluation transform (as ``Predictor.prepare``:
 the centre square of 224/256 of the shorter side, resized to the input).
 """
 

@@ -160,10 +160,9 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
             ckpt.save_interrupted(os.path.join(work, "interrupted.keras"), saver.epoch,
                                   int(net.optimizer.iterations), base)
             raise
-        summary = _summary(saver.history, saver.best, tr, va, order, outputs, prof, run, image_set, report, devices,
-                           resumed, input)
-        summary["val_images"] = n_val  # the photos validated on (the shards keep a sample)
-        summary["weights"] = model_mod.weights_origin(prof.backbone, prof.weights)  # what it started from
+        summary = {**_summary(saver.history, saver.best, tr, va, run, config, report), "devices": devices,
+                   "resumed_after_epochs": resumed, "val_images": n_val,   # validated on (the shards keep a sample)
+                   "weights": model_mod.weights_origin(prof.backbone, prof.weights)}   # what it started from
         with commit.building(lake_, f"models/{run}") as out:
             ckpt.fetch("best.keras", os.path.join(out, "model.keras"))
             best_net = keras.models.load_model(os.path.join(out, "model.keras"), compile=False)
@@ -255,7 +254,7 @@ def index_photos(net, batches, photos: pd.DataFrame, order: list[str], n_cells: 
             "cells": knn.CELLS, "group_km": knn.GROUP_KM}
 
 
-def epoch_saver(*args):
+def epoch_saver(ckpt: Checkpoints, work: str, history: list[dict], best: dict, state: dict, tensorboard: str):
     """A Keras callback: after every epoch, the model, the best one, the history and the state, to the lake."""
     import keras
 
@@ -283,23 +282,21 @@ def epoch_saver(*args):
             self.ckpt.save_epoch(done, last, last if improved else None, self.history,
                                  {**self.state, "best": self.best}, self.tensorboard)
 
-    return _Saver(*args)
+    return _Saver(ckpt, work, history, best, state, tensorboard)
 
 
-def _summary(history: list[dict], best: dict, tr, va, order: list[str], outputs: dict, prof, run: str,
-             image_set: str, report: dict, devices: dict, resumed: list[int], input: str) -> dict:
+def _summary(history: list[dict], best: dict, tr, va, run: str, config: dict, report: dict) -> dict:
     """The run's summary, with the bar a model must clear: always predicting the most frequent cell."""
-    fine = order[-1]
+    fine = config["order"][-1]
     prior_class = int(tr[f"class_{fine}"][tr[f"class_{fine}"] >= 0].mode().iloc[0])
     va_fine = va[f"class_{fine}"].to_numpy()
     best_row = next(h for h in history if int(h["epoch"]) == best["epoch"])
     acc = best_row.get(f"val_{fine}_acc")
     return {
-        "run": run, "image_set": image_set, "profile": prof.as_dict(), "order": order, "outputs": outputs,
-        "train_images": len(tr), "val_images": len(va), "epochs": len(history), "best_epoch": best["epoch"],
+        "run": run, **{k: config[k] for k in ("image_set", "profile", "order", "outputs", "input")},
+        "train_images": len(tr), "epochs": len(history), "best_epoch": best["epoch"],
         "best_val_loss": best["val_loss"], "val_acc_fine_best": None if acc in (None, "") else float(acc),
         "val_acc_fine_prior": float(np.mean(va_fine[va_fine >= 0] == prior_class)) if (va_fine >= 0).any() else None,
         "split_rule": report["split_rule"], "partitioning_report": {k: report.get(k) for k in ("profile", "spec")},
-        "face_threshold": report.get("face_threshold") if image_set == "removal" else None,
-        "devices": devices, "resumed_after_epochs": resumed, "input": input,
+        "face_threshold": report.get("face_threshold") if config["image_set"] == "removal" else None,
     }
