@@ -20,22 +20,27 @@ def dagbag(tmp_path_factory):
     return DagBag(dag_folder=str(DAGS))
 
 
+DAG_IDS = ("deeploc_ingestion", "deeploc_model")
+per_dag = pytest.mark.parametrize("dag_id", DAG_IDS)   # one result per DAG: a failure in one hides nothing
+
+
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}  # a cycle, too, is an import error
-    assert set(dagbag.dag_ids) == {"deeploc_ingestion", "deeploc_model"}
+    assert set(dagbag.dag_ids) == set(DAG_IDS)
 
 
-def test_tags_and_docs(dagbag):
-    for dag_id, dag in dagbag.dags.items():
-        assert "deeploc" in dag.tags and dag.doc_md, dag_id
+@per_dag
+def test_tags_and_docs(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    assert "deeploc" in dag.tags and dag.doc_md
 
 
-def test_every_task_retries_and_times_out(dagbag):
-    for dag_id, dag in dagbag.dags.items():
-        for task in dag.tasks:
-            assert task.retries >= 1, f"{dag_id}.{task.task_id} has no retries"
-            assert task.execution_timeout is not None and task.execution_timeout <= timedelta(hours=48), \
-                f"{dag_id}.{task.task_id} has no execution timeout"
+@per_dag
+def test_every_task_retries_and_times_out(dagbag, dag_id):
+    for task in dagbag.dags[dag_id].tasks:
+        assert task.retries >= 1, f"{task.task_id} has no retries"
+        assert task.execution_timeout is not None and task.execution_timeout <= timedelta(hours=48), \
+            f"{task.task_id} has no execution timeout"
 
 
 def _longest_path(dag) -> timedelta:
@@ -51,22 +56,23 @@ def _longest_path(dag) -> timedelta:
     return max(from_(t) for t in dag.task_ids)
 
 
-def test_a_run_outlasts_everything_in_it(dagbag):
+@per_dag
+def test_a_run_outlasts_everything_in_it(dagbag, dag_id):
     """A run timeout would skip the teardowns: it must never fire before the tasks' own limits."""
-    for dag_id, dag in dagbag.dags.items():
-        assert dag.dagrun_timeout >= _longest_path(dag), dag_id
+    dag = dagbag.dags[dag_id]
+    assert dag.dagrun_timeout >= _longest_path(dag)
 
 
-def test_waits_stay_under_their_tasks_limits(dagbag):
+@per_dag
+def test_waits_stay_under_their_tasks_limits(dagbag, dag_id):
     from deeploc_airflow.settings import AWS_DEFAULTS, STEP_CEILING_H, TRAIN_CEILING_H
 
-    for dag in dagbag.dags.values():
-        for task in dag.tasks:
-            kind = type(task).__name__
-            if kind == "EmrStage":
-                assert task.execution_timeout == timedelta(hours=STEP_CEILING_H), task.task_id
-            if kind == "TrainOnInstance":
-                assert task.execution_timeout == timedelta(hours=TRAIN_CEILING_H)
+    for task in dagbag.dags[dag_id].tasks:
+        kind = type(task).__name__
+        if kind == "EmrStage":
+            assert task.execution_timeout == timedelta(hours=STEP_CEILING_H), task.task_id
+        if kind == "TrainOnInstance":
+            assert task.execution_timeout == timedelta(hours=TRAIN_CEILING_H)
     assert AWS_DEFAULTS["step_timeout_hours"] <= STEP_CEILING_H and AWS_DEFAULTS["train_timeout_hours"] <= TRAIN_CEILING_H
 
 
@@ -86,19 +92,20 @@ def test_shapes(dagbag):
     assert model.params["profile"] is None  # Asset-triggered runs use the deployment's profile
 
 
-def test_both_targets_share_one_shape(dagbag):
+@per_dag
+def test_both_targets_share_one_shape(dagbag, dag_id):
     """A branch picks the lane; the aws lane runs the same stages in the same order, and everything it
     creates is removed by a teardown."""
-    for dag in dagbag.dags.values():
-        local = [t.stage for t in dag.tasks if type(t).__name__ == "LocalStage"]
-        assert dag.get_task("target").downstream_task_ids == {local[0], "aws.plan"}
-        remote = [t.stage for t in dag.tasks if t.task_id.startswith("aws.") and hasattr(t, "stage")]
-        assert remote == local, dag.dag_id
-        creates = {t.task_id for t in dag.tasks if type(t).__name__ in ("TransientCluster", "TrainOnInstance")}
-        teardowns = [t for t in dag.tasks if t.is_teardown]
-        assert {u for t in teardowns for u in t.upstream_task_ids if u in creates} == creates
-        assert all(dag.get_task(u).is_setup for t in teardowns for u in t.upstream_task_ids
-                   if type(dag.get_task(u)).__name__ == "TransientCluster")
+    dag = dagbag.dags[dag_id]
+    local = [t.stage for t in dag.tasks if type(t).__name__ == "LocalStage"]
+    assert dag.get_task("target").downstream_task_ids == {local[0], "aws.plan"}
+    remote = [t.stage for t in dag.tasks if t.task_id.startswith("aws.") and hasattr(t, "stage")]
+    assert remote == local
+    creates = {t.task_id for t in dag.tasks if type(t).__name__ in ("TransientCluster", "TrainOnInstance")}
+    teardowns = [t for t in dag.tasks if t.is_teardown]
+    assert {u for t in teardowns for u in t.upstream_task_ids if u in creates} == creates
+    assert all(dag.get_task(u).is_setup for t in teardowns for u in t.upstream_task_ids
+               if type(dag.get_task(u)).__name__ == "TransientCluster")
 
 
 def test_parsing_imports_nothing_heavy():
@@ -112,7 +119,8 @@ def test_parsing_imports_nothing_heavy():
     assert res.returncode == 0, res.stdout + res.stderr[-2000:]
 
 
-def test_operator_arguments_are_what_the_cli_takes(dagbag):
+@per_dag
+def test_operator_arguments_are_what_the_cli_takes(dagbag, dag_id):
     """Render each task's templated options with Airflow itself, at the DAG's default params, and parse
     them with the CLI."""
     import copy
@@ -122,28 +130,28 @@ def test_operator_arguments_are_what_the_cli_takes(dagbag):
     from deeploc_airflow.local import LocalStage
 
     locations = {"lake": "/l", "bucket": "/b", "metadata": "/m/*.bz2"}
-    for dag in dagbag.dags.values():
-        params = {k: dag.params[k] for k in dag.params}
-        context = {"params": params, "run_id": "manual__2024-05-01T00:00:00+00:00",
-                   "data_interval_start": datetime(2010, 1, 1, tzinfo=timezone.utc),
-                   "data_interval_end": datetime(2011, 1, 1, tzinfo=timezone.utc)}
-        for task in (copy.copy(t) for t in dag.tasks if isinstance(t, LocalStage)):
-            task.render_template_fields(context)
-            argv = task.argv({**params, **locations})
-            ns = parser().parse_args(argv)  # exits (fails the test) on any flag or value the CLI refuses
-            assert ns.command == task.stage and ns.lake == "/l"
-            if task.stage == "parse":
-                assert ns.input == ["/m/*.bz2"]
-            if task.stage == "metadata":
-                assert (ns.start, ns.end) == ("2010-01-01", "2011-01-01")
-            if task.stage in ("train", "infer", "evaluate", "removal_effect", "publish"):
-                assert ns.run == "manual__2024-05-01T00_00_00_00_00"
-            if task.stage in ("partitioning", "train"):
-                assert ns.profile == "demo"  # the empty param resolved to the setting's default
-            if task.stage == "train":
-                assert ns.epochs is None and ns.backbone is None  # empty params leave the flags out
-            if task.stage == "partitioning":
-                assert (ns.face_threshold, ns.split_by, ns.max_images) == (0.035, "user", None)
+    dag = dagbag.dags[dag_id]
+    params = {k: dag.params[k] for k in dag.params}
+    context = {"params": params, "run_id": "manual__2024-05-01T00:00:00+00:00",
+               "data_interval_start": datetime(2010, 1, 1, tzinfo=timezone.utc),
+               "data_interval_end": datetime(2011, 1, 1, tzinfo=timezone.utc)}
+    for task in (copy.copy(t) for t in dag.tasks if isinstance(t, LocalStage)):
+        task.render_template_fields(context)
+        argv = task.argv({**params, **locations})
+        ns = parser().parse_args(argv)  # exits (fails the test) on any flag or value the CLI refuses
+        assert ns.command == task.stage and ns.lake == "/l"
+        if task.stage == "parse":
+            assert ns.input == ["/m/*.bz2"]
+        if task.stage == "metadata":
+            assert (ns.start, ns.end) == ("2010-01-01", "2011-01-01")
+        if task.stage in ("train", "infer", "evaluate", "removal_effect", "publish"):
+            assert ns.run == "manual__2024-05-01T00_00_00_00_00"
+        if task.stage in ("partitioning", "train"):
+            assert ns.profile == "demo"  # the empty param resolved to the setting's default
+        if task.stage == "train":
+            assert ns.epochs is None and ns.backbone is None  # empty params leave the flags out
+        if task.stage == "partitioning":
+            assert (ns.face_threshold, ns.split_by, ns.max_images) == (0.035, "user", None)
 
 
 def test_a_manual_run_processes_the_slice_of_its_logical_date():
@@ -175,7 +183,7 @@ def test_scheduled_runs_end_with_the_data():
                                   restriction=restriction) is None
 
 
-@pytest.mark.parametrize("dag_id", ["deeploc_ingestion", "deeploc_model"])
+@per_dag
 def test_the_trigger_form_is_valid_as_it_opens(dagbag, dag_id):
     """Every param validates at its default, and none that the UI marks required (a schema type without
     "null") starts empty: the form's Trigger button works with nothing typed (the browser test shows it)."""
