@@ -200,18 +200,16 @@ def states(dr) -> dict:
 
 
 def local_argv(dag, dr, params: dict) -> dict:
-    """What the local lane would run for this very run: its LocalStages' rendered argument lists."""
-    import jinja2
+    """What the local lane would run for this very run: its LocalStages' argument lists, rendered by
+    Airflow itself (the task's template fields, in this run's context)."""
+    import copy
 
-    env = jinja2.Environment()
-    env.filters["ds"] = lambda d: d.strftime("%Y-%m-%d")
     context = {"params": params, "run_id": dr.run_id, "data_interval_start": dr.data_interval_start,
                "data_interval_end": dr.data_interval_end}
     out = {}
-    for task in dag.tasks:
-        if not task.task_id.startswith("aws.") and hasattr(task, "argv"):
-            task.options = {k: env.from_string(str(v)).render(**context) for k, v in task.options.items()}
-            out[task.stage] = task.argv(params)
+    for task in (copy.copy(t) for t in dag.tasks if not t.task_id.startswith("aws.") and hasattr(t, "argv")):
+        task.render_template_fields(context)
+        out[task.stage] = task.argv(params)
     return out
 
 
