@@ -34,9 +34,9 @@ def main() -> None:
 
     from moto.s3.models import s3_backends
 
-    from deeploc import yfcc
+    from deeploc.sources import yfcc
     from tests import moto_s3  # the test suite's moto server (not shipped in the package)
-    from deeploc.bucket import Bucket
+    from deeploc.sources.bucket import Bucket
     from deeploc.spark import session
     from deeploc.stages import availability
 

@@ -1,7 +1,7 @@
 """The measured part of the commit benchmark, on a moto S3 server with its Glue catalog: publishing one
 slice of a table (12 months, several files a month), first and again (a rerun replaces it), by
 
-- the Iceberg commit the stages make now (``deeploc.catalog.commit``: a footer read per new file, the
+- the Iceberg commit the stages make now (``deeploc.storage.catalog.commit``: a footer read per new file, the
   manifests, the metadata file, one Glue update), and
 - the copy-based publish the lake used before (re-implemented here as it was: every staged object
   copied server-side into the month's folder and deleted, the month's old objects copied to a trash
@@ -70,11 +70,11 @@ def main() -> None:
     import boto3
     import pyarrow.parquet as pq
 
-    from deeploc import catalog
+    from deeploc.storage import catalog
     from tests import moto_s3  # the test suite's moto server (not shipped in the package)
-    from deeploc.lake import Lake
-    from deeploc.slice_io import months as month_filter
-    from deeploc.slices import Slice
+    from deeploc.storage.lake import Lake
+    from deeploc.storage.slice_io import months as month_filter
+    from deeploc.storage.slices import Slice
 
     server, url = moto_s3.start()
     os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",

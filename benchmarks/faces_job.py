@@ -10,8 +10,8 @@ import time
 
 def bare_loop(bucket_root: str, keys: list[str]) -> float:
     """Images per second of read + decode + cascade in one plain Python loop (one core)."""
-    from deeploc import facedetect, images
-    from deeploc.bucket import Bucket
+    from deeploc.sources import facedetect, images
+    from deeploc.sources.bucket import Bucket
 
     bucket = Bucket(bucket_root)
     facedetect.cascade()  # loaded before timing, as each Spark worker loads it once
@@ -31,8 +31,8 @@ def main() -> None:
     ap.add_argument("--mode", choices=("bare", "stage"), required=True)
     ap.add_argument("--repeats", type=int, default=3, help="timed stage runs after the warm-up")
     a = ap.parse_args()
-    from deeploc import catalog
-    from deeploc.lake import Lake
+    from deeploc.storage import catalog
+    from deeploc.storage.lake import Lake
 
     keys = catalog.read(Lake(a.lake), "images", ["object_key"])[0]["object_key"].tolist()
     if a.mode == "bare":

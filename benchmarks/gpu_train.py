@@ -34,8 +34,8 @@ def write_shards(folder: str, n: int, outputs: dict[str, int], per_shard: int = 
     import tensorflow as tf
     from PIL import Image
 
-    from deeploc import images
     from deeploc.demo.render import render_scene
+    from deeploc.sources import images
     from deeploc.stages.shards import serialize
 
     rng, files = np.random.default_rng(0), []
@@ -70,7 +70,7 @@ def main() -> None:
     a = ap.parse_args()
     import tensorflow as tf
 
-    from deeploc import model, profiles, training_data
+    from deeploc.learn import model, profiles, training_data
 
     prof = profiles.get("mp16")
     devices = model.configure_devices()

@@ -25,10 +25,11 @@ def make(d: str, n: int) -> None:
     import pandas as pd
     from PIL import Image
 
-    from deeploc import commit, yfcc
     from deeploc.demo.render import render_scene
-    from deeploc.images import encode_jpeg
-    from deeploc.lake import Lake
+    from deeploc.sources import yfcc
+    from deeploc.sources.images import encode_jpeg
+    from deeploc.storage import commit
+    from deeploc.storage.lake import Lake
 
     rng = np.random.default_rng(2)
     rows = []
@@ -56,7 +57,7 @@ def _save_run(out: str, backbone: str, size: int, sizes: dict, cells, order: lis
     import keras
     import pandas as pd
 
-    from deeploc import model
+    from deeploc.learn import model
 
     keras.utils.set_random_seed(0)
     model.build(backbone, size, sizes).save(os.path.join(out, "model.keras"))
@@ -70,7 +71,7 @@ def _save_run(out: str, backbone: str, size: int, sizes: dict, cells, order: lis
 
 def stage(d: str, run: str, master: str) -> dict:
     os.environ["DEEPLOC_SPARK_MASTER"] = master
-    from deeploc.bucket import Bucket
+    from deeploc.sources.bucket import Bucket
     from deeploc.spark import session
     from deeploc.stages import infer
 
@@ -89,13 +90,13 @@ def bare(d: str, run: str) -> dict:
     import pandas as pd
     import tensorflow as tf
 
-    from deeploc import images
-    from deeploc.bucket import Bucket
-    from deeploc.predict import Predictor
+    from deeploc.learn.predict import Predictor
+    from deeploc.sources import images
+    from deeploc.sources.bucket import Bucket
 
     tf.config.threading.set_intra_op_parallelism_threads(2)
-    from deeploc import commit
-    from deeploc.lake import Lake
+    from deeploc.storage import commit
+    from deeploc.storage.lake import Lake
 
     pred = Predictor.load(commit.current(Lake(os.path.join(d, "lake")), f"models/{run}"))
     bucket, side = Bucket(os.path.join(d, "bucket")), images.eval_side(pred.input_size)

@@ -25,12 +25,13 @@ def make(out: str, n: int, seed: int = 5) -> None:
     import pandas as pd
     from PIL import Image
 
-    from deeploc import commit, yfcc
-    from deeploc.bucket import Bucket
     from deeploc.demo.render import render_scene
-    from deeploc.images import encode_jpeg
-    from deeploc.lake import Lake
+    from deeploc.sources import yfcc
+    from deeploc.sources.bucket import Bucket
+    from deeploc.sources.images import encode_jpeg
     from deeploc.stages import shards
+    from deeploc.storage import commit
+    from deeploc.storage.lake import Lake
 
     rng = np.random.default_rng(seed)
     lat, lon = rng.uniform(-60, 70, n), rng.uniform(-180, 180, n)
@@ -66,7 +67,7 @@ def bare_loop(jpegs: list[bytes]) -> float:
 
     from PIL import Image
 
-    from deeploc.training_data import AREA, ASPECT
+    from deeploc.learn.training_data import AREA, ASPECT
 
     rng = np.random.default_rng(0)
     t0 = time.monotonic()
@@ -86,7 +87,7 @@ def natural_bytes() -> dict:
     """JPEG and raw bytes of natural photos at the shards' 320 px."""
     import skimage.data
 
-    from deeploc import images
+    from deeploc.sources import images
 
     jpeg, raw = [], []
     for name in NATURAL:
@@ -99,9 +100,10 @@ def natural_bytes() -> dict:
 def measure(kind: str, d: str) -> dict:
     import pandas as pd
 
-    from deeploc import commit, training_data
-    from deeploc.bucket import Bucket
-    from deeploc.lake import Lake
+    from deeploc.learn import training_data
+    from deeploc.sources.bucket import Bucket
+    from deeploc.storage import commit
+    from deeploc.storage.lake import Lake
 
     lake = Lake(os.path.join(d, "lake"))
     shard_dir = commit.current(lake, "shards/full")

@@ -3,7 +3,7 @@
     python -m benchmarks.knn_job --width W [--photos N] [--cells C] [--queries Q]
 
 Synthetic unit vectors filed under C cells whose sizes are skewed (log-normal, like photo counts per
-cell), built chunk by chunk into the same index ``deeploc.knn.build`` makes. A query searches the 5 cells
+cell), built chunk by chunk into the same index ``deeploc.learn.knn.build`` makes. A query searches the 5 cells
 the hierarchy would give it (drawn by size: dense cells come up more often, the harder case); the limit it
 is compared with is the same index scanning every list (an exhaustive search), in the same run.
 """
@@ -22,7 +22,7 @@ CHUNK = 50_000
 def measure(width: int, photos: int, cells: int, queries: int) -> dict:
     import faiss
 
-    from deeploc import knn
+    from deeploc.learn import knn
 
     faiss.omp_set_num_threads(1)
     rng = np.random.default_rng(0)

@@ -19,7 +19,7 @@ import time
 def bare_job(spark, files: list[str], out: str) -> int:
     from pyspark.sql import functions as F
 
-    from deeploc.yfcc import COLUMNS_25
+    from deeploc.sources.yfcc import COLUMNS_25
 
     f = dict(zip(COLUMNS_25, (F.get(F.split("value", "\t", -1), i) for i in range(len(COLUMNS_25)))))
     rows = (spark.read.text(files)

@@ -26,7 +26,7 @@ def main() -> None:
         print(json.dumps({"points": a.points}))
         return
 
-    from deeploc import partitioning, s2
+    from deeploc.earth import partitioning, s2
 
     data = np.load(a.points_file)
     lat, lon = data["lat"], data["lon"]

@@ -45,9 +45,9 @@ def faces_lake(lake: str, keys: list[str], rows: int, seed: int = 5) -> None:
     """A lake whose faces table holds ``rows`` photos (made once)."""
     import pandas as pd
 
-    from deeploc import catalog
     from deeploc.demo.places import sample_locations
-    from deeploc.lake import Lake
+    from deeploc.storage import catalog
+    from deeploc.storage.lake import Lake
 
     if catalog.load(Lake(lake), "faces") is not None:
         return
@@ -69,8 +69,8 @@ def main() -> None:
     a = ap.parse_args()
 
     from deeploc import aws_config, plan
-    from deeploc.bucket import Bucket
-    from deeploc.lake import Lake
+    from deeploc.sources.bucket import Bucket
+    from deeploc.storage.lake import Lake
 
     keys = photo_bucket(a.bucket)
     t0 = time.monotonic()

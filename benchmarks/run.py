@@ -187,7 +187,7 @@ def faces_set(rows: int) -> tuple[str, str]:
     generate(demo, rows=rows, seed=3, reuse=True)
     lake = os.path.join(OUT, f"faces-lake-{rows}")
     if not os.path.isdir(os.path.join(lake, "images")):
-        from deeploc.bucket import Bucket
+        from deeploc.sources.bucket import Bucket
         from deeploc.stages import availability, metadata, parse
 
         parse.run([os.path.join(demo, "metadata")], lake)
@@ -306,7 +306,7 @@ def bench_serve(a) -> None:
 
 
 def bench_knn(a) -> None:
-    lines = [f"- the refinement's index (`deeploc.knn.build`: faiss IVF, one list per finest cell) of {a.photos:,} synthetic "
+    lines = [f"- the refinement's index (`deeploc.learn.knn.build`: faiss IVF, one list per finest cell) of {a.photos:,} synthetic "
              "unit vectors over 12,893 cells of log-normal sizes; each query searches 5 cells drawn by size, one "
              "photo at a time, faiss on one thread pinned to one core; the limit: the same index scanning every list"]
     for width, what in ((128, "the demo's small CNN"), (2048, "ResNet50/101 (the reference)")):

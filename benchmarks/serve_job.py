@@ -25,8 +25,8 @@ def _server(model_dir: str, site: str, ports) -> None:
 
     import uvicorn
 
-    from deeploc.predict import Predictor
-    from deeploc.serve import Limits, Settings, build_app, uvicorn_options
+    from deeploc.learn.predict import Predictor
+    from deeploc.web.serve import build_app, Limits, Settings, uvicorn_options
 
     settings = Settings(lake="-", port=0)
     app = build_app(site, Predictor.load(model_dir), "bench", Limits(), settings.hosts(), None)
@@ -56,9 +56,9 @@ def percentiles(seconds: list[float]) -> dict:
 def measure(d: str, run: str, sequential: int = 40, concurrent: int = 8, rounds: int = 8) -> dict:
     import pandas as pd
 
-    from deeploc import commit
-    from deeploc.lake import Lake
-    from deeploc.predict import Predictor, predict_bytes
+    from deeploc.learn.predict import predict_bytes, Predictor
+    from deeploc.storage import commit
+    from deeploc.storage.lake import Lake
 
     model_dir = commit.current(Lake(os.path.join(d, "lake")), f"models/{run}")
     key = pd.read_parquet(os.path.join(d, "photos.parquet"))["object_key"].iloc[0]

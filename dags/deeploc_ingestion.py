@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from airflow.sdk import DAG, TaskGroup, chain, task
 from deeploc_airflow import aws_operators as aws
 from deeploc_airflow.announce import announce_faces
-from deeploc_airflow.local import LocalStage, choose_target
+from deeploc_airflow.local import choose_target, LocalStage
 from deeploc_airflow.params import INGESTION
 from deeploc_airflow.settings import STEP_CEILING_H
 from deeploc_airflow.timetable import SliceTimetable

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from airflow.sdk import DAG, TaskGroup, chain, task
 from deeploc_airflow import aws_operators as aws
 from deeploc_airflow.assets import FACES
-from deeploc_airflow.local import LocalStage, choose_target
+from deeploc_airflow.local import choose_target, LocalStage
 from deeploc_airflow.params import MODEL, MODEL_STAGES, stage_options
 from deeploc_airflow.settings import STEP_CEILING_H, TRAIN_CEILING_H
 

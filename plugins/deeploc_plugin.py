@@ -5,7 +5,7 @@ menu entry that opens the web map (``deeploc_airflow.links``)."""
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
-from deeploc_airflow.links import URL_PREFIX, results_app
+from deeploc_airflow.links import results_app, URL_PREFIX
 from deeploc_airflow.timetable import SliceTimetable
 
 

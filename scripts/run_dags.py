@@ -118,8 +118,8 @@ def run(dag, lines: TaskLines, label: str, **kw) -> bool:
 def report(conf: dict, out) -> None:
     """Where the results of the model run are, and its main accuracy table."""
     sys.path.insert(0, os.environ.get("AIRFLOW__CORE__PLUGINS_FOLDER", ""))
-    from deeploc import commit, runs
-    from deeploc.lake import Lake
+    from deeploc.storage import commit, runs
+    from deeploc.storage.lake import Lake
     from deeploc_airflow.argv import safe_run_name
     from deeploc_airflow.settings import resolve_local
 
@@ -189,7 +189,7 @@ def run_all(terminal, log_path: str) -> int:
     a = ap.parse_args()
     from airflow.sdk.listener import get_listener_manager
 
-    from deeploc.slices import Slice
+    from deeploc.storage.slices import Slice
 
     lines = TaskLines(terminal)
     get_listener_manager().add_listener(lines)

@@ -135,8 +135,8 @@ def stock_lake(wheelhouse: bool) -> None:
     import numpy as np
     import pandas as pd
 
-    from deeploc import catalog
-    from deeploc.lake import Lake
+    from deeploc.storage import catalog
+    from deeploc.storage.lake import Lake
     from deeploc_airflow import aws_package
 
     for b in ("deeploc-lake", "deeploc-images", "deeploc-meta"):
@@ -285,7 +285,7 @@ def run_dags(given: str, ami: str) -> dict:
 
 def kept_plan(dag_id: str) -> dict | None:
     """The plan the run's first task kept in the lake (the only one there: one run per DAG)."""
-    from deeploc.lake import Lake
+    from deeploc.storage.lake import Lake
 
     lake = Lake(LAKE)
     found = lake.files(lake.path("plans", dag_id), ".json") if lake.exists(lake.path("plans", dag_id)) else []

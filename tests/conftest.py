@@ -21,16 +21,16 @@ HOSTILE = '<script>window.owned=1</script><img src=x onerror="window.owned=2">'
 
 def table(lake, name: str, columns=None, where=None):
     """A table of the lake as the catalog's current snapshot holds it (pandas)."""
-    from deeploc import catalog
-    from deeploc.lake import Lake
+    from deeploc.storage import catalog
+    from deeploc.storage.lake import Lake
 
     return catalog.read(Lake(str(lake)), name, columns, where)[0]
 
 
 def current(lake, output: str) -> Path:
     """The current version of a folder output (``models/<run>``, ``site``, ...)."""
-    from deeploc import commit
-    from deeploc.lake import Lake
+    from deeploc.storage import commit
+    from deeploc.storage.lake import Lake
 
     found = commit.current(Lake(str(lake)), output)
     assert found is not None, f"{output} was never published in {lake}"
@@ -38,9 +38,9 @@ def current(lake, output: str) -> Path:
 
 
 def put_table(lake, name: str, df, partition_by=("upload_month",), replace=None) -> None:
-    """Commit ``df`` to a lake table (``deeploc.catalog.write_frame``)."""
-    from deeploc import catalog
-    from deeploc.lake import Lake
+    """Commit ``df`` to a lake table (``deeploc.storage.catalog.write_frame``)."""
+    from deeploc.storage import catalog
+    from deeploc.storage.lake import Lake
 
     catalog.write_frame(Lake(str(lake)), name, df, tuple(partition_by), replace)
 
@@ -48,8 +48,8 @@ def put_table(lake, name: str, df, partition_by=("upload_month",), replace=None)
 def share(src, dst, *tables: str) -> None:
     """Give the lake ``dst`` the current rows of ``src``'s tables: its catalog references ``src``'s files
     (nothing is copied; ``src`` must not change while ``dst`` is used)."""
-    from deeploc import catalog
-    from deeploc.lake import Lake
+    from deeploc.storage import catalog
+    from deeploc.storage.lake import Lake
     from pyiceberg.expressions import AlwaysTrue
 
     for name in tables:
@@ -81,7 +81,7 @@ def demo_set(tmp_path_factory):
 def ingested(spark, demo_set, tmp_path_factory):
     """The demo set through parse, metadata, availability and faces (one unbounded slice):
     (lake root, expected counts, the stages' ledgers). Tests must not change this lake."""
-    from deeploc.bucket import Bucket
+    from deeploc.sources.bucket import Bucket
     from deeploc.stages import availability, faces, metadata, parse
 
     out, manifest = demo_set
@@ -95,7 +95,7 @@ def ingested(spark, demo_set, tmp_path_factory):
 def trained(ingested, demo_set, tmp_path_factory):
     """A lake with the ingested faces, partitionings (by user), shards and a two-epoch demo model."""
 
-    from deeploc.bucket import Bucket
+    from deeploc.sources.bucket import Bucket
     from deeploc.stages import partitioning, shards, train
 
     lake = tmp_path_factory.mktemp("train-lake")

@@ -28,10 +28,10 @@ def months(lake_root: str, table: str, start: str, end: str, files: str = "1") -
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from deeploc import catalog
-    from deeploc.lake import Lake
-    from deeploc.slice_io import months as month_filter
-    from deeploc.slices import Slice
+    from deeploc.storage import catalog
+    from deeploc.storage.lake import Lake
+    from deeploc.storage.slice_io import months as month_filter
+    from deeploc.storage.slices import Slice
 
     lake, sl = Lake(lake_root), Slice.of(start, end)
     folder, written = catalog.new_data_folder(lake, table), []
@@ -52,8 +52,8 @@ def months(lake_root: str, table: str, start: str, end: str, files: str = "1") -
 
 
 def watch(lake_root: str, table: str, seconds: str) -> dict:
-    from deeploc import catalog
-    from deeploc.lake import Lake
+    from deeploc.storage import catalog
+    from deeploc.storage.lake import Lake
 
     lake, seen, end = Lake(lake_root), [], time.monotonic() + float(seconds)
     while time.monotonic() < end:

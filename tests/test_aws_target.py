@@ -235,7 +235,7 @@ def test_code_package_is_a_reproducible_wheel_of_the_project():
 
 
 def test_constraints_are_the_lock_plus_the_gpu_build():
-    from deeploc_airflow.aws_package import LOCK, constraints
+    from deeploc_airflow.aws_package import constraints, LOCK
 
     text = constraints()
     assert text.startswith(LOCK.read_text().rstrip("\n"))

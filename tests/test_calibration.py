@@ -4,7 +4,7 @@ the error and the expected distance on cases worked out by hand."""
 
 import numpy as np
 import pytest
-from deeploc import calibration
+from deeploc.learn import calibration
 
 
 def test_an_overconfident_model_gets_its_temperature_back():

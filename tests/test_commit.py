@@ -16,10 +16,10 @@ import pyarrow as pa
 import pytest
 from conftest import REPO, table
 
-from deeploc import catalog, commit
-from deeploc.lake import Lake
-from deeploc.slice_io import months
-from deeploc.slices import Slice
+from deeploc.storage import catalog, commit
+from deeploc.storage.lake import Lake
+from deeploc.storage.slice_io import months
+from deeploc.storage.slices import Slice
 
 sys.path.insert(0, str(REPO / "tests"))
 from lake_writer import rows_of  # noqa: E402
@@ -67,7 +67,7 @@ def test_a_commit_replaces_exactly_its_slice(tmp_path):
 
 
 def test_rows_outside_the_slice_are_refused(spark, tmp_path):
-    from deeploc.slice_io import write_slice
+    from deeploc.storage.slice_io import write_slice
 
     labelled = spark.createDataFrame([(1, None, "1999-01")], "photo_id long, reject_reason string, upload_month string")
     with pytest.raises(RuntimeError, match="outside the slice"):

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import current, put_table
-from deeploc import commit
-from deeploc.compare import user_bootstrap
-from deeploc.lake import Lake
+from deeploc.learn.compare import user_bootstrap
+from deeploc.storage import commit
+from deeploc.storage.lake import Lake
 
 
 def _run(lake_root, name: str, users: list[str], right: list[bool]) -> None:

@@ -5,8 +5,8 @@ import hashlib
 import json
 import os
 
-from deeploc import yfcc
 from deeploc.demo.generate import generate
+from deeploc.sources import yfcc
 
 
 def _digest(folder):

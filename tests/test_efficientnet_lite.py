@@ -28,7 +28,7 @@ def classifier():
     """Lite0 with ImageNet's classifier, fed uint8 pixels through our normalisation layer."""
     import keras
 
-    from deeploc import efficientnet_lite, model
+    from deeploc.learn import efficientnet_lite, model
 
     net = efficientnet_lite.network((224, 224, 3), include_top=True)
     efficientnet_lite.load_imagenet(net)
@@ -46,7 +46,7 @@ def test_the_geolocation_network_starts_from_the_pytorch_features():
     """``build`` with --weights imagenet: the backbone's pooled features on uint8 input are the original's."""
     import keras
 
-    from deeploc import model
+    from deeploc.learn import model
 
     oracle = np.load(ORACLE)
     net = model.build("efficientnet_lite0", 224, {"coarse": 3, "fine": 7}, "imagenet")
@@ -73,7 +73,7 @@ def test_real_photos_get_their_obvious_classes(classifier):
 
 def test_the_weights_reader_runs_no_code(tmp_path):
     """The file is a pickle: one naming anything but tensors is refused before anything runs."""
-    from deeploc import efficientnet_lite
+    from deeploc.learn import efficientnet_lite
 
     marker = tmp_path / "ran"
     path = tmp_path / "evil.pth"
@@ -97,7 +97,7 @@ class _Payload:
 def test_a_resnet_without_its_weights_says_where_they_come_from(monkeypatch):
     import keras
 
-    from deeploc import model
+    from deeploc.learn import model
 
     def offline(**_):
         raise OSError("[Errno -3] Temporary failure in name resolution")

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from conftest import current, put_table
 
-from deeploc import commit, geography, ledger
-from deeploc.lake import Lake
+from deeploc.earth import geography
 from deeploc.stages import evaluate
+from deeploc.storage import commit, ledger
+from deeploc.storage.lake import Lake
 
 # (truth lat, lon, predicted lat, lon): distances and countries checkable on any map
 CASES = [

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from deeploc import geography
+from deeploc.earth import geography
 
 # (lat, lon, country, ISO alpha-3, continent): labels written by hand from an atlas, not computed.
 LABELLED = [

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import s2sphere
-from deeploc import geo, partitioning, s2, splits
+from deeploc.earth import geo, partitioning, s2
+from deeploc.learn import splits
 
 
 def test_s2_matches_reference_library():

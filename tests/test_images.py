@@ -4,8 +4,8 @@ import io
 
 import numpy as np
 import pytest
-from deeploc import images
-from deeploc.predict import crops_of
+from deeploc.learn.predict import crops_of
+from deeploc.sources import images
 from PIL import Image
 
 

@@ -4,9 +4,9 @@ face detector measured against the faces planted by construction."""
 import numpy as np
 import pandas as pd
 from conftest import table
-from deeploc import facedetect
 from deeploc.demo.render import paste_face, render_scene
-from deeploc.tables import removal_filter
+from deeploc.sources import facedetect
+from deeploc.storage.tables import removal_filter
 
 # The detector against the planted truth (measured on the demo sets: every planted face found, no
 # face found elsewhere, found boxes 1.03-1.30x the planted face box: the cascade's box has a margin).

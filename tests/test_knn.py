@@ -3,7 +3,7 @@ answer is the densest group of the neighbours' places, not their mean."""
 
 import numpy as np
 import pytest
-from deeploc import knn
+from deeploc.learn import knn
 
 
 def _unit(v):

@@ -8,7 +8,7 @@ import os
 import random
 
 import pytest
-from deeploc import bz2_blocks, line_source
+from deeploc.sources import bz2_blocks, line_source
 
 
 def _lines(n, seed=3):

@@ -9,10 +9,10 @@ import shutil
 import pandas as pd
 import pytest
 from conftest import table
-from deeploc import yfcc
-from deeploc.lake import Lake
-from deeploc.ledger import LedgerError, record
+from deeploc.sources import yfcc
 from deeploc.stages import metadata, parse
+from deeploc.storage.lake import Lake
+from deeploc.storage.ledger import LedgerError, record
 
 UPLOAD_2010 = 1278000000  # 2010-07-01
 ONE_YEAR = 31_600_000

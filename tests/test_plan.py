@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 from conftest import current, put_table
 
-from deeploc import aws_config, plan, splits
-from deeploc.bucket import Bucket
-from deeploc.lake import Lake
+from deeploc import aws_config, plan
+from deeploc.learn import splits
+from deeploc.sources.bucket import Bucket
+from deeploc.storage.lake import Lake
 
 
 def _plan(lake, bucket, *extra, env=None):

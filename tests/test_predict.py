@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deeploc.partitioning import Partitionings
-from deeploc.predict import HIERARCHY, Predictor, crops_of, hierarchy_scores
+from deeploc.earth.partitioning import Partitionings
+from deeploc.learn.predict import crops_of, HIERARCHY, hierarchy_scores, Predictor
 
 
 def _predictor(raw, temperature=None):

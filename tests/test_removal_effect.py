@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deeploc import commit, runs
-from deeploc.lake import Lake
 from deeploc.stages import removal_effect
+from deeploc.storage import commit, runs
+from deeploc.storage.lake import Lake
 
 
 def _model(lake: Lake, run: str, image_set: str, split_by: str = "user") -> dict:

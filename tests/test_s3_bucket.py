@@ -7,7 +7,7 @@ import pytest
 from conftest import share, table
 
 import moto_s3
-from deeploc.bucket import Bucket, ListingFailed
+from deeploc.sources.bucket import Bucket, ListingFailed
 from deeploc.stages import availability, faces
 
 

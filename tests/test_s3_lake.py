@@ -15,9 +15,9 @@ from conftest import table
 from pyarrow import fs
 from pyiceberg.expressions import AlwaysTrue
 
-from deeploc import catalog, commit
-from deeploc.bucket import Bucket
-from deeploc.lake import Lake
+from deeploc.sources.bucket import Bucket
+from deeploc.storage import catalog, commit
+from deeploc.storage.lake import Lake
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +86,8 @@ def test_a_slice_commit_on_s3(s3_lake):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from deeploc.slice_io import months
-    from deeploc.slices import Slice
+    from deeploc.storage.slice_io import months
+    from deeploc.storage.slices import Slice
 
     lake = Lake(s3_lake)
     schema = pa.schema([("row", pa.string()), ("upload_month", pa.string())])
@@ -114,7 +114,7 @@ def test_a_dead_holders_lock_is_taken_over(s3_lake, monkeypatch):
     import json
     import time
 
-    from deeploc import lake as lake_mod
+    from deeploc.storage import lake as lake_mod
 
     lake = Lake(s3_lake)
     lake.write_bytes(lake.path("_locks", "stale.lock"), json.dumps({"owner": "gone", "expires": time.time() - 1}).encode())
@@ -191,7 +191,7 @@ def test_metadata_lines_read_from_s3(s3_lake):
     import bz2
     import random
 
-    from deeploc import line_source
+    from deeploc.sources import line_source
 
     rnd = random.Random(5)
     lines = [f"{i}\t{rnd.randbytes(40).hex()}".encode() for i in range(30_000)]

@@ -4,10 +4,10 @@ read from chunks cut anywhere, which paths are files of the site, conditional re
 import os
 
 import pytest
-from deeploc import site_policy
-from deeploc.serve import host_name
-from deeploc.site_files import SiteFiles, not_modified
-from deeploc.upload import PhotoField, Refused
+from deeploc.web import site_policy
+from deeploc.web.serve import host_name
+from deeploc.web.site_files import not_modified, SiteFiles
+from deeploc.web.upload import PhotoField, Refused
 from starlette.requests import Request
 
 

@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 
-from deeploc.lake import Lake
-from deeploc.shard_cache import ShardCache
+from deeploc.storage.lake import Lake
+from deeploc.storage.shard_cache import ShardCache
 
 
 def _lake_with_files(tmp_path, n=12, size=1000):
@@ -47,7 +47,7 @@ def test_a_cache_as_large_as_the_shards_downloads_each_file_once(tmp_path):
 def test_training_records_stream_through_the_cache(tmp_path):
     import tensorflow as tf
 
-    from deeploc import training_data
+    from deeploc.learn import training_data
     from deeploc.stages.shards import serialize
 
     lake = Lake(str(tmp_path / "lake"))

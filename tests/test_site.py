@@ -26,7 +26,7 @@ SHOTS = os.environ.get("DEEPLOC_SCREENSHOTS") or str(REPO / ".deeploc" / "screen
 @pytest.fixture(scope="module")
 def server(site):
     """``deeploc serve``'s uvicorn server for the site's lake, on a free loopback port, in a thread."""
-    from deeploc.serve import Settings, make_server
+    from deeploc.web.serve import make_server, Settings
 
     srv, sock = make_server(Settings(str(site[0]), port=0))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)

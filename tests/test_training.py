@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 from conftest import REPO, current, table
 
-from deeploc import images, splits
+from deeploc.learn import splits
+from deeploc.sources import images
 
 
 def test_no_user_is_on_two_sides(trained):
@@ -68,7 +69,7 @@ def test_class_minus_one_teaches_nothing():
     import keras
     import tensorflow as tf
 
-    from deeploc import model, training_data
+    from deeploc.learn import model, training_data
 
     y, w = training_data._targets({"fine": tf.constant([0, -1, -1, 1])})
     assert y["fine"].numpy().tolist() == [0, -1, -1, 1] and w["fine"].numpy().tolist() == [1.0, 0.0, 0.0, 1.0]
@@ -84,7 +85,7 @@ def test_class_minus_one_teaches_nothing():
 def test_export_and_reload_give_identical_predictions(trained, tmp_path):
     import keras
 
-    from deeploc.predict import Predictor
+    from deeploc.learn.predict import Predictor
 
     lake, _, _, _, summary = trained
     assert summary["epochs"] == 2 and summary["split_rule"]["by"] == "user"
@@ -172,7 +173,7 @@ def test_a_killed_run_resumes_where_it_stopped(trained, tmp_path):
 def unbroken_first_batch(lake, epoch: int, epochs: int) -> str:
     """The digest of epoch ``epoch``'s first batch (from 0) in a pipeline that starts at epoch 0, as the
     demo profile feeds it (64 px, batches of 32, seed 1)."""
-    from deeploc import training_data
+    from deeploc.learn import training_data
 
     folder = current(lake, "shards/full")
     index = json.loads((folder / "index.json").read_text())
@@ -207,7 +208,7 @@ def test_a_spot_notice_keeps_the_epoch_in_progress(trained, tmp_path):
 def test_spark_inference_equals_single_photo_prediction(trained, tmp_path):
     """The same photos through the Spark job and through ``predict_bytes`` (what deeploc predict and
     deeploc serve use): the same cells, the same probabilities."""
-    from deeploc.predict import Predictor, predict_bytes
+    from deeploc.learn.predict import predict_bytes, Predictor
     from deeploc.stages import infer
 
     lake, bucket, _, _, _ = trained
@@ -245,7 +246,7 @@ def test_infer_any_photos_rejects_what_it_cannot_read(trained, tmp_path):
 def test_an_epoch_is_the_same_resumed_or_not(trained):
     """Epoch k's order, crops and flips come from (seed, k): the first batch of epoch 2 is the same when
     training starts at epoch 0 and when a resumed run starts at epoch 2; epoch 1's differs."""
-    from deeploc import training_data
+    from deeploc.learn import training_data
 
     lake = trained[0]
     folder = current(lake, "shards/full")
@@ -263,7 +264,7 @@ def test_an_epoch_is_the_same_resumed_or_not(trained):
 def test_a_mixed_precision_model_computes_in_float32_without_a_gpu(tmp_path):
     import keras
 
-    from deeploc import model
+    from deeploc.learn import model
 
     keras.mixed_precision.set_global_policy("mixed_float16")  # as training on a GPU builds it
     try:
@@ -292,7 +293,7 @@ def test_images_input_makes_the_records_the_shards_hold(trained):
     """--input images (tiny sets) turns each photo into the very JPEG record the shards stage stored."""
     import tensorflow as tf
 
-    from deeploc import training_data
+    from deeploc.learn import training_data
 
     lake, bucket, _, _, _ = trained
     folder = current(lake, "shards/full")

@@ -1,7 +1,7 @@
 import csv
 import hashlib
 
-from deeploc import yfcc
+from deeploc.sources import yfcc
 
 
 def test_hash_drops_leading_zero_of_each_byte():

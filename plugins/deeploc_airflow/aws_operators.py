@@ -33,8 +33,8 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from deeploc_airflow import aws_package, capacity, sizing
 from deeploc_airflow.argv import check_options, safe_run_name, stage_argv
-from deeploc_airflow.links import OUTPUTS, ec2_console, links_for, s3_console, stage_links
-from deeploc_airflow.training import TrainingTrigger, first_event
+from deeploc_airflow.links import ec2_console, links_for, OUTPUTS, s3_console, stage_links
+from deeploc_airflow.training import first_event, TrainingTrigger
 
 RUN_TAG = "deeploc:run"
 DEAD = ("TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS")  # a cluster no step can run on
@@ -67,7 +67,7 @@ def _marker(plan: dict, context, name: str) -> str:
 def _read_result(uri: str) -> dict | None:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from deeploc.uris import split_s3
+    from deeploc.storage.uris import split_s3
 
     bucket, key = split_s3(uri)
     hook = S3Hook()
@@ -82,7 +82,7 @@ def plan(clusters: dict[str, list[str]], stages: list[str], params: dict | None 
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     from deeploc import registry
-    from deeploc.uris import split_s3
+    from deeploc.storage.uris import split_s3
     from deeploc_airflow.settings import resolve, resolve_aws, resolve_budget
 
     cfg = resolve_aws(params)
@@ -124,7 +124,7 @@ def plan(clusters: dict[str, list[str]], stages: list[str], params: dict | None 
 
 def wheelhouse_check(s3, wheels: str, extras: set[str], build: str) -> dict:
     """The nodes install from the wheelhouse only: every extra this run's nodes need must be there."""
-    from deeploc.uris import split_s3
+    from deeploc.storage.uris import split_s3
 
     bucket, key = split_s3(wheels)
     missing = sorted(e for e in extras if not s3.check_for_key(f"{key}/{e}/READY", bucket))

@@ -47,7 +47,7 @@ def code_package(source: Path = SOURCE) -> tuple[str, bytes]:
         shutil.copytree(source / "tasks", src / "tasks", ignore=shutil.ignore_patterns("__pycache__", "*.pyc",
                                                                                     "*.egg-info", "demo"))
         shutil.copy(source / "pyproject.toml", src / "pyproject.toml")
-        from deeploc import assets  # the map libraries and outlines travel inside the package
+        from deeploc.web import assets  # the map libraries and outlines travel inside the package
 
         for rel in assets.FILES:
             (src / "tasks" / "deeploc" / "web_assets" / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -201,7 +201,7 @@ def build_wheelhouse(lake: str, code_prefix: str = "", extras: Sequence[str] = E
                      index_url: str | None = None) -> str:
     """Download the nodes' wheels for each extra and upload them under ``<lake>/_code/wheels/<lock>/``
     with a ``READY`` marker; return the prefix. Needs a package index (PyPI or a mirror) here, once."""
-    from deeploc.lake import Lake
+    from deeploc.storage.lake import Lake
 
     text = constraints()
     target = Lake(lake)

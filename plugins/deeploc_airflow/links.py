@@ -53,7 +53,7 @@ def links_for(names: list[str]) -> tuple[ResultLink, ...]:
 
 def s3_console(uri: str, region: str | None = None) -> str:
     """The S3 console page of an object, or of a folder when ``uri`` ends with a slash."""
-    from deeploc.uris import split_s3
+    from deeploc.storage.uris import split_s3
 
     bucket, key = split_s3(uri)
     where = f"region={quote(region)}&" if region else ""
@@ -68,9 +68,9 @@ def ec2_console(instance_id: str, region: str | None) -> str:
 def stage_links(argv: list[str]) -> dict[str, str]:
     """The links of a stage's run, read from its argument list as the command line reads it: the S3
     console of the version it made, or the results app (which follows the output's pointer) locally."""
-    from deeploc import commit
     from deeploc.cli import parser
-    from deeploc.lake import Lake
+    from deeploc.storage import commit
+    from deeploc.storage.lake import Lake
 
     if argv[0] not in OUTPUTS:
         return {}
@@ -90,8 +90,8 @@ def served_file(lake_root: str, rel: str) -> str | None:
     """The file ``rel`` (``site/...``, ``metrics/<run>/...`` or ``comparisons/<name>/...``) in the current version of that output if the
     app may serve it, else None: inside the version once symbolic links are resolved, no name starting
     with a dot, a regular file."""
-    from deeploc import commit
-    from deeploc.lake import Lake
+    from deeploc.storage import commit
+    from deeploc.storage.lake import Lake
 
     parts = [p for p in rel.split("/") if p]
     if not parts or parts[0] not in SERVED or any(p.startswith(".") for p in parts):

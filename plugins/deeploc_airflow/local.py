@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from airflow.sdk import BaseOperator, task
 
 from deeploc_airflow.argv import check_options, stage_argv
-from deeploc_airflow.links import OUTPUTS, links_for, stage_links
+from deeploc_airflow.links import links_for, OUTPUTS, stage_links
 
 
 class LocalStage(BaseOperator):

@@ -7,11 +7,11 @@ from deeploc import plan as planner
 
 def make(dag_id: str, cfg: dict, params: dict, dag_run, budget: dict | None) -> dict:
     """The model or ingestion plan of this run on the aws target."""
-    from deeploc import catalog
-    from deeploc.bucket import Bucket
-    from deeploc.lake import Lake
-    from deeploc.slice_io import months
-    from deeploc.slices import Slice
+    from deeploc.sources.bucket import Bucket
+    from deeploc.storage import catalog
+    from deeploc.storage.lake import Lake
+    from deeploc.storage.slice_io import months
+    from deeploc.storage.slices import Slice
     from deeploc_airflow.settings import resolve
 
     lake = Lake(resolve("lake", params))
@@ -37,7 +37,7 @@ def add_check(sized: dict, check: dict) -> None:
 
 
 def keep(sized: dict, lake: str, dag: str, run: str) -> str:
-    from deeploc.lake import Lake
+    from deeploc.storage.lake import Lake
 
     return planner.keep(Lake(lake), sized, dag, run)
 

@@ -45,7 +45,7 @@ def outcome(result: dict | None, state: str | None, why: str = "") -> tuple[str,
 
 
 def _split(uri: str) -> tuple[str, str]:
-    from deeploc.uris import split_s3
+    from deeploc.storage.uris import split_s3
 
     return split_s3(uri)
 

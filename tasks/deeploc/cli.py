@@ -39,9 +39,10 @@ def _predict(p: argparse.ArgumentParser) -> None:
 
 
 def _run_predict(a: argparse.Namespace):
-    from deeploc import geography, runs
-    from deeploc.lake import Lake
-    from deeploc.predict import cached, predict_bytes
+    from deeploc.earth import geography
+    from deeploc.learn.predict import cached, predict_bytes
+    from deeploc.storage import runs
+    from deeploc.storage.lake import Lake
 
     lake = Lake(a.lake)
     predictor = cached(lake.root, runs.resolve(lake, a.run))
@@ -60,7 +61,7 @@ def _compare(p: argparse.ArgumentParser) -> None:
 
 
 def _run_compare(a: argparse.Namespace):
-    from deeploc import compare
+    from deeploc.learn import compare
 
     return compare.run(a.lake, a.run_a, a.run_b)
 
@@ -80,13 +81,13 @@ def _where(p: argparse.ArgumentParser) -> None:
 
 
 def _run_where(a: argparse.Namespace):
-    from deeploc import geography
+    from deeploc.earth import geography
 
     return geography.annotate([{"lat": lat, "lon": lon} for lat, lon in a.points])
 
 
 def _serve(p: argparse.ArgumentParser) -> None:
-    from deeploc.serve import Limits
+    from deeploc.web.serve import Limits
 
     p.add_argument("--lake", required=True, help="lake root holding site/ and the model run")
     p.add_argument("--run", help="model run for uploads (default: the run the site shows)")
@@ -110,7 +111,7 @@ def _serve(p: argparse.ArgumentParser) -> None:
 def _run_serve(a: argparse.Namespace):
     import dataclasses
 
-    from deeploc.serve import Limits, Settings, serve
+    from deeploc.web.serve import Limits, serve, Settings
 
     limits = Limits(**{f.name: getattr(a, f.name) for f in dataclasses.fields(Limits) if hasattr(a, f.name)})
     serve(Settings(a.lake, a.run, a.host, a.port, tuple(a.allowed_host), limits), a.workers)
@@ -124,8 +125,8 @@ def _tables(p: argparse.ArgumentParser) -> None:
 
 
 def _run_tables(a: argparse.Namespace):
-    from deeploc import catalog
-    from deeploc.lake import Lake
+    from deeploc.storage import catalog
+    from deeploc.storage.lake import Lake
 
     lake = Lake(a.lake)
     rows = catalog.history(lake, a.history.split(".")[-1]) if a.history else catalog.describe(lake)
@@ -158,8 +159,8 @@ def _plan(p: argparse.ArgumentParser) -> None:
 
 def _run_plan(a: argparse.Namespace):
     from deeploc import aws_config, plan
-    from deeploc.bucket import Bucket
-    from deeploc.lake import Lake
+    from deeploc.sources.bucket import Bucket
+    from deeploc.storage.lake import Lake
 
     made = plan.model(Lake(a.lake), Bucket.of(a.bucket, a.unsigned, a.endpoint_url), a.profile, a.target,
                       aws_config.from_environment(), image_set=a.image_set, face_threshold=a.face_threshold,

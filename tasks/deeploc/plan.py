@@ -25,8 +25,10 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from deeploc import aws_config, catalog, prices, profiles, runs
-from deeploc.lake import Lake
+from deeploc import aws_config, prices
+from deeploc.learn import profiles
+from deeploc.storage import catalog, runs
+from deeploc.storage.lake import Lake
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ SYSTEM_GB = 40             # the training AMI, the CUDA build of TensorFlow, log
 MULTIPART_MAX_BYTES = 10_000 * (512 << 20)   # the lake's multipart uploads: 10,000 parts of 512 MB
 SCALE_LIMIT = 2.0          # a partitioning sized for N photos, applied to more than this many times N: refused
 # Backbones: (parameters, feature width) without the top, counted with keras.applications (efficientnet_lite0:
-# deeploc.efficientnet_lite) at 224 px.
+# deeploc.learn.efficientnet_lite) at 224 px.
 BACKBONES = {"ResNet50": (23_587_712, 2048), "ResNet50V2": (23_564_800, 2048), "ResNet101V2": (42_626_560, 2048),
              "ResNet152V2": (58_331_648, 2048), "EfficientNetB0": (4_049_571, 1280),
              "MobileNetV3Small": (939_120, 576), "MobileNetV3Large": (2_996_352, 960), "ConvNeXtTiny": (27_820_128, 768),
@@ -59,7 +61,7 @@ def photos(lake: Lake, image_set: str, face_threshold: float, max_images: int | 
     passes fewer than n)."""
     import pandas as pd
 
-    from deeploc import splits
+    from deeploc.learn import splits
     from deeploc.stages.partitioning import COLUMNS, select
 
     table = catalog.load(lake, "faces")
@@ -83,7 +85,7 @@ def photos(lake: Lake, image_set: str, face_threshold: float, max_images: int | 
 
 def classes(df, spec: str) -> dict[str, int]:
     """Classes of each partitioning, built on the training photos as the partitioning stage builds them."""
-    from deeploc import partitioning, s2
+    from deeploc.earth import partitioning, s2
 
     train = df[df["split"] == "train"]
     leaf = s2.leaf_ids(train["latitude"].to_numpy(float), train["longitude"].to_numpy(float))
@@ -98,7 +100,7 @@ def model_size(prof, n_classes: dict[str, int]) -> dict:
     """Parameters (backbone table or a counted small CNN, plus one dense output per partitioning) and the
     checkpoint's bytes (float32 weights and the optimizer's values)."""
     if prof.backbone == "small_cnn":
-        from deeploc.model import SMALL_CNN_FILTERS
+        from deeploc.learn.model import SMALL_CNN_FILTERS
 
         params, c_in = 0, 3
         for w in SMALL_CNN_FILTERS:  # conv 3x3 without bias, batch norm (4 values a channel)
@@ -121,7 +123,7 @@ def model_size(prof, n_classes: dict[str, int]) -> dict:
 def shard_bytes(lake: Lake, bucket, keys, side: int) -> dict:
     """Bytes of a shard record, measured on real images of the run: read, resized and JPEG-encoded as
     the shards stage does, serialized."""
-    from deeploc import images
+    from deeploc.sources import images
     from deeploc.stages.shards import serialize
 
     sizes, why = [], ""
@@ -195,7 +197,7 @@ class Account:
 
 def account_checks(account: Account, cfg: dict, locations: dict[str, str], train: bool) -> list[Check]:
     """The AMI, the subnets' EMR tag, the roles and the buckets."""
-    from deeploc.uris import split_s3
+    from deeploc.storage.uris import split_s3
 
     ec2, iam = account._client("ec2"), account._client("iam")
     out = []
@@ -286,7 +288,7 @@ def model(lake: Lake, bucket, profile: str, target: str, cfg: dict, image_set: s
     shard["total_bytes"] = shard["per_photo"] * (split["train"] + val)
 
     itype = cfg["train_instance_type"]
-    from deeploc.knn import INDEX_PHOTOS
+    from deeploc.learn.knn import INDEX_PHOTOS
 
     index_bytes = min(split["train"], INDEX_PHOTOS) * size["width"] * 4  # the kNN index: float32 embeddings
     # On the instance: the training shards stream through a bounded cache; the validation sample is kept whole.
@@ -447,9 +449,9 @@ def input_rows(lake: Lake, inputs: list[str], probe: int = 8 << 20) -> int:
     the lines in its first ``probe`` bytes (decompressed as the reader does: bz2, gzip or plain)."""
     import bz2
 
-    from deeploc.line_source import list_inputs
+    from deeploc.sources.line_source import list_inputs
     from deeploc.stages import parse
-    from deeploc.uris import filesystem
+    from deeploc.storage.uris import filesystem
 
     total = 0
     for file in list_inputs(inputs):

@@ -87,7 +87,7 @@ class Stage:
 def _combined(kwargs: dict) -> dict:
     """Options that travel as one value: the image bucket and how to reach it become a ``Bucket``."""
     if "bucket" in kwargs:
-        from deeploc.bucket import Bucket
+        from deeploc.sources.bucket import Bucket
 
         kwargs = dict(kwargs)
         kwargs["bucket"] = Bucket.of(kwargs.pop("bucket"), kwargs.pop("unsigned", False),

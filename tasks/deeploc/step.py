@@ -15,8 +15,8 @@ import signal
 import sys
 import traceback
 
-from deeploc.ledger import LedgerError
-from deeploc.uris import filesystem
+from deeploc.storage.ledger import LedgerError
+from deeploc.storage.uris import filesystem
 
 TERMINAL = (ValueError, FileNotFoundError, LedgerError)
 

@@ -28,12 +28,12 @@ from urllib.parse import quote_plus
 
 import numpy as np
 
-from deeploc import yfcc
 from deeploc.demo import places as places_mod
-from deeploc.geonames import load_places
 from deeploc.demo.render import paste_face, render_scene
-from deeploc.images import encode_jpeg
+from deeploc.earth.geonames import load_places
 from deeploc.progress import Progress
+from deeploc.sources import yfcc
+from deeploc.sources.images import encode_jpeg
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from deeploc.geo import EARTH_RADIUS_KM
-from deeploc.geonames import load_places
+from deeploc.earth.geo import EARTH_RADIUS_KM
+from deeploc.earth.geonames import load_places
 
 
 def jitter(rng: np.random.Generator, lat, lon, km: float):

@@ -19,11 +19,11 @@ import math
 import re
 import time
 
-from deeploc.bucket import Bucket
-from deeploc.lake import Lake
-from deeploc.slice_io import read_slice, write_slice
-from deeploc.slices import Slice
-from deeploc.tables import IMAGES, IMAGES_REJECTS, REASON
+from deeploc.sources.bucket import Bucket
+from deeploc.storage.lake import Lake
+from deeploc.storage.slice_io import read_slice, write_slice
+from deeploc.storage.slices import Slice
+from deeploc.storage.tables import IMAGES, IMAGES_REJECTS, REASON
 
 log = logging.getLogger(__name__)
 

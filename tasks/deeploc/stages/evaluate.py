@@ -3,10 +3,10 @@
 Per output (each partitioning, the hierarchy, and the prior: always the most frequent training cell):
 accuracy within 1 / 25 / 200 / 750 / 2500 km (the shape of the report's Table 7), median and mean error,
 and the share of photos placed in the right country and on the right continent (point in polygon against
-Natural Earth's outlines, ``deeploc.geography``; over the photos whose truth lies in a country: those at sea
+Natural Earth's outlines, ``deeploc.earth.geography``; over the photos whose truth lies in a country: those at sea
 or off every outline are counted apart), and the mean GeoScore (5000 * exp(-d / 1492.7 km), the
 game GeoGuessr's points, as PIGEON reports them: one number that rewards being close at every scale).
-How far the probabilities can be trusted (``deeploc.calibration``): per output, the calibration error
+How far the probabilities can be trusted (``deeploc.learn.calibration``): per output, the calibration error
 of the top-1 probability on the test photos (and, from training, on the validation photos before and
 after temperature scaling), the reliability diagram, and how well each photo's expected error (km,
 from its top cells) ranks its actual error (Spearman). Also the accuracy with every user weighing the same ("user-macro": a few prolific users cannot carry
@@ -26,10 +26,12 @@ import pandas as pd
 
 from pyiceberg.expressions import EqualTo
 
-from deeploc import calibration, catalog, commit, geo, geography, ledger, runs
-from deeploc.lake import Lake
-from deeploc.partitioning import Partitionings
-from deeploc.predict import HIERARCHY, KNN, outputs_of
+from deeploc.earth import geo, geography
+from deeploc.earth.partitioning import Partitionings
+from deeploc.learn import calibration
+from deeploc.learn.predict import HIERARCHY, KNN, outputs_of
+from deeploc.storage import catalog, commit, ledger, runs
+from deeploc.storage.lake import Lake
 
 log = logging.getLogger(__name__)
 PRIOR = "prior (most frequent cell)"

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 
-from deeploc.bucket import Bucket
-from deeploc.lake import Lake
-from deeploc.slice_io import read_slice, write_slice
-from deeploc.slices import Slice
-from deeploc.tables import FACES, FACES_REJECTS, REASON
+from deeploc.sources.bucket import Bucket
+from deeploc.storage.lake import Lake
+from deeploc.storage.slice_io import read_slice, write_slice
+from deeploc.storage.slices import Slice
+from deeploc.storage.tables import FACES, FACES_REJECTS, REASON
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def _detect(batches, bucket: Bucket):
     """mapInPandas body: for each row, read the object, decode, measure faces."""
     import pandas as pd
 
-    from deeploc import facedetect, images
+    from deeploc.sources import facedetect, images
 
     def measure(rgb):
         ratio, n = facedetect.face_ratio(rgb)

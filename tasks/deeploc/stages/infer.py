@@ -19,11 +19,12 @@ import uuid
 
 import numpy as np
 
-from deeploc import catalog, commit, images, ledger, runs
-from deeploc.bucket import Bucket
-from deeploc.lake import Lake
-from deeploc.predict import CROPS, cached, distances, outputs_of
-from deeploc.tables import REASON
+from deeploc.learn.predict import cached, CROPS, distances, outputs_of
+from deeploc.sources import images
+from deeploc.sources.bucket import Bucket
+from deeploc.storage import catalog, commit, ledger, runs
+from deeploc.storage.lake import Lake
+from deeploc.storage.tables import REASON
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,8 @@ def photo_set(spark, lake: Lake, photos: str):
     """(DataFrame of ``KEEP`` columns + reject_reason, description) for ``--photos``."""
     from pyspark.sql import functions as F
 
-    from deeploc.slice_io import read_files
-    from deeploc.uris import filesystem
+    from deeploc.storage.slice_io import read_files
+    from deeploc.storage.uris import filesystem
 
     if photos.endswith(".parquet") or _is_folder(photos):
         given = spark.read.parquet(photos)
@@ -141,7 +142,7 @@ def photo_set(spark, lake: Lake, photos: str):
 def _is_folder(location: str) -> bool:
     from pyarrow import fs as pafs
 
-    from deeploc.uris import filesystem
+    from deeploc.storage.uris import filesystem
 
     fs, path = filesystem(location)
     return fs.get_file_info(path).type == pafs.FileType.Directory
@@ -154,8 +155,8 @@ def run(lake: str, bucket: Bucket, run: str | None = None, split: str = "test", 
     from pyiceberg.expressions import EqualTo
     from pyspark.sql import functions as F
 
-    from deeploc.slice_io import arrow_schema, write_table_files
     from deeploc.spark import session
+    from deeploc.storage.slice_io import arrow_schema, write_table_files
 
     if crops not in CROPS:
         raise ValueError(f"crops must be one of {CROPS}, got {crops}")

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 
-from deeploc import commit, yfcc
-from deeploc.lake import Lake
-from deeploc.slice_io import read_slice, write_slice
-from deeploc.slices import Slice
-from deeploc.tables import METADATA, METADATA_REJECTS, MONTH, REASON
+from deeploc.sources import yfcc
+from deeploc.storage import commit
+from deeploc.storage.lake import Lake
+from deeploc.storage.slice_io import read_slice, write_slice
+from deeploc.storage.slices import Slice
+from deeploc.storage.tables import METADATA, METADATA_REJECTS, MONTH, REASON
 
 log = logging.getLogger(__name__)
 DUPLICATES = "duplicates"   # written by the parse step: the repeated photo ids and their first occurrence

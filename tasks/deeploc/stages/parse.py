@@ -37,11 +37,12 @@ from collections import Counter
 
 from pyiceberg.expressions import In
 
-from deeploc import catalog, commit, ledger, yfcc
-from deeploc.lake import Lake
-from deeploc.line_source import InputFile, head, list_inputs, read_counts, read_lines
-from deeploc.slice_io import FOLDER, arrow_schema, month_of_file, write_parquet
-from deeploc.tables import MONTH, PARSED, REASON
+from deeploc.sources import yfcc
+from deeploc.sources.line_source import head, InputFile, list_inputs, read_counts, read_lines
+from deeploc.storage import catalog, commit, ledger
+from deeploc.storage.lake import Lake
+from deeploc.storage.slice_io import arrow_schema, FOLDER, month_of_file, write_parquet
+from deeploc.storage.tables import MONTH, PARSED, REASON
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,7 @@ def find_duplicates(spark, lake: Lake, basis: list[list]) -> int:
     once in the whole parsed table, with the ``basis`` it was computed on; return how many ids repeat."""
     from pyspark.sql import functions as F
 
-    from deeploc.slice_io import read_files
+    from deeploc.storage.slice_io import read_files
 
     table = catalog.plan(lake, TABLE)
     version = commit.new_version(lake, DUPLICATES)

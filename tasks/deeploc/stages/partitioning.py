@@ -2,9 +2,9 @@
 
 Chooses the image set (``full``, or ``removal``: images with a face ratio at or below the threshold),
 optionally a stable sample of it (``max_images``), splits it deterministically (test / train / val by a
-hash of the user id, or of the photo id: ``deeploc.splits``), builds the adaptive S2
+hash of the user id, or of the photo id: ``deeploc.learn.splits``), builds the adaptive S2
 partitionings from the training split only, gives train and val images their class in each, and links
-every fine class to its coarser parents. Published whole (``deeploc.commit``).
+every fine class to its coarser parents. Published whole (``deeploc.storage.commit``).
 
 Files: ``cells.parquet`` (one row per class of every partitioning), ``hierarchy.parquet``,
 ``photos.parquet`` (each photo's split and classes; -1 where it lies in no cell), ``report.json`` / ``.md``.
@@ -19,9 +19,11 @@ import os
 import numpy as np
 import pandas as pd
 
-from deeploc import catalog, commit, partitioning, profiles, s2, splits
-from deeploc.lake import Lake
-from deeploc.tables import IMAGE_SETS, REMOVAL_THRESHOLD, removal_filter
+from deeploc.earth import partitioning, s2
+from deeploc.learn import profiles, splits
+from deeploc.storage import catalog, commit
+from deeploc.storage.lake import Lake
+from deeploc.storage.tables import IMAGE_SETS, removal_filter, REMOVAL_THRESHOLD
 
 log = logging.getLogger(__name__)
 

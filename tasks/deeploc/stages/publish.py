@@ -27,11 +27,14 @@ import pandas as pd
 
 from pyiceberg.expressions import EqualTo
 
-from deeploc import assets, catalog, cell_shapes, commit, geonames, images, geography, runs, site_policy
-from deeploc.bucket import Bucket
-from deeploc.lake import Lake
-from deeploc.partitioning import Partitionings
-from deeploc.predict import HIERARCHY, outputs_of
+from deeploc.earth import cell_shapes, geography, geonames
+from deeploc.earth.partitioning import Partitionings
+from deeploc.learn.predict import HIERARCHY, outputs_of
+from deeploc.sources import images
+from deeploc.sources.bucket import Bucket
+from deeploc.storage import catalog, commit, runs
+from deeploc.storage.lake import Lake
+from deeploc.web import assets, site_policy
 
 log = logging.getLogger(__name__)
 THUMB = 160

@@ -19,11 +19,12 @@ import uuid
 
 import pandas as pd
 
-from deeploc import catalog, commit, compare, runs
-from deeploc.bucket import Bucket
-from deeploc.lake import Lake
-from deeploc.predict import outputs_of
+from deeploc.learn import compare
+from deeploc.learn.predict import outputs_of
+from deeploc.sources.bucket import Bucket
 from deeploc.stages import infer
+from deeploc.storage import catalog, commit, runs
+from deeploc.storage.lake import Lake
 
 log = logging.getLogger(__name__)
 OUTPUT = "comparisons/removal_effect"

@@ -4,7 +4,7 @@ JPEG in TFRecord files of about ``TARGET_SHARD_BYTES``: training then streams la
 decoding millions of full-size objects every epoch, at ~30-35 KB a photo at 320 px (raw-pixel shards were
 ~270 KB; ``./dev bench input``). The validation photos are a stable sample of at most ``val_max``.
 
-On the lake, ``shards/<image set>/`` (a folder output, ``deeploc.commit``): ``<split>/part-*.tfrecord``
+On the lake, ``shards/<image set>/`` (a folder output, ``deeploc.storage.commit``): ``<split>/part-*.tfrecord``
 and ``index.json`` (the files and their record counts, the short side, the partitionings); the
 table ``rejects_shards`` holds the photos that could not be read, with the reason, by image set. Each
 record: ``image`` (JPEG of ``images.resize_short`` after the shared reader), ``photo_id`` and
@@ -20,10 +20,12 @@ import shutil
 import tempfile
 import uuid
 
-from deeploc import catalog, commit, images, ledger, profiles
-from deeploc.bucket import Bucket
-from deeploc.lake import Lake
-from deeploc.tables import REASON
+from deeploc.learn import profiles
+from deeploc.sources import images
+from deeploc.sources.bucket import Bucket
+from deeploc.storage import catalog, commit, ledger
+from deeploc.storage.lake import Lake
+from deeploc.storage.tables import REASON
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ def serialize(jpeg: bytes, photo_id: int, classes: dict[str, int]) -> bytes:
 def val_sample(lake: Lake, photos_file: str, val_max: int):
     """The photo ids of a stable, seeded sample of at most ``val_max`` validation photos (a Series;
     ``attrs["in_split"]``: how many the split has)."""
-    from deeploc import splits
+    from deeploc.learn import splits
 
     ids = lake.read_parquet(photos_file, columns=["photo_id", "split"]).query("split == 'val'")["photo_id"]
     kept = ids[splits.sample(ids.to_numpy(), val_max, seed=1)].reset_index(drop=True)
@@ -98,8 +100,8 @@ def run(lake: str, bucket: Bucket, image_set: str = "full", profile: str = "demo
 
     from pyiceberg.expressions import EqualTo
 
-    from deeploc.slice_io import arrow_schema, write_table_files
     from deeploc.spark import session
+    from deeploc.storage.slice_io import arrow_schema, write_table_files
 
     lake_ = Lake(lake)
     parts = commit.require(lake_, f"partitionings/{image_set}", "the partitioning stage")

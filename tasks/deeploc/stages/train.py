@@ -1,13 +1,13 @@
 """Train stage: an image set's partitionings and its prepared shards -> ``models/<run>/``.
 
-Each completed epoch is checkpointed in the lake (``deeploc.checkpoints``); the same command after a
+Each completed epoch is checkpointed in the lake (``deeploc.storage.checkpoints``); the same command after a
 kill resumes after the last completed epoch, with the optimizer's state, the learning-rate schedule's
 position and the history as they were. The exported model is the one with the lowest validation loss;
 the last epoch's is kept beside it, with the cells, the hierarchy, ``history.csv`` (one row per epoch),
 TensorBoard logs, ``calibration.json`` (each partitioning's temperature, fitted on up to
-``CALIBRATION_PHOTOS`` validation photos, which every prediction applies: ``deeploc.calibration``) and
-the kNN index of up to ``knn.INDEX_PHOTOS`` training photos' embeddings (``deeploc.knn``). Training
-streams the shards (``deeploc shards``; from S3 through a bounded local cache, ``deeploc.shard_cache``);
+``CALIBRATION_PHOTOS`` validation photos, which every prediction applies: ``deeploc.learn.calibration``) and
+the kNN index of up to ``knn.INDEX_PHOTOS`` training photos' embeddings (``deeploc.learn.knn``). Training
+streams the shards (``deeploc shards``; from S3 through a bounded local cache, ``deeploc.storage.shard_cache``);
 ``--input images`` reads the images themselves every epoch,
 which only suits tiny sets.
 """
@@ -24,14 +24,15 @@ import time
 import numpy as np
 import pandas as pd
 
-from deeploc import calibration, commit, knn, profiles, runs, training_data
-from deeploc.bucket import Bucket
-from deeploc.checkpoints import Checkpoints
-from deeploc.lake import Lake
-from deeploc.partitioning import Partitionings
-from deeploc.shard_cache import ShardCache
+from deeploc.earth.partitioning import Partitionings
+from deeploc.learn import calibration, knn, profiles, training_data
+from deeploc.sources.bucket import Bucket
 from deeploc.step import Interrupted
-from deeploc.uris import is_s3
+from deeploc.storage import commit, runs
+from deeploc.storage.checkpoints import Checkpoints
+from deeploc.storage.lake import Lake
+from deeploc.storage.shard_cache import ShardCache
+from deeploc.storage.uris import is_s3
 
 log = logging.getLogger(__name__)
 INPUTS = ("shards", "images")
@@ -83,7 +84,7 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
     """Train (or resume training) the run; publish ``models/<run>/``; return its summary."""
     import keras
 
-    from deeploc import model as model_mod
+    from deeploc.learn import model as model_mod
 
     if input not in INPUTS:
         raise ValueError(f"input must be one of {INPUTS}, got {input!r}")
@@ -215,7 +216,7 @@ def resume_precision(state: dict | None, here: str) -> str:
 
 
 def calibrate(net, val_ds, order: list[str]) -> dict:
-    """Temperatures fitted on the validation photos' outputs (``deeploc.calibration.fit``)."""
+    """Temperatures fitted on the validation photos' outputs (``deeploc.learn.calibration.fit``)."""
     probs, labels, seen = {o: [] for o in order}, {o: [] for o in order}, 0
     for x, y, w in val_ds:
         out = net(x, training=False)

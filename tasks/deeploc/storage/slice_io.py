@@ -1,6 +1,6 @@
 """Reading one upload-time slice of a table, and writing a slice stage's output + rejects.
 
-Reading plans the current snapshot's files of the slice's months (``deeploc.catalog``): a reader never
+Reading plans the current snapshot's files of the slice's months (``deeploc.storage.catalog``): a reader never
 sees a month in the middle of being replaced, and its ledger records the snapshot it read.
 
 A slice stage gives every row it read a ``reject_reason`` (null = keep). Output and rejects are written
@@ -15,10 +15,11 @@ import logging
 import time
 import uuid
 
-from deeploc import catalog, ledger, registry
-from deeploc.lake import Lake
-from deeploc.slices import Slice
-from deeploc.tables import MONTH, REASON
+from deeploc import registry
+from deeploc.storage import catalog, ledger
+from deeploc.storage.lake import Lake
+from deeploc.storage.slices import Slice
+from deeploc.storage.tables import MONTH, REASON
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def months(sl: Slice):
     """The slice's months as a pyiceberg filter on ``upload_month`` (``YYYY-MM`` strings sort by time)."""
     from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, LessThan
 
-    from deeploc.slices import month_of
+    from deeploc.storage.slices import month_of
 
     bounds = [*([GreaterThanOrEqual(MONTH, month_of(sl.start))] if sl.start else []),
               *([LessThan(MONTH, month_of(sl.end))] if sl.end else [])]

@@ -15,8 +15,10 @@ import os
 import numpy as np
 import pandas as pd
 
-from deeploc import calibration, geo, images, knn
-from deeploc.partitioning import Partitionings
+from deeploc.earth import geo
+from deeploc.earth.partitioning import Partitionings
+from deeploc.learn import calibration, knn
+from deeploc.sources import images
 
 HIERARCHY = "hierarchy"
 KNN = "hierarchy_knn"      # the hierarchy's cells, its place refined by the nearest training photos
@@ -74,7 +76,7 @@ class Predictor:
 
     @classmethod
     def load(cls, model_dir: str) -> "Predictor":
-        from deeploc import model
+        from deeploc.learn import model
 
         with open(os.path.join(model_dir, "summary.json")) as f:
             summary = json.load(f)
@@ -167,8 +169,8 @@ def predict_bytes(predictor: Predictor, data: bytes, k: int = 5, crops: int = 1,
 def cached(lake_root: str, run_name: str) -> Predictor:
     """One predictor per Python worker process (Spark reuses workers across tasks); on an S3 lake
     each worker downloads the run's model once."""
-    from deeploc import commit
-    from deeploc.lake import Lake
+    from deeploc.storage import commit
+    from deeploc.storage.lake import Lake
 
     lake = Lake(lake_root)
     return Predictor.load(lake.download(commit.require(lake, f"models/{run_name}", "train")))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from deeploc import geo, s2
+from deeploc.earth import geo, s2
 
 MIN_LEVEL = 2
 MAX_LEVEL = 18  # ~35 m cells: finer than street scale, so splitting further has no use

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from deeploc.lake import Lake
+from deeploc.storage.lake import Lake
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def _create(lake: Lake, table: str, arrow_schema, partition_by: tuple[str, ...])
     spec = PartitionSpec(*(PartitionField(source_id=schema.find_field(c).field_id, field_id=1000 + i,
                                           transform=IdentityTransform(), name=c) for i, c in enumerate(partition_by)))
     props = {TableProperties.DEFAULT_NAME_MAPPING: schema.name_mapping.model_dump_json(), "format-version": "2",
-             # deeploc.catalog redoes a lost commit itself, on the new state (see commit)
+             # deeploc.storage.catalog redoes a lost commit itself, on the new state (see commit)
              TableProperties.COMMIT_NUM_RETRIES: "0"}
     return catalog(lake).create_table_if_not_exists(identifier(table), schema=schema, partition_spec=spec,
                                                     location=lake.path(table), properties=props)

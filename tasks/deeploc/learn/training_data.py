@@ -1,7 +1,7 @@
 """Input pipelines for training: from the prepared shards (``stages/shards.py``: each photo as JPEG, its
 shorter side resized once), or straight from the images for tiny sets (turned into the same JPEG
 records on the fly). Both give (uint8 pixels, {partitioning: class}, {partitioning: weight}); the
-network normalises the pixels itself, by its backbone's rule (``deeploc.model``). A photo in no cell
+network normalises the pixels itself, by its backbone's rule (``deeploc.learn.model``). A photo in no cell
 of a partitioning keeps class -1: the loss ignores it there (``ignore_class``) and its weight 0 keeps
 it out of that output's accuracy.
 
@@ -19,7 +19,7 @@ import hashlib
 
 import numpy as np
 
-from deeploc import images
+from deeploc.sources import images
 
 AREA = (0.66, 1.0)                 # RandomResizedCrop's scale: share of the photo's area
 ASPECT = (3 / 4, 4 / 3)

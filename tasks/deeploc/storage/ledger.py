@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timezone
 
-from deeploc.lake import Lake
+from deeploc.storage.lake import Lake
 
 log = logging.getLogger(__name__)
 

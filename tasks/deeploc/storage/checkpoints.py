@@ -17,7 +17,7 @@ import json
 import logging
 import os
 
-from deeploc.lake import Lake
+from deeploc.storage.lake import Lake
 
 log = logging.getLogger(__name__)
 INTERRUPTED = "interrupted.keras"

@@ -16,7 +16,7 @@ import hashlib
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from deeploc.lake import Lake
+from deeploc.storage.lake import Lake
 
 
 class ShardCache:

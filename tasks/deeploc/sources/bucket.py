@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from deeploc.uris import is_s3, s3_client, split_s3
-from deeploc.yfcc import IMAGE_PREFIX
+from deeploc.sources.yfcc import IMAGE_PREFIX
+from deeploc.storage.uris import is_s3, s3_client, split_s3
 
 # The public bucket's region; also the default for any other S3 bucket unless DEEPLOC_S3_REGION says otherwise.
 DEFAULT_REGION = "us-west-2"

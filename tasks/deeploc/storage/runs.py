@@ -3,7 +3,7 @@ latest of each image set (``models/LATEST-<image set>.json``: the pair the remov
 
 from __future__ import annotations
 
-from deeploc.lake import Lake
+from deeploc.storage.lake import Lake
 
 LATEST = "models/LATEST.json"
 

@@ -1,4 +1,4 @@
-"""How a stage's output enters the lake: a table by one Iceberg commit (``deeploc.catalog``), a folder by
+"""How a stage's output enters the lake: a table by one Iceberg commit (``deeploc.storage.catalog``), a folder by
 one pointer.
 
 A folder output (``models/<run>``, ``partitionings/<image set>``, ``shards/<image set>``,
@@ -21,8 +21,8 @@ import tempfile
 import uuid
 from datetime import datetime, timezone
 
-from deeploc.catalog import ABANDONED_AFTER, RETAIN
-from deeploc.lake import Lake
+from deeploc.storage.catalog import ABANDONED_AFTER, RETAIN
+from deeploc.storage.lake import Lake
 
 log = logging.getLogger(__name__)
 

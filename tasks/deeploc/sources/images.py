@@ -107,7 +107,7 @@ def read_rgb(bucket, key: str, max_pixels: int = MAX_PIXELS, min_side: int | Non
     that vanished or cannot be read, is an ``Unreadable`` with a reason the stages can reject by."""
     try:
         data = bucket.read(key)
-    except OSError as exc:  # deeploc.bucket.ObjectMissing is a FileNotFoundError
+    except OSError as exc:  # deeploc.sources.bucket.ObjectMissing is a FileNotFoundError
         raise Unreadable("unreadable_object", f"{type(exc).__name__}: {exc}"[:300]) from None
     return decode(data, max_pixels, min_side)
 

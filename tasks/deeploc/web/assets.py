@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PACKAGE_COPY = Path(__file__).parent / "web_assets"
+PACKAGE = Path(__file__).resolve().parents[1]   # tasks/deeploc, or the installed deeploc
+PACKAGE_COPY = PACKAGE / "web_assets"
 # What the site and the evaluation use, relative to node_modules.
 FILES = ["leaflet/dist/leaflet.js", "leaflet/dist/leaflet.css", "leaflet/dist/images/marker-icon.png",
          "leaflet/dist/images/marker-icon-2x.png", "leaflet/dist/images/marker-shadow.png",
@@ -20,7 +21,7 @@ FILES = ["leaflet/dist/leaflet.js", "leaflet/dist/leaflet.css", "leaflet/dist/im
 def root() -> Path:
     """The folder holding ``FILES``: ``DEEPLOC_WEB_ASSETS``, the repository's web/node_modules, or the
     package's own copy."""
-    candidates = [os.environ.get("DEEPLOC_WEB_ASSETS"), Path(__file__).resolve().parents[2] / "web" / "node_modules",
+    candidates = [os.environ.get("DEEPLOC_WEB_ASSETS"), PACKAGE.parents[1] / "web" / "node_modules",
                   PACKAGE_COPY]
     for c in candidates:
         if c and (Path(c) / FILES[-1]).is_file():

@@ -19,7 +19,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from deeploc import geo
+from deeploc.earth import geo
 
 INDEX, PLACES = "knn.faiss", "knn_places.parquet"
 NEIGHBOURS, CELLS, GROUP_KM = 20, 5, 25.0

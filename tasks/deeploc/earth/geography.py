@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deeploc import assets, geo
+from deeploc.earth import geo
+from deeploc.web import assets
 
 CONTINENTS = {"AF": "Africa", "AN": "Antarctica", "AS": "Asia", "EU": "Europe", "NA": "North America",
               "OC": "Oceania", "SA": "South America"}

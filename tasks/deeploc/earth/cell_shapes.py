@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deeploc import geo
+from deeploc.earth import geo
 
 
 def outline(token: str, points_per_edge: int = 6) -> list[list[float]]:

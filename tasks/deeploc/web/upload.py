@@ -10,8 +10,9 @@ from http import HTTPStatus
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from deeploc import geo, geography, images
-from deeploc.predict import Predictor, predict_bytes
+from deeploc.earth import geo, geography
+from deeploc.learn.predict import predict_bytes, Predictor
+from deeploc.sources import images
 
 SIGNATURES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"}
 

@@ -17,8 +17,9 @@ import pandas as pd
 
 from pyiceberg.expressions import EqualTo
 
-from deeploc import catalog, commit, geo
-from deeploc.lake import Lake
+from deeploc.earth import geo
+from deeploc.storage import catalog, commit
+from deeploc.storage.lake import Lake
 
 REPLICATES = 2000
 CHUNK = 100  # replicates drawn at once: users x CHUNK counts in memory
@@ -79,7 +80,7 @@ def records(table: pd.DataFrame) -> list[dict]:
 
 
 def _outputs(lake: Lake, run: str) -> list[str]:
-    from deeploc.predict import outputs_of
+    from deeploc.learn.predict import outputs_of
 
     model = commit.require(lake, f"models/{run.split('@')[0]}", "train")
     return outputs_of(json.loads(lake.read_bytes(f"{model}/summary.json")))

@@ -77,7 +77,7 @@ def fit(probs: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str
 
 def expected_km(pred_lat, pred_lon, top_prob, top_lat, top_lon, top_radius) -> np.ndarray:
     """Per photo: sum_k p_k * sqrt(d(predicted place, cell k)^2 + radius_k^2) / sum_k p_k over its top cells."""
-    from deeploc import geo
+    from deeploc.earth import geo
 
     top_prob = np.asarray(top_prob, float)
     d = geo.haversine_km(np.asarray(pred_lat, float)[:, None], np.asarray(pred_lon, float)[:, None],

@@ -36,14 +36,16 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from deeploc import commit, geography, runs, site_policy, upload
-from deeploc.http_guard import ConnectionLimits, GuardedH11Protocol
-from deeploc.lake import Lake
-from deeploc.predict import Predictor
-from deeploc.site_files import SiteFiles
+from deeploc.earth import geography
+from deeploc.learn.predict import Predictor
+from deeploc.storage import commit, runs
+from deeploc.storage.lake import Lake
+from deeploc.web import site_policy, upload
+from deeploc.web.http_guard import ConnectionLimits, GuardedH11Protocol
+from deeploc.web.site_files import SiteFiles
 
 log = logging.getLogger(__name__)
-access = logging.getLogger("deeploc.serve.access")
+access = logging.getLogger("deeploc.web.serve.access")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 FORM_OVERHEAD = 64 << 10  # multipart boundaries and part headers around the photo
 SETTINGS_ENV = "DEEPLOC_SERVE_SETTINGS"  # how ``--workers`` hands the settings to each worker process
@@ -297,7 +299,7 @@ def serve(settings: Settings, workers: int = 1) -> None:
         os.environ[SETTINGS_ENV] = settings.to_json()
         print(f"deeploc: the web map on http://{settings.host}:{settings.port}/ with {workers} workers "
               "(Ctrl-C stops it)", flush=True)
-        uvicorn.run("deeploc.serve:app_from_environment", factory=True, workers=workers, host=settings.host,
+        uvicorn.run("deeploc.web.serve:app_from_environment", factory=True, workers=workers, host=settings.host,
                     port=settings.port, **uvicorn_options(settings))
         return
     server, sock = make_server(settings)

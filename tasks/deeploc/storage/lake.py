@@ -3,8 +3,8 @@
 
 Locations handed around are strings as Spark names them: absolute local paths, or ``s3://`` URIs.
 Everything stages do to lake files goes through ``Lake`` (on a pyarrow file system), so a stage is
-written once for both. Tables live in an Iceberg catalog (``deeploc.catalog``); how a folder output
-becomes current is ``deeploc.commit``; row accounting is ``deeploc.ledger``.
+written once for both. Tables live in an Iceberg catalog (``deeploc.storage.catalog``); how a folder output
+becomes current is ``deeploc.storage.commit``; row accounting is ``deeploc.storage.ledger``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import tempfile
 import time
 import uuid
 
-from deeploc.uris import filesystem, is_s3, split_s3
+from deeploc.storage.uris import filesystem, is_s3, split_s3
 
 log = logging.getLogger(__name__)
 # How long an S3 lock outlives a holder that stopped renewing it (see _S3Store.lock).
@@ -155,7 +155,7 @@ class Lake:
 
     def lock(self, name: str, wait_s: float = 3600.0):
         """Hold the lake-wide lock ``name`` (a context manager). It saves duplicate work (one parse at a
-        time); correctness never depends on it (``deeploc.catalog``, ``deeploc.commit``)."""
+        time); correctness never depends on it (``deeploc.storage.catalog``, ``deeploc.storage.commit``)."""
         return self._store.lock(self.path("_locks", f"{name}.lock"), wait_s)
 
 
@@ -233,7 +233,7 @@ class _S3Store:
         self.lake = lake
 
     def _client(self):
-        from deeploc.uris import s3_client
+        from deeploc.storage.uris import s3_client
 
         return s3_client()
 
