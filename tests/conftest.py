@@ -182,3 +182,14 @@ def browser():
             "--disable-component-update", "--disable-sync"])
         yield b
         b.close()
+
+
+# Fixtures that run whole stages (Spark jobs, training, the demo through Airflow): a test that needs one
+# is an integration test, outside the quick subset (-m "not slow and not e2e") whatever its own size.
+INTEGRATION_FIXTURES = {"ingested", "trained", "site", "demo_run"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if INTEGRATION_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)

@@ -46,6 +46,7 @@ def test_cli_help_and_clear_errors(tmp_path):
     assert refused.returncode == 2 and "--bucket" in refused.stderr
 
 
+@pytest.mark.slow  # two commands from a shell, each starting TensorFlow
 def test_quiet_and_a_missing_path_give_one_line_in_a_plain_shell(tmp_path):
     """``deeploc -q`` on a command that starts TensorFlow, then meets a missing input: one line naming it,
     no traceback, none of TensorFlow's or absl's start-up lines."""

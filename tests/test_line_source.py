@@ -108,6 +108,7 @@ def test_directories_expand_and_missing_inputs_are_named(tmp_path):
         line_source.list_inputs([str(tmp_path / "nothere")])
 
 
+@pytest.mark.slow  # every compression through a Spark job
 def test_spark_reads_what_spark_text_reads(spark, tmp_path):
     text = b"\n".join(line for line in _lines(3000) if b"\r" not in line) + b"\n"
     (tmp_path / "t.tsv").write_bytes(text)

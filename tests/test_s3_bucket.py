@@ -37,6 +37,7 @@ def meta_lake(ingested, tmp_path_factory):
     return str(lake)
 
 
+@pytest.mark.slow  # Spark over moto: a minute for both
 @pytest.mark.parametrize("check", ["list", "head"])
 def test_availability_and_faces_on_s3(s3, meta_lake, demo_set, check):
     e = demo_set[1]["expected"]
