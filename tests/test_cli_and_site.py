@@ -4,6 +4,8 @@ import importlib
 import inspect
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 
@@ -27,12 +29,23 @@ def test_each_stage_function_takes_exactly_its_declared_options(name):
     assert all(registry.writer_of(t) in registry.STAGES for t in stage.reads), stage.reads  # each input has a writer
 
 
-def test_the_parser_has_every_declared_flag():
-    ap = parser()
-    subparsers = next(a for a in ap._actions if a.dest == "command").choices
-    for name, stage in registry.STAGES.items():
-        flags = {s for a in subparsers[name]._actions for s in a.option_strings}
-        assert {o.flag for o in stage.options} <= flags, name
+def documented_commands() -> list[str]:
+    """Every full ``.venv/bin/deeploc ...`` command line of the README and docs/ (continuations joined,
+    optional ``[--flag value]`` parts included)."""
+    text = "\n".join(p.read_text() for p in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])
+    joined = re.sub(r"\\\n\s*", " ", text)
+    return [line.strip().replace("[", "").replace("]", "")
+            for line in joined.splitlines() if line.strip().startswith(".venv/bin/deeploc ")]
+
+
+def test_every_command_line_in_the_docs_parses():
+    """The docs are the oracle: what they tell a newcomer to type is what the command line takes."""
+    commands = documented_commands()
+    assert len(commands) >= 6 and any(" train " in c for c in commands), commands
+    for command in commands:
+        argv = shlex.split(command)[1:]
+        namespace = parser().parse_args(argv)  # exits (fails the test) on a flag or value it refuses
+        assert namespace.command == argv[0], command
 
 
 def test_cli_help_and_clear_errors(tmp_path):
