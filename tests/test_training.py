@@ -82,9 +82,10 @@ def test_class_minus_one_teaches_nothing():
     assert loss == pytest.approx(-(np.log(0.8) + np.log(0.2)) / 2, rel=1e-5)  # over 2 photos, not 4
 
 
-def test_export_and_reload_give_identical_predictions(trained, tmp_path):
-    import keras
-
+def test_the_exported_model_scores_what_training_measured(trained, tmp_path):
+    """The oracle is training itself: the reloaded model, on the validation shards, gets the fine
+    accuracy that training recorded for its best epoch (counted here by hand)."""
+    from deeploc.learn import training_data
     from deeploc.learn.predict import Predictor
 
     lake, _, _, _, summary = trained
@@ -94,13 +95,18 @@ def test_export_and_reload_give_identical_predictions(trained, tmp_path):
     assert history["epoch"].tolist() == [1, 2] and "val_loss" in history and "learning_rate" in history
     assert any(f.startswith("events.out") for _, _, fs in os.walk(model / "tensorboard") for f in fs)
     assert not (lake / "checkpoints" / "t1").exists()  # a finished run leaves no checkpoint behind
-    batch = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
     loaded = Predictor.load(str(model))
-    again = keras.models.load_model(model / "model.keras", compile=False)
-    got, expected = loaded.model.predict(batch, verbose=0), again.predict(batch, verbose=0)
-    for name, probs in expected.items():
-        assert np.array_equal(got[name], probs)
-    assert got["embedding"].shape == (4, 128)  # the small CNN's last width, for the kNN index
+    folder = current(lake, "shards/full")
+    index = json.loads((folder / "index.json").read_text())
+    source = training_data.Source(index["partitionings"], files=[str(folder / e["file"]) for e in index["splits"]["val"]])
+    correct = labelled = 0
+    for pixels, classes, weights in training_data.validation(source, 64, 32):
+        got = loaded.model.predict(pixels.numpy(), verbose=0)
+        keep = weights["fine"].numpy() > 0
+        correct += int((got["fine"].argmax(axis=1)[keep] == classes["fine"].numpy()[keep]).sum())
+        labelled += int(keep.sum())
+    assert labelled > 50 and correct / labelled == pytest.approx(summary["val_acc_fine_best"], abs=1e-6)
+    assert got["embedding"].shape[1] == 128  # the small CNN's last width, for the kNN index
     assert summary["knn"]["photos"] == summary["train_images"] - int((table_classes(lake) < 0).sum())
 
 
