@@ -221,8 +221,9 @@ def test_a_given_cluster_is_used_and_left_running(scenario):
 def test_code_package_is_a_reproducible_wheel_of_the_project():
     from deeploc_airflow.aws_package import code_package
 
-    name, blob = code_package()
-    assert name == "deeploc-0.1.0-py3-none-any.whl" and blob == code_package()[1]
+    name, blob = code_package(cache=False)
+    assert name == "deeploc-0.1.0-py3-none-any.whl" and blob == code_package(cache=False)[1]  # reproducible
+    assert code_package() == (name, blob) == code_package()  # built once, then the cached copy
     zf = zipfile.ZipFile(io.BytesIO(blob))
     names = zf.namelist()
     assert "deeploc/cli.py" in names and "deeploc/stages/infer.py" in names and "deeploc/step.py" in names

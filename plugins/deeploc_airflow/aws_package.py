@@ -12,6 +12,7 @@ the plan refuses a run whose wheelhouse is missing. The operators that submit th
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import re
@@ -39,19 +40,27 @@ EXTRAS = ("base", "cpu", "gpu")
 NODE_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64")
 
 
-def code_package(source: Path = SOURCE) -> tuple[str, bytes]:
-    """(file name, bytes) of this project's wheel, built from its pyproject.toml without network access."""
+# Clusters get what runs there: not the demo generator (deeploc/demo), nor build leftovers.
+LEFT_OUT = ("__pycache__", "*.pyc", "*.egg-info", "demo")
+
+
+def code_package(source: Path = SOURCE, cache: bool = True) -> tuple[str, bytes]:
+    """(file name, bytes) of this project's wheel, built from its pyproject.toml without network access.
+    The wheel is reproducible, so one built from the same sources is reused (a cache keyed by their
+    content, in the temp folder): every run and every scenario of the tests uploads without rebuilding."""
+    from deeploc.web import assets  # the map libraries and outlines travel inside the package
+
+    sources = _package_sources(source, assets)
+    key = hashlib.sha256(b"".join(rel.encode() + hashlib.sha256(path.read_bytes()).digest()
+                                  for rel, path in sorted(sources.items()))).hexdigest()[:24]
+    cached = Path(tempfile.gettempdir()) / "deeploc-wheels" / key
+    if cache and cached.is_dir() and (found := sorted(cached.glob("deeploc-*.whl"))):
+        return found[0].name, found[0].read_bytes()
     with tempfile.TemporaryDirectory(prefix="deeploc-wheel-") as tmp:
         src = Path(tmp) / "src"
-        # Clusters get what runs there: not the demo generator (deeploc/demo), nor build leftovers.
-        shutil.copytree(source / "tasks", src / "tasks", ignore=shutil.ignore_patterns("__pycache__", "*.pyc",
-                                                                                    "*.egg-info", "demo"))
-        shutil.copy(source / "pyproject.toml", src / "pyproject.toml")
-        from deeploc.web import assets  # the map libraries and outlines travel inside the package
-
-        for rel in assets.FILES:
-            (src / "tasks" / "deeploc" / "web_assets" / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(assets.path(rel), src / "tasks" / "deeploc" / "web_assets" / rel)
+        for rel, path in sources.items():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, src / rel)
         out = Path(tmp) / "dist"
         res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                               "--disable-pip-version-check", "--quiet", "--wheel-dir", str(out), str(src)],
@@ -59,7 +68,28 @@ def code_package(source: Path = SOURCE) -> tuple[str, bytes]:
         if res.returncode != 0:
             raise RuntimeError(f"building the deeploc wheel failed:\n{res.stderr[-3000:]}")
         (wheel,) = out.glob("deeploc-*.whl")
+        if cache:  # a whole folder renamed into place: readers see all of it or none
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            staged = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=cached.parent))
+            shutil.copy(wheel, staged / wheel.name)
+            try:
+                staged.rename(cached)
+            except OSError:  # another process cached it first
+                shutil.rmtree(staged, ignore_errors=True)
         return wheel.name, wheel.read_bytes()
+
+
+def _package_sources(source: Path, assets) -> dict[str, Path]:
+    """What the wheel is built from: relative path in the build folder -> file."""
+    found = {"pyproject.toml": source / "pyproject.toml"}
+    tasks = source / "tasks"
+    for path in sorted(tasks.rglob("*")):
+        rel = path.relative_to(tasks)
+        if path.is_file() and not any(fnmatch.fnmatch(part, pattern) for part in rel.parts for pattern in LEFT_OUT):
+            found[f"tasks/{rel}"] = path
+    for rel in assets.FILES:
+        found[f"tasks/deeploc/web_assets/{rel}"] = assets.path(rel)
+    return found
 
 
 def constraints(lock: Path = LOCK) -> str:
