@@ -121,30 +121,13 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
         if state is not None and state["config"] != config:
             raise ValueError(f"train: {lake_.path('checkpoints', run)} holds a run with other settings; "
                              "use another --run, or delete that folder to start over")
-        stopped = (state or {}).get("interrupted")  # a try stopped inside an epoch: its model is newer
         precision = resume_precision(state, keras.mixed_precision.global_policy().name)
         keras.mixed_precision.set_global_policy(precision)
-        base = {"config": config, "resumed_after": [], "precision": precision}
+        net, start, best, resumed, history = _network(ckpt, state, history, prof, outputs, steps, work)
+        base = {"config": config, "resumed_after": resumed, "precision": precision}
         if state is None:
-            with model_mod.strategy().scope():  # variables mirrored over the GPUs when there are several
-                net = model_mod.build(prof.backbone, prof.input_size, outputs, _local_weights(prof.weights, work))
-                model_mod.compile_model(net, order, model_mod.optimizer(prof.optimizer, model_mod.learning_rate(
-                    prof.learning_rate, prof.schedule, steps, prof.epochs, prof.warmup_epochs), prof.weight_decay))
-            start, best, resumed = 0, {"val_loss": float("inf"), "epoch": 0}, []
             log.info("train: profile %s, backbone %s %dpx, outputs %s, %d train / %d val images, %d epochs, %s",
                      prof.name, prof.backbone, prof.input_size, outputs, n_train, n_val, prof.epochs, input)
-        else:
-            start, best = state.get("epoch", 0), state.get("best", {"val_loss": float("inf"), "epoch": 0})
-            resumed = [*state.get("resumed_after", []), start]
-            base["resumed_after"] = resumed
-            model_file = stopped["model"] if stopped else state["model"]
-            model_mod.normalise_layer()  # registers the layer the saved model names
-            with model_mod.strategy().scope():
-                net = keras.models.load_model(ckpt.fetch(model_file, os.path.join(work, model_file)))
-            history = [h for h in history if int(h["epoch"]) <= start]
-            log.info("train: resuming after epoch %d of %d%s (best val loss %.4f at epoch %d)", start, prof.epochs,
-                     f", from inside epoch {stopped['epoch'] + 1} ({stopped['iterations']} steps in all)"
-                     if stopped else "", best["val_loss"], best["epoch"])
         tensorboard = os.path.join(work, "tensorboard")
         if state is not None:
             ckpt.download_tensorboard(tensorboard)
@@ -164,22 +147,8 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
         summary = {**_summary(saver.history, saver.best, tr, va, run, config, report), "devices": devices,
                    "resumed_after_epochs": resumed, "val_images": n_val,   # validated on (the shards keep a sample)
                    "weights": model_mod.weights_origin(prof.backbone, prof.weights)}   # what it started from
-        with commit.building(lake_, f"models/{run}") as out:
-            ckpt.fetch("best.keras", os.path.join(out, "model.keras"))
-            best_net = keras.models.load_model(os.path.join(out, "model.keras"), compile=False)
-            summary["calibration"] = calibrate(best_net, val_ds, order)
-            with open(os.path.join(out, calibration.FILE), "w") as f:
-                json.dump(summary["calibration"], f, indent=2)
-            summary["knn"] = index_photos(best_net, training_data.ids_and_images(train_src, prof.input_size,
-                                                                                  prof.batch_size),
-                                          photos, order, outputs[order[-1]], out)
-            ckpt.fetch(ckpt.state()["model"], os.path.join(out, "last.keras"))
-            for name in ("cells.parquet", "hierarchy.parquet", "report.json"):
-                shutil.copy(os.path.join(part_dir, name), out)
-            ckpt.fetch("history.csv", os.path.join(out, "history.csv"))
-            ckpt.download_tensorboard(os.path.join(out, "tensorboard"))
-            with open(os.path.join(out, "summary.json"), "w") as f:
-                json.dump(summary, f, indent=2)
+        _export(lake_, run, ckpt, summary, val_ds, training_data.ids_and_images(train_src, prof.input_size, prof.batch_size),
+                photos, part_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     ckpt.clear()
@@ -188,6 +157,54 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
              summary["best_epoch"], summary["best_val_loss"], _or_nan(summary["val_acc_fine_best"]),
              _or_nan(summary["val_acc_fine_prior"]), commit.current(lake_, f"models/{run}"))
     return summary
+
+
+def _network(ckpt: Checkpoints, state: dict | None, history: list[dict], prof, outputs: dict[str, int], steps: int,
+             work: str):
+    """A new network, compiled with the profile's optimizer and schedule, or the checkpoint's to resume:
+    (network, epochs done, best so far, the epochs resumed after, history up to them)."""
+    import keras
+
+    from deeploc.learn import model as model_mod
+
+    with model_mod.strategy().scope():  # variables mirrored over the GPUs when there are several
+        if state is None:
+            net = model_mod.build(prof.backbone, prof.input_size, outputs, _local_weights(prof.weights, work))
+            model_mod.compile_model(net, list(outputs), model_mod.optimizer(prof.optimizer, model_mod.learning_rate(
+                prof.learning_rate, prof.schedule, steps, prof.epochs, prof.warmup_epochs), prof.weight_decay))
+            return net, 0, {"val_loss": float("inf"), "epoch": 0}, [], history
+        stopped = state.get("interrupted")  # a try stopped inside an epoch: its model is newer
+        start, best = state.get("epoch", 0), state.get("best", {"val_loss": float("inf"), "epoch": 0})
+        model_file = stopped["model"] if stopped else state["model"]
+        model_mod.normalise_layer()  # registers the layer the saved model names
+        net = keras.models.load_model(ckpt.fetch(model_file, os.path.join(work, model_file)))
+    log.info("train: resuming after epoch %d of %d%s (best val loss %.4f at epoch %d)", start, prof.epochs,
+             f", from inside epoch {stopped['epoch'] + 1} ({stopped['iterations']} steps in all)"
+             if stopped else "", best["val_loss"], best["epoch"])
+    return net, start, best, [*state.get("resumed_after", []), start], [h for h in history if int(h["epoch"]) <= start]
+
+
+def _export(lake: Lake, run: str, ckpt: Checkpoints, summary: dict, val_ds, train_batches, photos: pd.DataFrame,
+            part_dir: str) -> None:
+    """``models/<run>/``, committed whole: the best model (and the last), its calibration and kNN index
+    (both computed here, into ``summary``), the partitionings it learnt, the history and the logs."""
+    import keras
+
+    order, outputs = summary["order"], summary["outputs"]
+    with commit.building(lake, f"models/{run}") as out:
+        ckpt.fetch("best.keras", os.path.join(out, "model.keras"))
+        best_net = keras.models.load_model(os.path.join(out, "model.keras"), compile=False)
+        summary["calibration"] = calibrate(best_net, val_ds, order)
+        with open(os.path.join(out, calibration.FILE), "w") as f:
+            json.dump(summary["calibration"], f, indent=2)
+        summary["knn"] = index_photos(best_net, train_batches, photos, order, outputs[order[-1]], out)
+        ckpt.fetch(ckpt.state()["model"], os.path.join(out, "last.keras"))
+        for name in ("cells.parquet", "hierarchy.parquet", "report.json"):
+            shutil.copy(os.path.join(part_dir, name), out)
+        ckpt.fetch("history.csv", os.path.join(out, "history.csv"))
+        ckpt.download_tensorboard(os.path.join(out, "tensorboard"))
+        with open(os.path.join(out, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
 
 
 def _or_nan(value: float | None) -> float:
