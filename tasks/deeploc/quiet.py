@@ -18,6 +18,7 @@ NATIVE_LINE = re.compile(
     rb"|[IWE]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "       # absl: I1202 11:30:55.123456 4567 port.cc:153]
     rb"|To enable the following instructions: "                 # the second line of cpu_feature_guard's
     rb"|Using Spark's default log4j profile"
+    rb"|WARNING: Using incubator modules: "                    # the JVM's, as Spark starts
     rb"|Setting default log level to "
     rb"|To adjust logging level use sc\.setLogLevel"
     rb"|\d\d/\d\d/\d\d \d\d:\d\d:\d\d WARN NativeCodeLoader: )")
@@ -42,9 +43,11 @@ def drop_native_start_up_lines() -> None:
     thread = threading.Thread(target=pump, name="deeploc-quiet-stderr", daemon=True)
     thread.start()
 
-    def restore():  # the pipe closes once no process holds it: the thread then ends with all lines out
+    def restore():
+        """At exit: what is in the pipe drains at once; a child still holding it (Spark's JVM lives
+        until this process ends) must not hold the exit up."""
         sys.stderr.flush()
         os.dup2(original, 2)
-        thread.join(timeout=5)
+        thread.join(timeout=1)
 
     atexit.register(restore)

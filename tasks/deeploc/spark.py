@@ -28,7 +28,8 @@ def session(app: str = "deeploc"):
     # INT96, is not one).
     builder = (SparkSession.builder.appName(app).config("spark.sql.session.timeZone", "UTC")
                .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
-               .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS"))
+               .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+               .config("spark.sql.debug.maxToStringFields", "1000"))  # our wide tables: no "truncated plan" warning
     # Under spark-submit (an EMR step) the launcher chose the master and the resources: keep them.
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
         master = os.environ.get("DEEPLOC_SPARK_MASTER", "local[2]")
