@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import boto3
 import pytest
 
+pytestmark = pytest.mark.slow  # each test drives a trigger against a moto server: seconds, not milliseconds
 
 
 @pytest.fixture(scope="module")

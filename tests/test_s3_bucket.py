@@ -85,6 +85,7 @@ def _throttle(client, times):
     return calls
 
 
+@pytest.mark.slow  # a moto server and Spark
 def test_throttling_is_retried_then_fails_clearly(s3, demo_set):
     prefix = next(p for p in os.listdir(demo_set[0] / "bucket" / "data" / "images"))
     patient = Bucket("s3://mmc", unsigned=True, endpoint_url=s3, max_attempts=4)
