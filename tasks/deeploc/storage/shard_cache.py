@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from deeploc.storage.lake import Lake
@@ -34,7 +35,9 @@ class ShardCache:
         from pyarrow import fs
 
         dest = self._local(location)
-        partial = dest + ".part"
+        # Its own partial name: two readers of the cache (training's, and the peek at its first batch)
+        # may fetch one file at once; each replaces the file whole.
+        partial = f"{dest}.{threading.get_ident()}.part"
         fs.copy_files(self.lake.fs_path(location), partial, source_filesystem=self.lake.fs,
                       destination_filesystem=fs.LocalFileSystem())
         os.replace(partial, dest)
