@@ -189,7 +189,25 @@ def browser():
 INTEGRATION_FIXTURES = {"ingested", "trained", "site", "demo_run"}
 
 
+# ``./dev test`` runs on two xdist workers (pyproject's addopts). Tests that share a whole-stage fixture
+# form one group, which one worker runs, so that the fixture is built once; every other test goes with its
+# module (its module-scoped servers start once). Groups are handed out in the order of the items, the
+# longest first, so that the last one to start is short.
+SHARED_GROUPS = {"demo_run": "demo", "ingested": "stages", "trained": "stages", "site": "stages"}
+LONGEST_FIRST = ("demo", "test_commit", "test_airflow_services", "stages", "test_aws_target", "test_s3_bucket")
+
+
+def _group(item) -> str:
+    shared = {SHARED_GROUPS[f] for f in item.fixturenames if f in SHARED_GROUPS}
+    assert len(shared) <= 1, f"{item.nodeid} uses fixtures of two groups: {shared}"
+    return shared.pop() if shared else item.path.stem
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items):
     for item in items:
         if INTEGRATION_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.slow)
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    rank = {g: i for i, g in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: the order within a group stays
