@@ -189,25 +189,45 @@ def browser():
 INTEGRATION_FIXTURES = {"ingested", "trained", "site", "demo_run"}
 
 
-# ``./dev test`` runs on two xdist workers (pyproject's addopts). Tests that share a whole-stage fixture
-# form one group, which one worker runs, so that the fixture is built once; every other test goes with its
-# module (its module-scoped servers start once). Groups are handed out in the order of the items, the
-# longest first, so that the last one to start is short.
+# ``./dev test`` runs on two xdist workers (pyproject's addopts). A test file that uses a whole-stage
+# fixture goes with every other file that uses it, as one unit of work for one worker, so that the fixture
+# is built once; any other file is a unit of its own (its module-scoped servers start once). Units are
+# handed out in the order of the items, the longest first, so that the last one to start is short.
 SHARED_GROUPS = {"demo_run": "demo", "ingested": "stages", "trained": "stages", "site": "stages"}
-LONGEST_FIRST = ("demo", "test_commit", "test_airflow_services", "stages", "test_aws_target", "test_s3_bucket")
+LONGEST_FIRST = ("demo", "test_commit", "test_airflow_services", "stages", "test_aws_target")
 
 
-def _group(item) -> str:
-    shared = {SHARED_GROUPS[f] for f in item.fixturenames if f in SHARED_GROUPS}
-    assert len(shared) <= 1, f"{item.nodeid} uses fixtures of two groups: {shared}"
-    return shared.pop() if shared else item.path.stem
+def group_of_file(path: Path) -> str:
+    """The unit of work of a test file: the group of the shared fixtures its functions take, or the file."""
+    import ast
+
+    names = {a.arg for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.FunctionDef)
+             for a in node.args.args}
+    groups = {SHARED_GROUPS[n] for n in names & set(SHARED_GROUPS)}
+    assert len(groups) <= 1, f"{path.name} uses fixtures of two groups: {groups}"
+    return groups.pop() if groups else path.stem
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's scope scheduling, with ``group_of_file`` as the scope (its own ``loadgroup`` marks do not
+    reach the scheduler under pytest 9, whose node ids no longer carry them)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of_file(config.rootpath / nodeid.split("::")[0])
+
+    return ByGroup(config, log)
+
+
 def pytest_collection_modifyitems(items):
+    groups = {}
     for item in items:
         if INTEGRATION_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.slow)
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
+        group = groups.setdefault(item.path, group_of_file(item.path))
+        used = {SHARED_GROUPS[f] for f in item.fixturenames if f in SHARED_GROUPS}
+        assert used <= {group}, f"{item.nodeid} takes a fixture of {used} through one defined elsewhere: " \
+                                "name it in its file's functions, or add its group here"
     rank = {g: i for i, g in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: the order within a group stays
+    items.sort(key=lambda item: rank.get(groups[item.path], len(rank)))  # stable: order within a unit stays

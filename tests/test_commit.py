@@ -133,21 +133,21 @@ def test_slice_names():
 
 @pytest.mark.slow
 def test_slice_runs_at_once_give_the_sequential_result(demo_set, tmp_path):
-    """Four processes at once on one local lake, one per yearly slice and one repeating a slice, each
-    running parse and the slice's three Spark stages, against the same slices run one after the other by
-    one process on a lake of its own (started alongside, to use the cores the others leave)."""
+    """Three processes at once on one local lake, two on different yearly slices and one repeating a
+    slice, each running parse and the slice's three Spark stages, against the same slices run one after the
+    other by one process on a lake of its own (started alongside, to use the cores the others leave)."""
     data, manifest = demo_set
     bucket, meta = str(data / "bucket"), str(data / "metadata")
-    years = ["2009", "2010", "2011", "2010"]
+    years = ["2009", "2010", "2010"]
     slices = [(f"{y}-01-01", f"{int(y) + 1}-01-01") for y in years]
     sequential, concurrent = str(tmp_path / "sequential"), str(tmp_path / "concurrent")
     env = {"DEEPLOC_SPARK_MASTER": "local[1]", "DEEPLOC_SPARK_DRIVER_MEMORY": "1g"}
-    reference = _spawn("stages", sequential, bucket, meta, *[b for s in slices[:3] for b in s], env=env)
+    reference = _spawn("stages", sequential, bucket, meta, *[b for s in slices[:2] for b in s], env=env)
     con = [r for r, _ in _wait([_spawn("stages", concurrent, bucket, meta, *s, env=env) for s in slices])]
     ((seq, _),) = _wait([reference])
-    assert sorted(r["parse"] for r in con) == [0, 0, 0, len(os.listdir(meta))]  # parsed once; the others waited
-    assert [r["slices"][0] for r in con[:3]] == seq["slices"]
-    assert con[3]["slices"][0]["faces"] == con[1]["slices"][0]["faces"]
+    assert sorted(r["parse"] for r in con) == [0, 0, len(os.listdir(meta))]  # parsed once; the others waited
+    assert [r["slices"][0] for r in con[:2]] == seq["slices"]
+    assert con[2]["slices"][0]["faces"] == con[1]["slices"][0]["faces"]
     for name in ("metadata", "images", "faces", "rejects/metadata", "rejects/availability", "rejects/faces"):
         a, b = (table(lake, name) for lake in (concurrent, sequential))
         assert a.sort_values(list(a.columns)).reset_index(drop=True).equals(

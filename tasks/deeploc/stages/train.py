@@ -131,14 +131,14 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
         tensorboard = os.path.join(work, "tensorboard")
         if state is not None:
             ckpt.download_tensorboard(tensorboard)
-        saver = epoch_saver(ckpt, work, history, best, base, tensorboard)
+        savers, saver = epoch_saver(ckpt, work, history, best, base, tensorboard)
         try:
             if start < prof.epochs:  # epochs start .. end, each the same as in an unbroken run
                 train_ds = training_data.training(train_src, prof.input_size, prof.batch_size, seed, start, prof.epochs)
                 log.info("train: epoch %d begins with batch sha256 %s", start + 1, training_data.first_batch_digest(train_ds))
                 net.fit(train_ds, validation_data=val_ds, epochs=prof.epochs, initial_epoch=start, steps_per_epoch=steps,
                         validation_steps=-(-n_val // prof.batch_size), shuffle=False, verbose=2,
-                        callbacks=[keras.callbacks.TensorBoard(tensorboard, histogram_freq=0, write_graph=False), saver])
+                        callbacks=[keras.callbacks.TensorBoard(tensorboard, histogram_freq=0, write_graph=False), *savers])
         except Interrupted:  # a spot reclaim notice: two minutes to keep what this epoch has learned so far
             net.save(os.path.join(work, "interrupted.keras"))
             ckpt.save_interrupted(os.path.join(work, "interrupted.keras"), saver.epoch,
@@ -273,14 +273,23 @@ def index_photos(net, batches, photos: pd.DataFrame, order: list[str], n_cells: 
 
 
 def epoch_saver(ckpt: Checkpoints, work: str, history: list[dict], best: dict, state: dict, tensorboard: str):
-    """A Keras callback: after every epoch, the model, the best one, the history and the state, to the lake."""
+    """Keras's callbacks, then one sync: ``ModelCheckpoint`` writes the last epoch's model and, when the
+    validation loss improved on the best so far (a resumed run's included), the best one; after them,
+    the sync appends the history row and sends the epoch to the lake (``Checkpoints.save_epoch``).
+
+    Keras's ``CSVLogger`` numbers epochs from 0, and ``history.csv`` is a contract from 1 with the learning
+    rate and the epoch's seconds, so the row is written here; ``BackupAndRestore`` is not used (see
+    ``Checkpoints``: the lake copy, the best model and a save inside an epoch on a spot notice)."""
     import keras
 
-    class _Saver(keras.callbacks.Callback):
-        def __init__(self, ckpt, work, history, best, state, tensorboard):
+    last, kept = os.path.join(work, "last.keras"), os.path.join(work, "best.keras")
+    best_cb = keras.callbacks.ModelCheckpoint(kept, monitor="val_loss", mode="min", save_best_only=True,
+                                              initial_value_threshold=best["val_loss"])
+
+    class _LakeSync(keras.callbacks.Callback):
+        def __init__(self):
             super().__init__()
-            self.ckpt, self.work, self.history, self.best = ckpt, work, history, best
-            self.state, self.tensorboard, self.t0, self.epoch = state, tensorboard, time.monotonic(), 0
+            self.history, self.best, self.t0, self.epoch = history, best, time.monotonic(), 0
 
         def on_epoch_begin(self, epoch, logs=None):
             self.t0, self.epoch = time.monotonic(), epoch
@@ -288,19 +297,17 @@ def epoch_saver(ckpt: Checkpoints, work: str, history: list[dict], best: dict, s
         def on_epoch_end(self, epoch, logs=None):
             done = epoch + 1
             lr = self.model.optimizer.learning_rate
-            row = {"epoch": done, **{k: float(v) for k, v in (logs or {}).items()},
-                   "learning_rate": float(lr.numpy() if hasattr(lr, "numpy") else lr),
-                   "seconds": round(time.monotonic() - self.t0, 2)}
-            self.history = [*self.history, row]
-            last = os.path.join(self.work, "last.keras")
-            self.model.save(last)
-            improved = row["val_loss"] < self.best["val_loss"]
+            self.history = [*self.history, {"epoch": done, **{k: float(v) for k, v in (logs or {}).items()},
+                                            "learning_rate": float(lr.numpy() if hasattr(lr, "numpy") else lr),
+                                            "seconds": round(time.monotonic() - self.t0, 2)}]
+            improved = best_cb.best < self.best["val_loss"]
             if improved:
-                self.best = {"val_loss": row["val_loss"], "epoch": done}
-            self.ckpt.save_epoch(done, last, last if improved else None, self.history,
-                                 {**self.state, "best": self.best}, self.tensorboard)
+                self.best = {"val_loss": float(best_cb.best), "epoch": done}
+            ckpt.save_epoch(done, last, kept if improved else None, self.history, {**state, "best": self.best},
+                            tensorboard)
 
-    return _Saver(ckpt, work, history, best, state, tensorboard)
+    sync = _LakeSync()
+    return [keras.callbacks.ModelCheckpoint(last), best_cb, sync], sync
 
 
 def _summary(history: list[dict], best: dict, tr, va, run: str, config: dict, report: dict) -> dict:
