@@ -109,8 +109,8 @@ def trained(ingested, demo_set, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def site(trained, tmp_path_factory):
-    """A lake with the trained run, its predictions (one of them titled with markup), metrics and the site;
-    and the predictions."""
+    """A lake with the trained run, its predictions (with GeoEstimation's five crops; one of them titled
+    with markup), metrics and the site; and the predictions."""
     from pyiceberg.expressions import EqualTo
 
     from deeploc.stages import evaluate, infer, publish
@@ -119,7 +119,7 @@ def site(trained, tmp_path_factory):
     copy = tmp_path_factory.mktemp("site-lake") / "lake"
     for folder in ("models", "partitionings"):  # folder outputs: their pointers name versions, not paths
         shutil.copytree(lake / folder, copy / folder)
-    infer.run(str(copy), bucket, "t1")
+    infer.run(str(copy), bucket, "t1", crops=5)  # five crops: test_training checks them photo by photo
     pred = table(copy, "predictions")
     pred.loc[pred.index[0], "title"] = HOSTILE  # untrusted text, as Flickr titles can be
     put_table(copy, "predictions", pred, ("run",), replace=EqualTo("run", "t1"))

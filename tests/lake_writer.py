@@ -2,12 +2,14 @@
 
     python tests/lake_writer.py stages LAKE BUCKET METADATA START END [START END ...]
                                                                          parse, then each slice's three stages
-    python tests/lake_writer.py months LAKE TABLE START END [FILES]      commit a slice of made-up rows
+    python tests/lake_writer.py months LAKE TABLE START END [FILES] [TOGETHER]   commit a slice of made-up rows
     python tests/lake_writer.py watch LAKE TABLE SECONDS                 read the table in a loop
 
 ``months`` writes, for every month of the slice, Parquet files whose rows are determined by the month
 alone (``FILES`` files per month, default 1) into a data folder of its own, prints ``committing`` and
 commits the slice: any number of writers, in any order, must leave each month with exactly those rows.
+With ``TOGETHER`` n > 1 it commits only once n writers are ready (files in ``LAKE.ready/``), so that
+their commits race whatever the machine's load.
 ``watch`` prints, for each read, the rows it saw per year.
 """
 
@@ -22,7 +24,7 @@ def rows_of(month: str) -> list[str]:
     return [f"{month}/{i}" for i in range(int(month[-2:]))]  # 1 to 12 rows, by the month's number
 
 
-def months(lake_root: str, table: str, start: str, end: str, files: str = "1") -> dict:
+def months(lake_root: str, table: str, start: str, end: str, files: str = "1", together: str = "1") -> dict:
     import io
 
     import pyarrow as pa
@@ -46,9 +48,23 @@ def months(lake_root: str, table: str, start: str, end: str, files: str = "1") -
             pq.write_table(pa.table({"row": mine, "upload_month": [month] * len(mine)}, schema=schema), buf)
             written.append(f"{folder}/upload_month={month}/part-{part}.parquet")
             lake.write_bytes(written[-1], buf.getvalue())
+    if int(together) > 1:
+        _wait_for_each_other(f"{lake_root}.ready", sl.name, int(together))
     print("committing", flush=True)
     done = catalog.commit(lake, table, written, month_filter(sl), ("upload_month",), schema, {"scope": sl.name})
     return {"slice": sl.name, **done}
+
+
+def _wait_for_each_other(folder: str, me: str, count: int, timeout_s: float = 300) -> None:
+    import os
+
+    os.makedirs(folder, exist_ok=True)
+    open(os.path.join(folder, me), "w").close()
+    deadline = time.monotonic() + timeout_s
+    while len(os.listdir(folder)) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {os.listdir(folder)} of {count} writers ready")
+        time.sleep(0.01)
 
 
 def watch(lake_root: str, table: str, seconds: str) -> dict:

@@ -214,16 +214,15 @@ def test_a_spot_notice_keeps_the_epoch_in_progress(trained, tmp_path):
     assert pd.read_csv(current(lake, "models/s") / "history.csv")["epoch"].tolist() == [1, 2, 3, 4, 5]
 
 
-def test_spark_inference_equals_single_photo_prediction(trained, tmp_path):
-    """The same photos through the Spark job and through ``predict_bytes`` (what deeploc predict and
-    deeploc serve use): the same cells, the same probabilities."""
+def test_spark_inference_equals_single_photo_prediction(trained, site):
+    """The same photos through the Spark job (the site's five-crop predictions) and through
+    ``predict_bytes`` (what deeploc predict and deeploc serve use): the same cells, the same probabilities."""
     from deeploc.learn.predict import predict_bytes, Predictor
-    from deeploc.stages import infer
 
-    lake, bucket, _, _, _ = trained
-    ledger = infer.run(str(lake), bucket, "t1", crops=5)
+    lake, bucket = site[0], trained[1]
+    ledger = json.loads((lake / "_ledgers" / "infer" / "t1.json").read_text())
     assert ledger["in"] == ledger["out"] + ledger["rejected"] and ledger["crops"] == 5
-    pred = table(lake, "predictions").sort_values("photo_id").head(6)
+    pred = site[1].sort_values("photo_id").head(6)
     predictor = Predictor.load(str(current(lake, "models/t1")))
     for row in pred.itertuples():
         one = predict_bytes(predictor, bucket.read(row.object_key), k=5, crops=5)
