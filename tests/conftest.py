@@ -15,6 +15,12 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_SAMPLE = REPO.parent / "shared" / "data" / "yfcc100m_dataset_sample.tsv"
 sys.path.insert(0, str(REPO / "plugins"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Every Spark JVM the suite starts (in this process, in the stages' subprocesses, in Airflow's task
+# processes, which inherit the variable) lives seconds on tiny data: C1-compiled code and the serial
+# collector do that work for about half the CPU (a session, a partitioned write and a read: 17 -> 9.6
+# core-seconds on 2 cores), and the suite is CPU-bound. Users' runs keep the JVM's defaults.
+os.environ.setdefault("PYSPARK_SUBMIT_ARGS",
+                      "--driver-java-options '-XX:TieredStopAtLevel=1 -XX:+UseSerialGC' pyspark-shell")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 HOSTILE = '<script>window.owned=1</script><img src=x onerror="window.owned=2">'
 

@@ -54,10 +54,11 @@ def ui(demo_run, tmp_path_factory):
         yield url, home
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
+        try:  # the scheduler would wait for its running tasks (an Asset-triggered model run, maybe)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
 
 
 def _dialog(page, url: str, dag: str):
