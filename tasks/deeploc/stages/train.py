@@ -278,8 +278,9 @@ def epoch_saver(ckpt: Checkpoints, work: str, history: list[dict], best: dict, s
     the sync appends the history row and sends the epoch to the lake (``Checkpoints.save_epoch``).
 
     Keras's ``CSVLogger`` numbers epochs from 0, and ``history.csv`` is a contract from 1 with the learning
-    rate and the epoch's seconds, so the row is written here; ``BackupAndRestore`` is not used (see
-    ``Checkpoints``: the lake copy, the best model and a save inside an epoch on a spot notice)."""
+    rate and the epoch's seconds, so the row is written here. ``BackupAndRestore`` is not used: its one
+    backup is local (a reclaimed instance takes it along) and saves inside an epoch only every N steps,
+    where a spot notice saves at the moment it comes (``Checkpoints.save_interrupted``)."""
     import keras
 
     last, kept = os.path.join(work, "last.keras"), os.path.join(work, "best.keras")
