@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import functools
 import json
 import os
 import shutil
@@ -203,10 +205,9 @@ SHARED_GROUPS = {"demo_run": "demo", "ingested": "stages", "trained": "stages", 
 LONGEST_FIRST = ("demo", "test_commit", "test_airflow_services", "stages", "test_aws_target")
 
 
+@functools.cache
 def group_of_file(path: Path) -> str:
     """The unit of work of a test file: the group of the shared fixtures its functions take, or the file."""
-    import ast
-
     names = {a.arg for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.FunctionDef)
              for a in node.args.args}
     groups = {SHARED_GROUPS[n] for n in names & set(SHARED_GROUPS)}
@@ -227,13 +228,11 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(items):
-    groups = {}
     for item in items:
         if INTEGRATION_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.slow)
-        group = groups.setdefault(item.path, group_of_file(item.path))
         used = {SHARED_GROUPS[f] for f in item.fixturenames if f in SHARED_GROUPS}
-        assert used <= {group}, f"{item.nodeid} takes a fixture of {used} through one defined elsewhere: " \
-                                "name it in its file's functions, or add its group here"
+        assert used <= {group_of_file(item.path)}, f"{item.nodeid} takes a fixture of {used} through one " \
+                                                   "defined elsewhere: name it in its file's functions"
     rank = {g: i for i, g in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(groups[item.path], len(rank)))  # stable: order within a unit stays
+    items.sort(key=lambda item: rank.get(group_of_file(item.path), len(rank)))  # stable: a unit's order stays
