@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -140,15 +141,22 @@ def test_the_readme_fine_tunes_efficientnet_lite0_from_imagenet(trained):
 
 
 def _stop_after_first_checkpoint(cmd: list[str], state, signum: int, env=None) -> str:
-    """Start ``cmd``; once its first epoch is checkpointed, send it ``signum``; what it wrote to stderr."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not (state.exists() and json.loads(state.read_text()).get("epoch", 0) >= 1):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"no checkpoint before the end: {proc.communicate(timeout=60)[1][-3000:]}")
-        time.sleep(0.2)
-    os.kill(proc.pid, signum)
-    return proc.communicate(timeout=120)[1]
+    """Start ``cmd``; once its first epoch is checkpointed, send it ``signum``; what it wrote to stderr
+    (into a file: a pipe nobody reads while it trains would block it once full)."""
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        deadline = time.monotonic() + 300
+        while not (state.exists() and json.loads(state.read_text()).get("epoch", 0) >= 1):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                proc.wait(timeout=60)
+                err.seek(0)
+                raise AssertionError(f"no checkpoint before the end: {err.read()[-3000:]}")
+            time.sleep(0.2)
+        os.kill(proc.pid, signum)
+        proc.wait(timeout=120)
+        err.seek(0)
+        return err.read()
 
 
 @pytest.mark.slow
