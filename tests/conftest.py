@@ -21,8 +21,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # processes, which inherit the variable) lives seconds on tiny data: C1-compiled code and the serial
 # collector do that work for about half the CPU (a session, a partitioned write and a read: 17 -> 9.6
 # core-seconds on 2 cores), and the suite is CPU-bound. Users' runs keep the JVM's defaults.
-os.environ.setdefault("PYSPARK_SUBMIT_ARGS",
-                      "--driver-java-options '-XX:TieredStopAtLevel=1 -XX:+UseSerialGC' pyspark-shell")
+# They also start from a class-data-sharing archive (``spark_classes``), set up by ``pytest_configure``.
+JVM_FLAGS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+OWN_SPARK_ARGS = "PYSPARK_SUBMIT_ARGS" not in os.environ
+os.environ.setdefault("PYSPARK_SUBMIT_ARGS", f"--driver-java-options '{JVM_FLAGS}' pyspark-shell")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 HOSTILE = '<script>window.owned=1</script><img src=x onerror="window.owned=2">'
 
@@ -213,6 +215,18 @@ def group_of_file(path: Path) -> str:
     groups = {SHARED_GROUPS[n] for n in names & set(SHARED_GROUPS)}
     assert len(groups) <= 1, f"{path.name} uses fixtures of two groups: {groups}"
     return groups.pop() if groups else path.stem
+
+
+def pytest_configure(config):
+    """The Spark class archive, made or found by the first process (xdist's workers inherit its environment)."""
+    if hasattr(config, "workerinput") or not OWN_SPARK_ARGS:
+        return
+    import spark_classes
+
+    found = spark_classes.archive(config.cache.mkdir("spark-classes"), JVM_FLAGS)
+    if found:  # a JVM that cannot use it (another classpath) would say so on every start: it says nothing
+        os.environ["PYSPARK_SUBMIT_ARGS"] = (f"--driver-java-options '{JVM_FLAGS} -XX:SharedArchiveFile={found} "
+                                             "-Xlog:cds=off,cds+dynamic=off' pyspark-shell")
 
 
 def pytest_xdist_make_scheduler(config, log):
