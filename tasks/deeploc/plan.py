@@ -174,10 +174,13 @@ class Account:
     def __init__(self, region: str | None = None):
         import boto3
 
-        self.session = boto3.session.Session(region_name=region)
+        self.session, self.clients = boto3.session.Session(region_name=region), {}
 
     def _client(self, name: str):
-        return self.session.client(name)
+        """One client a service (making one costs ~0.2 s of CPU; a plan asks the same services many times)."""
+        if name not in self.clients:
+            self.clients[name] = self.session.client(name)
+        return self.clients[name]
 
     def quota(self, kind: str) -> tuple[int, str]:
         """(vCPUs, where the figure comes from)."""
