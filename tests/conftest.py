@@ -218,13 +218,13 @@ def group_of_file(path: Path) -> str:
 
 
 def pytest_configure(config):
-    """The Spark class archive, made or found by the first process (xdist's workers inherit its environment)."""
+    """The Spark class archive, found or started by the first process (xdist's workers inherit its environment)."""
     if hasattr(config, "workerinput") or not OWN_SPARK_ARGS:
         return
     import spark_classes
 
     found = spark_classes.archive(config.cache.mkdir("spark-classes"), JVM_FLAGS)
-    if found:  # a JVM that cannot use it (another classpath) would say so on every start: it says nothing
+    if found:  # a JVM that cannot use it (not there yet, another classpath) would say so at every start: it is quiet
         os.environ["PYSPARK_SUBMIT_ARGS"] = (f"--driver-java-options '{JVM_FLAGS} -XX:SharedArchiveFile={found} "
                                              "-Xlog:cds=off,cds+dynamic=off' pyspark-shell")
 

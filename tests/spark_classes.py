@@ -1,10 +1,10 @@
 """A class-data-sharing archive for the suite's Spark JVMs: the classes a short job of the stages' kinds
 loads (text and Parquet I/O, a window, a join, an Arrow batch through Python), dumped once per checkout
-by a JVM run with ``-XX:ArchiveClassesAtExit``. JVMs started with it map those classes instead of
-reading and verifying them from Spark's jars: a session, a partitioned write and a read cost 8.6 -> 5.3
-core-seconds on this project's 2-core machine. The archive only serves a JVM with the classpath it was
-made with, so its name carries everything that shapes that classpath; a JVM that cannot use it starts
-as it would without it."""
+by a JVM run with ``-XX:ArchiveClassesAtExit``, in the background while the first tests run. JVMs
+started with it map those classes instead of reading and verifying them from Spark's jars: a session, a
+partitioned write and a read cost 8.6 -> 5.3 core-seconds on this project's 2-core machine. The archive
+only serves a JVM with the classpath it was made with, so its name carries everything that shapes that
+classpath; a JVM that cannot use it, or starts before it is there, runs as it would without it."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 # The job whose loaded classes go into the archive; argv: an output folder, a bz2 text file.
@@ -47,7 +48,9 @@ def _key(jvm_flags: str) -> str:
 
 
 def archive(folder: Path, jvm_flags: str) -> Path | None:
-    """The archive for these flags in ``folder``, made now if missing (~15 s); None if it could not be."""
+    """Where the archive for these flags is in ``folder``; if it is not there yet, a process of its own makes
+    it (~25 s; its log: ``make.log``) while the tests start, and finishes even if they end first. A JVM
+    started before it is in place runs without it. None: no Java."""
     try:
         path = folder / f"spark-{_key(jvm_flags)}.jsa"
     except OSError as err:  # no java on PATH: Spark would not start either, and its tests say so
@@ -57,6 +60,17 @@ def archive(folder: Path, jvm_flags: str) -> Path | None:
         return path
     for old in folder.glob("spark-*.jsa"):  # another classpath's: of no use to this checkout
         old.unlink(missing_ok=True)
+    partials = {p: time.time() - p.stat().st_mtime for p in folder.glob("spark-*.partial")}
+    for p in (p for p, age in partials.items() if age > 3600):  # left by a dump that was killed
+        p.unlink(missing_ok=True)
+    if not any(p.name.startswith(path.stem) and age < 600 for p, age in partials.items()):  # none under way
+        with open(folder / "make.log", "w") as log:
+            subprocess.Popen([sys.executable, __file__, str(path), jvm_flags], stdout=log, stderr=log,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+    return path
+
+
+def _make(path: Path, jvm_flags: str) -> None:
     with tempfile.TemporaryDirectory() as work:
         text = Path(work) / "rows.bz2"
         text.write_bytes(bz2.compress("".join(f"{i}\trow {i}\n" for i in range(2000)).encode()))
@@ -65,7 +79,9 @@ def archive(folder: Path, jvm_flags: str) -> Path | None:
         res = subprocess.run([sys.executable, "-c", JOB, str(Path(work) / "out"), str(text)],
                              env={**os.environ, "PYSPARK_SUBMIT_ARGS": args}, capture_output=True, text=True)
         if res.returncode != 0 or not partial.exists():
-            print(f"[tests] no Spark class archive (the job failed): {res.stderr[-2000:]}", file=sys.stderr)
-            return None
-        os.replace(partial, path)  # whole or absent, also when two sessions make it at once
-    return path
+            sys.exit(f"no Spark class archive (the job failed): {res.stderr[-2000:]}")
+        os.replace(partial, path)  # whole or absent, also for the JVMs starting meanwhile
+
+
+if __name__ == "__main__":
+    _make(Path(sys.argv[1]), sys.argv[2])
