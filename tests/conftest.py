@@ -219,8 +219,8 @@ def group_of_file(path: Path) -> str:
 
 def pytest_configure(config):
     """The Spark class archive, found or started by the first process (xdist's workers inherit its environment)."""
-    if hasattr(config, "workerinput") or not OWN_SPARK_ARGS:
-        return
+    if hasattr(config, "workerinput") or not OWN_SPARK_ARGS or getattr(config, "cache", None) is None:
+        return  # (no cache: -p no:cacheprovider)
     import spark_classes
 
     found = spark_classes.archive(config.cache.mkdir("spark-classes"), JVM_FLAGS)

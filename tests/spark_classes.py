@@ -53,21 +53,24 @@ def archive(folder: Path, jvm_flags: str) -> Path | None:
     started before it is in place runs without it. None: no Java."""
     try:
         path = folder / f"spark-{_key(jvm_flags)}.jsa"
-    except OSError as err:  # no java on PATH: Spark would not start either, and its tests say so
+        if not path.exists():
+            _start(path, jvm_flags)
+    except OSError as err:  # no java on PATH (Spark's tests say so), or a cache folder it cannot write
         print(f"[tests] no Spark class archive: {err}", file=sys.stderr)
         return None
-    if path.exists():
-        return path
-    for old in folder.glob("spark-*.jsa"):  # another classpath's: of no use to this checkout
+    return path
+
+
+def _start(path: Path, jvm_flags: str) -> None:
+    for old in path.parent.glob("spark-*.jsa"):  # another classpath's: of no use to this checkout
         old.unlink(missing_ok=True)
-    partials = {p: time.time() - p.stat().st_mtime for p in folder.glob("spark-*.partial")}
+    partials = {p: time.time() - p.stat().st_mtime for p in path.parent.glob("spark-*.partial")}
     for p in (p for p, age in partials.items() if age > 3600):  # left by a dump that was killed
         p.unlink(missing_ok=True)
     if not any(p.name.startswith(path.stem) and age < 600 for p, age in partials.items()):  # none under way
-        with open(folder / "make.log", "w") as log:
+        with open(path.parent / "make.log", "w") as log:
             subprocess.Popen([sys.executable, __file__, str(path), jvm_flags], stdout=log, stderr=log,
                              stdin=subprocess.DEVNULL, start_new_session=True)
-    return path
 
 
 def _make(path: Path, jvm_flags: str) -> None:
