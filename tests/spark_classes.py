@@ -50,7 +50,7 @@ def _key(jvm_flags: str) -> str:
 def archive(folder: Path, jvm_flags: str) -> Path | None:
     """Where the archive for these flags is in ``folder``; if it is not there yet, a process of its own makes
     it (~25 s; its log: ``make.log``) while the tests start, and finishes even if they end first. A JVM
-    started before it is in place runs without it. None: no Java."""
+    started before it is in place runs without it. None: no Java, or a cache folder it cannot write."""
     try:
         path = folder / f"spark-{_key(jvm_flags)}.jsa"
         if not path.exists():
