@@ -260,10 +260,11 @@ def test_job_flow_sizes_clusters_by_their_stages():
     assert "TASK" not in groups(serve)
     task = groups(ingest)["TASK"]
     assert (task["Market"], task["InstanceCount"], groups(ingest)["CORE"]["Market"]) == ("SPOT", 6, "ON_DEMAND")
-    # What each cluster's nodes install: TensorFlow's GPU build, its CPU build, or neither.
+    # What each cluster's nodes install: TensorFlow's GPU build for GPU workers, else no TensorFlow (the
+    # shards are written without it).
     extra = lambda jf: jf["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"]  # noqa: E731
     assert extra(serve) == ["s3://c/wheels/1", "s3://c/w.whl", "python3.11", "gpu"]
-    assert extra(shards)[-1] == "cpu" and extra(ingest)[-1] == "base" and extra(prep)[-1] == "base"
+    assert extra(shards)[-1] == "base" and extra(ingest)[-1] == "base" and extra(prep)[-1] == "base"
     props = serve["Configurations"][1]["Properties"]
     assert props["spark.task.cpus"] == props["spark.executor.cores"]  # one inference task per executor (GPU)
     assert prep["Instances"]["Ec2SubnetId"] == "subnet-1" and prep["LogUri"] == "s3://l/lake/_logs/emr"

@@ -39,20 +39,25 @@ def test_the_sample_is_stable_and_seeded():
 
 
 @pytest.mark.parametrize("jpeg,photo_id,classes", [(b"", 0, {}), (b"\xff\xd8" * 700, 2**40 + 5, {"fine": -1, "coarse": 12})])
-def test_a_record_is_the_example_tensorflow_makes(jpeg, photo_id, classes):
-    """The shards' records, written without TensorFlow (so that the plan sizes them without it), parse as
-    the tf.train.Example TensorFlow builds of the same values, and are as long."""
+def test_a_record_file_is_the_one_tensorflow_writes(tmp_path, jpeg, photo_id, classes):
+    """The shards' records and their framing, written without TensorFlow (the shards stage on Spark's
+    workers, the plan on Airflow's), are byte for byte what TensorFlow's Example and TFRecordWriter make."""
     import tensorflow as tf
 
-    from deeploc.stages.shards import serialize
+    from deeploc.learn.tfrecord import example, frame
 
     int64 = lambda v: tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))  # noqa: E731
     want = tf.train.Example(features=tf.train.Features(feature={
         "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg])), "photo_id": int64(photo_id),
         **{f"class_{k}": int64(v) for k, v in classes.items()}}))
-    got = serialize(jpeg, photo_id, classes)
+    got = example(jpeg, photo_id, classes)
     assert tf.train.Example.FromString(got) == want and len(got) == len(want.SerializeToString())
-    probe = "import sys; from deeploc.stages.shards import serialize; serialize(b'x', 1, {}); print('tensorflow' in sys.modules)"
+    with tf.io.TFRecordWriter(str(tmp_path / "tf.tfrecord")) as writer:
+        writer.write(got)
+        writer.write(b"")
+    assert frame(got) + frame(b"") == (tmp_path / "tf.tfrecord").read_bytes()
+    probe = ("import sys; from deeploc.learn.tfrecord import example, frame; frame(example(b'x', 1, {})); "
+             "print('tensorflow' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "False\n"
 
 

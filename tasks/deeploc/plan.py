@@ -122,9 +122,9 @@ def model_size(prof, n_classes: dict[str, int]) -> dict:
 
 def shard_bytes(lake: Lake, bucket, keys, side: int) -> dict:
     """Bytes of a shard record, measured on real images of the run: read, resized and JPEG-encoded as
-    the shards stage does, serialized."""
+    the shards stage does, and framed as a TFRecord file holds them."""
+    from deeploc.learn.tfrecord import example, frame
     from deeploc.sources import images
-    from deeploc.stages.shards import serialize
 
     sizes, why = [], ""
     for key in keys[:SHARD_SAMPLE]:
@@ -133,7 +133,7 @@ def shard_bytes(lake: Lake, bucket, keys, side: int) -> dict:
         except images.Unreadable as exc:
             why = f"{key}: {exc}"
             continue
-        sizes.append(len(serialize(jpeg, 0, {"c": 0})))
+        sizes.append(len(frame(example(jpeg, 0, {"c": 0}))))
     if not sizes:
         raise FileNotFoundError(f"plan: none of {min(len(keys), SHARD_SAMPLE)} sampled images could be read from "
                                 f"{bucket.location} (the last: {why})")

@@ -159,7 +159,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           "deeploc.stages.shards:run", (LAKE, *BUCKET, IMAGE_SET, PROFILE,
                                         Option("val_max", "validation photos kept: a stable sample of at most this many "
                                                           "(the reference used 25,000)", int, 25_000, minimum=1)),
-          reads=("partitionings",), writes=("shards", "rejects/shards"), tensorflow=True),
+          reads=("partitionings",), writes=("shards", "rejects/shards")),
     Stage("train", "partitionings/<image set>/ + images -> models/<run>/ (TensorFlow)",
           "deeploc.stages.train:run", (
               LAKE, *BUCKET, Option("run", "model run name; the same command after a kill resumes it", required=True),

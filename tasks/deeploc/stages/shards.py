@@ -21,6 +21,7 @@ import tempfile
 import uuid
 
 from deeploc.learn import profiles
+from deeploc.learn.tfrecord import example, frame
 from deeploc.sources import images
 from deeploc.sources.bucket import Bucket
 from deeploc.storage import catalog, commit, ledger
@@ -32,31 +33,6 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val")
 TARGET_SHARD_BYTES = 128 << 20  # a file per ~3,000 photos at 320 px: long sequential reads, many files to shuffle
 JPEG_BYTES_PER_PIXEL = 0.5      # for sizing the tasks only: ~0.3-0.5 at quality 90 on photos
-
-
-def _varint(n: int) -> bytes:
-    n &= (1 << 64) - 1  # a negative int64 is written as protobuf writes it: ten bytes
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    return bytes(out + bytes([n]))
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited protobuf field (a message, bytes, a string or packed numbers)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def serialize(jpeg: bytes, photo_id: int, classes: dict[str, int]) -> bytes:
-    """One ``tf.train.Example``, its protobuf written here: the plan measures records with this function
-    on the Airflow worker, where importing TensorFlow for it would cost seconds and half a gigabyte.
-    Example{features: Features{feature: map<string, Feature>}}; Feature{bytes_list = 1, int64_list = 3},
-    each a list whose values are field 1 (int64s packed)."""
-    feature = {"image": _field(1, _field(1, jpeg)), "photo_id": _field(3, _field(1, _varint(int(photo_id)))),
-               **{f"class_{k}": _field(3, _field(1, _varint(int(v)))) for k, v in classes.items()}}
-    entries = b"".join(_field(1, _field(1, name.encode()) + _field(2, value)) for name, value in feature.items())
-    return _field(1, entries)
 
 
 def val_sample(lake: Lake, photos_file: str, val_max: int):
@@ -73,10 +49,9 @@ def val_sample(lake: Lake, photos_file: str, val_max: int):
 def _write_shards(batches, lake_root: str, staged: str, bucket: Bucket, side: int, outputs: list[str]):
     """mapInPandas body: one shard file per split and task; yields each photo's fate."""
     import pandas as pd
-    import tensorflow as tf
 
     lake = Lake(lake_root)
-    writers, local = {}, tempfile.mkdtemp(prefix="deeploc-shards-")
+    files, local = {}, tempfile.mkdtemp(prefix="deeploc-shards-")
     task = uuid.uuid4().hex[:12]  # a retried task writes new files; only those it reports are indexed
     fates = []
     try:
@@ -85,25 +60,23 @@ def _write_shards(batches, lake_root: str, staged: str, bucket: Bucket, side: in
                 bucket, pdf["object_key"], lambda rgb: images.encode_jpeg(images.resize_short(rgb, side)),
                 threads=4, min_side=side)
             names = []
-            for row, rgb, reason in zip(pdf.itertuples(index=False), arrays, reasons):
-                if rgb is None:
+            for row, jpeg, reason in zip(pdf.itertuples(index=False), arrays, reasons):
+                if jpeg is None:
                     names.append(None)
                     continue
                 name = f"{row.split}/part-{task}.tfrecord"
-                if name not in writers:  # JPEG bytes: nothing left for GZIP to gain
-                    writers[name] = tf.io.TFRecordWriter(os.path.join(local, name.replace("/", "_")))
-                writers[name].write(serialize(rgb, row.photo_id, {o: getattr(row, f"class_{o}") for o in outputs}))
+                if name not in files:  # JPEG bytes: nothing left for GZIP to gain
+                    files[name] = open(os.path.join(local, name.replace("/", "_")), "wb")
+                files[name].write(frame(example(jpeg, row.photo_id, {o: getattr(row, f"class_{o}") for o in outputs})))
                 names.append(name)
             fates.append(pd.DataFrame({"photo_id": pdf["photo_id"], "object_key": pdf["object_key"], "split": pdf["split"],
                                        "shard": names, REASON: reasons, "detail": details}))
-        for writer in writers.values():
-            writer.close()
-        for name in writers:
-            with open(os.path.join(local, name.replace("/", "_")), "rb") as f:
-                lake.write_bytes(f"{staged}/{name}", f.read())
+        for name, f in files.items():
+            f.close()
+            lake.put_file(f.name, lake.path(f"{staged}/{name}"))
     finally:
-        for writer in writers.values():
-            writer.close()  # again after an error: closing twice is harmless
+        for f in files.values():
+            f.close()  # again after an error: closing twice is harmless
         shutil.rmtree(local, ignore_errors=True)
     yield from fates
 
