@@ -36,7 +36,7 @@ def write_shards(folder: str, n: int, outputs: dict[str, int], per_shard: int = 
 
     from deeploc.demo.render import render_scene
     from deeploc.sources import images
-    from deeploc.stages.shards import serialize
+    from deeploc.learn.tfrecord import example
 
     rng, files = np.random.default_rng(0), []
     jpegs = [images.encode_jpeg(images.resize_short(np.asarray(Image.fromarray(
@@ -46,7 +46,7 @@ def write_shards(folder: str, n: int, outputs: dict[str, int], per_shard: int = 
         path = os.path.join(folder, f"part-{s // per_shard:04d}.tfrecord")
         with tf.io.TFRecordWriter(path) as w:
             for i in range(s, min(n, s + per_shard)):
-                w.write(serialize(jpegs[i % DISTINCT], i, {o: int(rng.integers(0, k)) for o, k in outputs.items()}))
+                w.write(example(jpegs[i % DISTINCT], i, {o: int(rng.integers(0, k)) for o, k in outputs.items()}))
         files.append(path)
     return files
 

@@ -48,7 +48,7 @@ def test_training_records_stream_through_the_cache(tmp_path):
     import tensorflow as tf
 
     from deeploc.learn import training_data
-    from deeploc.stages.shards import serialize
+    from deeploc.learn.tfrecord import example
 
     lake = Lake(str(tmp_path / "lake"))
     ids = []
@@ -57,7 +57,7 @@ def test_training_records_stream_through_the_cache(tmp_path):
         with tf.io.TFRecordWriter(str(local)) as w:
             for i in range(3):
                 ids.append(f * 10 + i)
-                w.write(serialize(b"jpeg", f * 10 + i, {"fine": i}))
+                w.write(example(b"jpeg", f * 10 + i, {"fine": i}))
         lake.put_file(str(local), lake.path(f"shards/train/part-{f:02d}.tfrecord"))
     cache = ShardCache(lake, str(tmp_path / "cache"), max_bytes=1)  # everything past the reader's window goes
     source = training_data.Source(["fine"], files=[lake.path(f"shards/train/part-{f:02d}.tfrecord") for f in range(40)],
