@@ -115,10 +115,13 @@ class Services:
         if self.token is None:
             raise RuntimeError("the api-server did not answer in 5 minutes")
 
+    def password(self) -> str:
+        """The compose file's user's password, which the init step generated."""
+        return json.loads((self.work / "secrets" / "passwords.json").read_text())["airflow"]
+
     def _login(self) -> str:
-        password = json.loads((self.work / "secrets" / "passwords.json").read_text())["airflow"]
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}/auth/token", method="POST",
-                                     data=json.dumps({"username": "airflow", "password": password}).encode(),
+                                     data=json.dumps({"username": "airflow", "password": self.password()}).encode(),
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read())["access_token"]

@@ -204,7 +204,7 @@ INTEGRATION_FIXTURES = {"ingested", "trained", "site", "demo_run"}
 # is built once; any other file is a unit of its own (its module-scoped servers start once). Units are
 # handed out in the order of the items, the longest first, so that the last one to start is short.
 SHARED_GROUPS = {"demo_run": "demo", "ingested": "stages", "trained": "stages", "site": "stages"}
-LONGEST_FIRST = ("demo", "test_commit", "test_airflow_services", "stages", "test_aws_target")
+LONGEST_FIRST = ("demo", "test_commit", "stages", "test_aws_target")
 
 
 @functools.cache
