@@ -110,11 +110,11 @@ def test_a_backfill_and_a_model_run_from_the_forms(ui, browser):
     max_active = dialog.get_by_text("Max Active Runs", exact=True).locator("xpath=..").get_by_role("spinbutton")
     expect(max_active).to_have_value("1")
     page.screenshot(path=os.path.join(SHOTS, "backfill-form.png"))
-    # Submitted while another writer holds SQLite's write lock for 20 s, as a busy run's tasks can: Airflow
+    # Submitted while another writer holds SQLite's write lock for 10 s, as a busy run's tasks can: Airflow
     # waits for it (./dev's busy timeout). With sqlite3's default 5 s, the request failed (500 or 503, at
     # times leaving a half-made backfill that refuses every later one with 409), and the dag-processor,
     # triggerer or scheduler died of "database is locked" (./dev ui restarted them).
-    with _write_lock_held(home / "airflow" / "airflow.db", seconds=20):
+    with _write_lock_held(home / "airflow" / "airflow.db", seconds=10):
         submit(page, dialog, "Run Backfill", timeout_s=60)
 
     page.goto("about:blank")  # the UI's pages poll the server: while we wait, they would take a core
