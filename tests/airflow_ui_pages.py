@@ -45,11 +45,11 @@ def pick(page, dialog, field, day: str) -> None:
     expect(field).to_contain_text(f"{d}, {y} 00:00")
 
 
-def submit(page, dialog, button: str, timeout_s: float = 20) -> None:
+def submit(page, dialog, button: str) -> None:
     """Press the dialog's button; it closes when the run or backfill was accepted (else: what it said)."""
     dialog.get_by_role("button", name=button).click()
     try:
-        expect(page.locator("[role=dialog][data-state=open]")).to_have_count(0, timeout=timeout_s * 1000)
+        expect(page.locator("[role=dialog][data-state=open]")).to_have_count(0, timeout=20_000)
     except AssertionError:
         raise AssertionError(f"the dialog stayed open: {dialog.inner_text()[:1500]}") from None
 

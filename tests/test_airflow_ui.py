@@ -6,7 +6,6 @@ green in the UI's run list, and the model run's links open its metrics and its w
 The trigger form's own data interval, on the deployment docker-compose.yaml describes, is in
 ``test_airflow_services.py``."""
 
-import contextlib
 import json
 import os
 import signal
@@ -67,18 +66,13 @@ def ui(demo_run, tmp_path_factory):
             proc.wait(timeout=30)
 
 
-@contextlib.contextmanager
-def _write_lock_held(db, seconds: float):
-    """Another process holds the SQLite database's write lock for ``seconds`` from now."""
-    holder = subprocess.Popen([sys.executable, "-c", (
+def _hold_write_lock(db, seconds: float) -> None:
+    """Another process takes the SQLite database's write lock and holds it for ``seconds``."""
+    holder = subprocess.run([sys.executable, "-c", (
         "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
-        "c.execute('BEGIN IMMEDIATE'); print('held', flush=True); time.sleep(float(sys.argv[2])); c.execute('COMMIT')"),
-        str(db), str(seconds)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline() == "held\n"
-        yield
-    finally:
-        assert holder.wait(timeout=seconds + 60) == 0
+        "c.execute('BEGIN IMMEDIATE'); time.sleep(float(sys.argv[2])); c.execute('COMMIT')"),
+        str(db), str(seconds)], capture_output=True, text=True, timeout=seconds + 60)
+    assert holder.returncode == 0, holder.stderr
 
 
 def test_the_forms_work_with_their_defaults(ui, browser):
@@ -110,12 +104,11 @@ def test_a_backfill_and_a_model_run_from_the_forms(ui, browser):
     max_active = dialog.get_by_text("Max Active Runs", exact=True).locator("xpath=..").get_by_role("spinbutton")
     expect(max_active).to_have_value("1")
     page.screenshot(path=os.path.join(SHOTS, "backfill-form.png"))
-    # Submitted while another writer holds SQLite's write lock for 10 s, as a busy run's tasks can: Airflow
-    # waits for it (./dev's busy timeout). With sqlite3's default 5 s, the request failed (500 or 503, at
-    # times leaving a half-made backfill that refuses every later one with 409), and the dag-processor,
-    # triggerer or scheduler died of "database is locked" (./dev ui restarted them).
-    with _write_lock_held(home / "airflow" / "airflow.db", seconds=10):
-        submit(page, dialog, "Run Backfill", timeout_s=60)
+    submit(page, dialog, "Run Backfill")
+    # While the runs start, another writer holds SQLite's write lock for 10 s, as a busy task can. Airflow
+    # waits for it (deeploc_airflow.sqlite_wait); with sqlite3's 5 s, the dag-processor, triggerer or
+    # scheduler died of "database is locked" (./dev ui restarted them) and API requests failed.
+    _hold_write_lock(home / "airflow" / "airflow.db", seconds=10)
 
     page.goto("about:blank")  # the UI's pages poll the server: while we wait, they would take a core
     found = wait_green(get, INGESTION, since, ["2008-01-01", "2009-01-01"], 12)
