@@ -1,12 +1,14 @@
-"""The Airflow UI's pages as a user drives them in Chromium (Playwright), and the REST reads the tests wait
-with. Used by ``test_airflow_ui.py`` (``./dev ui``) and ``test_airflow_services.py`` (the compose
-deployment); ``get`` is a function of an API path (``/dags/...``) returning its JSON, with whatever
-authentication the deployment wants."""
+"""The Airflow UI's pages as a user drives them in Chromium (Playwright), the REST reads the tests wait
+with, and when a run last replaced a slice. Used by ``test_airflow_ui.py`` (``./dev ui``) and
+``test_airflow_services.py`` (the compose deployment); ``get`` is a function of an API path
+(``/dags/...``) returning its JSON, with whatever authentication the deployment wants."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Callable
 
 from playwright.sync_api import expect
@@ -83,3 +85,8 @@ def green_in_the_run_list(page, url: str, dag: str, run_ids) -> None:
         row = page.locator("tr", has_text=run_id)
         expect(row).to_be_visible(timeout=30_000)
         expect(row).to_contain_text("Success")
+
+
+def slice_written_at(lake: Path, year: str) -> datetime:
+    """When the faces stage last replaced a year's slice (its ledger)."""
+    return datetime.fromisoformat(json.loads((lake / "_ledgers" / "faces" / f"{year}.json").read_text())["written_at"])

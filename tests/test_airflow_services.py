@@ -5,7 +5,6 @@ deeploc_ingestion from the trigger form with its data interval given there, and 
 run list; the run replaced exactly its slice. The Backfill form, the model DAG's form and the results'
 links, on ``./dev ui``, are in ``test_airflow_ui.py``."""
 
-import json
 import time
 from datetime import datetime, timezone
 
@@ -13,7 +12,8 @@ import pytest
 from conftest import REPO
 
 from airflow_services import Services, postgres_bin
-from airflow_ui_pages import green_in_the_run_list, log_in, pick, submit, trigger_dialog, wait_green
+from airflow_ui_pages import (green_in_the_run_list, log_in, pick, slice_written_at, submit, trigger_dialog,
+                             wait_green)
 
 pytestmark = pytest.mark.slow
 DAG = "deeploc_ingestion"
@@ -62,10 +62,8 @@ def test_a_year_from_the_trigger_form_goes_green(deployment, browser):
     page.goto("about:blank")  # the UI's pages poll the server: while we wait, they would take a core
     run = wait_green(get, DAG, since, ["2010-01-01"], 12)["2010-01-01"]
     assert (run["data_interval_end"][:10], run["state"], run["run_type"]) == ("2011-01-01", "success", "manual")
-    lake = home / "lake"
-    written = lambda year: datetime.fromisoformat(  # noqa: E731
-        json.loads((lake / "_ledgers" / "faces" / f"{year}.json").read_text())["written_at"])
-    assert written("2010") > since and written("2009") < since and written("2011") < since
+    written = {year: slice_written_at(home / "lake", year) for year in ("2009", "2010", "2011")}
+    assert written["2010"] > since and written["2009"] < since and written["2011"] < since
     green_in_the_run_list(page, url, DAG, [run["dag_run_id"]])
     page.close()
     # The deferred waits have their service, and the DAGs came from the repository's folder.
