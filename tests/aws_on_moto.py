@@ -1,7 +1,9 @@
 """Run both DAGs on the aws target against moto, in this process, and print what happened as JSON.
 
-Used by ``test_aws_target.py`` in a subprocess (a fresh Airflow home per scenario). A moto server runs
-in a thread of this process (boto3, pyarrow and pyiceberg reach it over HTTP; this script reaches its
+Used by ``test_aws_target.py`` in a subprocess, for one scenario or several in turn (``--then``
+separates them; each one starts on an empty moto, with the moto patches of its own flags only, and
+Airflow's database is shared: a DAG run is replaced by the next one of the same date, as ``dag.test``
+does). A moto server runs in a thread of this process (boto3, pyarrow and pyiceberg reach it over HTTP; this script reaches its
 state directly). moto never runs a step or boots an instance, so this script plays their part, as the
 real ones would: each EMR step is set to COMPLETED or FAILED when it is added (a failed step leaves its
 result file, see ``deeploc.step``), and the training instance's user data is read at launch and its
@@ -13,12 +15,14 @@ the wheelhouse's markers) and the account the roles it checks.
                                          [--cluster-dies STAGE] [--lose-instance [--stale-instance]]
                                          [--unlisted-instance] [--fail-training] [--cluster-id]
                                          [--busy-cluster] [--no-wheelhouse] [--tiny-volume]
+                                         [--then OUT2.json FLAGS...]...
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import re
@@ -28,6 +32,7 @@ import threading
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
+from unittest import mock
 
 LAKE, IMAGES, META = "s3://deeploc-lake/lake", "s3://deeploc-images", "s3://deeploc-meta/yfcc100m_*.bz2"
 
@@ -48,9 +53,10 @@ def _emr(account_id: str = ACCOUNT):
     return emr_backends[account_id]["us-west-2"]
 
 
-def patch_moto(a, events: list) -> None:
+def patch_moto(a, events: list, stack: contextlib.ExitStack) -> None:
     """Play EMR's steps and the training instance (see the module's docstring); record in ``events``
-    the clusters asked for, the instances launched and terminated, in order."""
+    the clusters asked for, the instances launched and terminated, in order. The patches last as long
+    as ``stack``."""
     from moto.ec2.models.instances import InstanceBackend
     from moto.emr.models import ElasticMapReduceBackend
 
@@ -106,10 +112,11 @@ def patch_moto(a, events: list) -> None:
         events.append(["terminate", sorted(instance_ids)])
         return terminate(self, instance_ids)
 
-    ElasticMapReduceBackend.add_job_flow_steps = add_and_settle
-    ElasticMapReduceBackend.run_job_flow = recorded_job_flow
-    InstanceBackend.run_instances = run_and_train
-    InstanceBackend.terminate_instances = recorded_terminate
+    for cls, name, patched in ((ElasticMapReduceBackend, "add_job_flow_steps", add_and_settle),
+                               (ElasticMapReduceBackend, "run_job_flow", recorded_job_flow),
+                               (InstanceBackend, "run_instances", run_and_train),
+                               (InstanceBackend, "terminate_instances", recorded_terminate)):
+        stack.enter_context(mock.patch.object(cls, name, patched))
     if a.unlisted_instance:  # EC2 does not list a just-launched instance for its first two describes
         from moto.ec2.exceptions import InvalidInstanceIdError
 
@@ -122,7 +129,7 @@ def patch_moto(a, events: list) -> None:
                 raise InvalidInstanceIdError(launched[-1])
             return by_ids(self, instance_ids, filters)
 
-        InstanceBackend.get_reservations_by_instance_ids = not_yet
+        stack.enter_context(mock.patch.object(InstanceBackend, "get_reservations_by_instance_ids", not_yet))
 
 
 def stock_lake(wheelhouse: bool) -> None:
@@ -165,9 +172,9 @@ def stock_lake(wheelhouse: bool) -> None:
             lake.write_bytes(f"{prefix}/{extra}/READY", b"")
 
 
-def hold_capacity(events: list) -> None:
+def hold_capacity(events: list, stack: contextlib.ExitStack) -> None:
     """A cluster of the pipeline (another run's) holding vCPUs, so the next one must wait; it ends once
-    that one has looked twice."""
+    that one has looked twice (and by the time ``stack`` closes)."""
     import boto3
 
     emr = boto3.client("emr")
@@ -183,7 +190,7 @@ def hold_capacity(events: list) -> None:
         looks["n"] += 1
         return listed(self, *args, **kwargs)
 
-    ElasticMapReduceBackend.list_clusters = counted
+    stack.enter_context(mock.patch.object(ElasticMapReduceBackend, "list_clusters", counted))
 
     def end_later():
         deadline = time.monotonic() + 120
@@ -192,7 +199,9 @@ def hold_capacity(events: list) -> None:
         events.append(["busy_ended", busy])
         boto3.client("emr").terminate_job_flows(JobFlowIds=[busy])
 
-    threading.Thread(target=end_later, daemon=True).start()
+    ender = threading.Thread(target=end_later, daemon=True)
+    ender.start()
+    stack.callback(ender.join)  # before the next scenario's moto, which has no such cluster
 
 
 def states(dr) -> dict:
@@ -213,7 +222,8 @@ def local_argv(dag, dr, params: dict) -> dict:
     return out
 
 
-def main() -> int:
+def parse(argv: list[str]) -> list[argparse.Namespace]:
+    """One namespace per scenario: ``argv`` split at ``--then``."""
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
     ap.add_argument("--fail-once")
@@ -228,21 +238,44 @@ def main() -> int:
     ap.add_argument("--busy-cluster", action="store_true", help="another run's cluster holds the vCPUs at first")
     ap.add_argument("--no-wheelhouse", action="store_true")
     ap.add_argument("--tiny-volume", action="store_true", help="a 1 GB training volume")
-    a = ap.parse_args()
+    scenarios, start = [], 0
+    for i, arg in enumerate([*argv, "--then"]):
+        if arg == "--then":
+            scenarios.append(ap.parse_args(argv[start:i]))
+            start = i + 1
+    return scenarios
 
-    import boto3
 
+def main(argv: list[str]) -> int:
     import moto_s3
+
+    from deeploc.storage import catalog
 
     server, url = moto_s3.start()
     os.environ["AWS_ENDPOINT_URL"] = url
-    if a.tiny_volume:
-        os.environ["DEEPLOC_AWS"] = json.dumps({**json.loads(os.environ.get("DEEPLOC_AWS") or "{}"),
-                                                "train_volume_gb": 1})
-    events: list = []
     try:
+        for a in parse(argv):
+            moto_s3.reset(url)
+            catalog._catalog.cache_clear()  # its Glue database went with the reset: made again, as in a new process
+            result = scenario(a)
+            with open(a.out, "w") as f:
+                json.dump(result, f, indent=1, default=str)
+    finally:
+        server.stop()
+    return 0
+
+
+def scenario(a: argparse.Namespace) -> dict:
+    """Both DAGs' runs on an empty moto with the faults ``a`` asks for, and what the account holds after."""
+    import boto3
+
+    events: list = []
+    with contextlib.ExitStack() as stack:
+        if a.tiny_volume:
+            aws = {**json.loads(os.environ.get("DEEPLOC_AWS") or "{}"), "train_volume_gb": 1}
+            stack.enter_context(mock.patch.dict(os.environ, {"DEEPLOC_AWS": json.dumps(aws)}))
         stock_lake(wheelhouse=not a.no_wheelhouse)
-        patch_moto(a, events)
+        patch_moto(a, events, stack)
         ami = boto3.client("ec2").describe_images()["Images"][0]["ImageId"]
         given = ""
         if a.cluster_id:
@@ -251,15 +284,11 @@ def main() -> int:
                 Instances={"MasterInstanceType": "m5.xlarge", "InstanceCount": 1,
                            "KeepJobFlowAliveWhenNoSteps": True})["JobFlowId"]
         if a.busy_cluster:
-            hold_capacity(events)
+            hold_capacity(events, stack)
         result = run_dags(given, ami)
-        result["events"] = events
-        result.update(account_state())
-    finally:
-        server.stop()
-    with open(a.out, "w") as f:
-        json.dump(result, f, indent=1, default=str)
-    return 0
+    result["events"] = events
+    result.update(account_state())
+    return result
 
 
 def run_dags(given: str, ami: str) -> dict:
@@ -319,4 +348,4 @@ def account_state() -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

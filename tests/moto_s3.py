@@ -53,6 +53,10 @@ def start():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{port}"
-    # moto keeps its state per process, not per server: start every server empty.
-    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=30).read()
+    reset(url)  # moto keeps its state per process, not per server: start every server empty
     return server, url
+
+
+def reset(url: str) -> None:
+    """Empty every service of the moto server at ``url`` (buckets, tables, clusters, instances, roles)."""
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=30).read()
