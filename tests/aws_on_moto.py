@@ -246,11 +246,28 @@ def parse(argv: list[str]) -> list[argparse.Namespace]:
     return scenarios
 
 
+def share_service_models() -> None:
+    """One cache of botocore's loaded JSON (service models, endpoints) for the whole process, as a
+    single boto3 session has. ``dag.test`` runs every task in this process, where a deployment runs each
+    in its own, and each task's Amazon-provider hook makes a session of its own, whose loader would parse
+    the same models again: ~2 core-seconds a scenario."""
+    from botocore import loaders
+
+    init, shared = loaders.Loader.__init__, {}
+
+    def init_sharing(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self._cache = shared  # what botocore's instance_cache decorator keeps its results in
+
+    loaders.Loader.__init__ = init_sharing
+
+
 def main(argv: list[str]) -> int:
     import moto_s3
 
     from deeploc.storage import catalog
 
+    share_service_models()
     server, url = moto_s3.start()
     os.environ["AWS_ENDPOINT_URL"] = url
     try:
