@@ -42,6 +42,15 @@ def test_partition_properties(tau_min, tau_max):
     assert (partitioning.locate(table, lat, lon)[labels >= 0] == labels[labels >= 0]).all()
 
 
+@pytest.mark.parametrize("n, distinct", [(0, 1), (1, 1), (5000, 40), (5000, 5000)])
+def test_index_of_is_numpys_unique_inverse(n, distinct):
+    ids = np.random.default_rng(n).integers(0, 2**63, distinct, dtype=np.int64).astype(np.uint64)
+    values = ids[np.random.default_rng(1).integers(0, distinct, n)]
+    uniq, inv = partitioning.index_of(values)
+    want_uniq, want_inv = np.unique(values, return_inverse=True)
+    assert uniq.dtype == np.uint64 and np.array_equal(uniq, want_uniq) and np.array_equal(inv, want_inv)
+
+
 def test_smaller_tau_max_more_classes_and_single_parents():
     lat, lon = _points()
     specs = partitioning.Spec.parse("coarse:5:500,medium:5:200,fine:5:100")
