@@ -3,8 +3,8 @@
 Used by ``test_aws_target.py`` in a subprocess, for one scenario or several in turn (``--then``
 separates them; each one starts on an empty moto, with the moto patches of its own flags only, and
 Airflow's database is shared: a DAG run is replaced by the next one of the same date, as ``dag.test``
-does). A moto server runs in a thread of this process (boto3, pyarrow and pyiceberg reach it over HTTP; this script reaches its
-state directly). moto never runs a step or boots an instance, so this script plays their part, as the
+does). A moto server runs in a thread of this process (boto3, pyarrow and pyiceberg reach it over
+HTTP; this script reaches its state directly). moto never runs a step or boots an instance, so this script plays their part, as the
 real ones would: each EMR step is set to COMPLETED or FAILED when it is added (a failed step leaves its
 result file, see ``deeploc.step``), and the training instance's user data is read at launch and its
 result written (or the instance is terminated without one, as a reclaimed spot instance is). The lake
@@ -250,7 +250,7 @@ def share_service_models() -> None:
     """One cache of botocore's loaded JSON (service models, endpoints) for the whole process, as a
     single boto3 session has. ``dag.test`` runs every task in this process, where a deployment runs each
     in its own, and each task's Amazon-provider hook makes a session of its own, whose loader would parse
-    the same models again: ~2 core-seconds a scenario."""
+    the same models again: ~4 core-seconds a scenario."""
     from botocore import loaders
 
     init, shared = loaders.Loader.__init__, {}
