@@ -4,11 +4,11 @@ Used by ``test_aws_target.py`` in a subprocess, for one scenario or several in t
 separates them; each one starts on an empty moto, with the moto patches of its own flags only, and
 Airflow's database is shared: a DAG run is replaced by the next one of the same date, as ``dag.test``
 does). A moto server runs in a thread of this process (boto3, pyarrow and pyiceberg reach it over
-HTTP; this script reaches its state directly). moto never runs a step or boots an instance, so this script plays their part, as the
-real ones would: each EMR step is set to COMPLETED or FAILED when it is added (a failed step leaves its
-result file, see ``deeploc.step``), and the training instance's user data is read at launch and its
-result written (or the instance is terminated without one, as a reclaimed spot instance is). The lake
-holds what the plan reads (a small faces table in Glue, photos in the image bucket, a metadata file,
+HTTP; this script reaches its state directly). moto never runs a step or boots an instance, so this
+script plays their part, as the real ones would: each EMR step is set to COMPLETED or FAILED when it is
+added (a failed step leaves its result file, see ``deeploc.step``), and the training instance's user
+data is read at launch and its result written (or the instance is terminated without one, as a
+reclaimed spot instance is). The lake holds what the plan reads (a small faces table in Glue, photos in the image bucket, a metadata file,
 the wheelhouse's markers) and the account the roles it checks.
 
     python tests/aws_on_moto.py OUT.json [--fail-once STAGE] [--fail-terminal STAGE] [--fail-always STAGE]
