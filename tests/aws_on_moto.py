@@ -8,8 +8,8 @@ HTTP; this script reaches its state directly). moto never runs a step or boots a
 script plays their part, as the real ones would: each EMR step is set to COMPLETED or FAILED when it is
 added (a failed step leaves its result file, see ``deeploc.step``), and the training instance's user
 data is read at launch and its result written (or the instance is terminated without one, as a
-reclaimed spot instance is). The lake holds what the plan reads (a small faces table in Glue, photos in the image bucket, a metadata file,
-the wheelhouse's markers) and the account the roles it checks.
+reclaimed spot instance is). The lake holds what the plan reads (a small faces table in Glue, photos
+in the image bucket, a metadata file, the wheelhouse's markers) and the account the roles it checks.
 
     python tests/aws_on_moto.py OUT.json [--fail-once STAGE] [--fail-terminal STAGE] [--fail-always STAGE]
                                          [--cluster-dies STAGE] [--lose-instance [--stale-instance]]
