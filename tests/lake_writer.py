@@ -8,8 +8,9 @@
 ``months`` writes, for every month of the slice, Parquet files whose rows are determined by the month
 alone (``FILES`` files per month, default 1) into a data folder of its own, prints ``committing`` and
 commits the slice: any number of writers, in any order, must leave each month with exactly those rows.
-With ``TOGETHER`` n > 1 it commits only once n writers are ready (files in ``LAKE.ready/``), so that
-their commits race whatever the machine's load.
+With ``TOGETHER`` n > 1 it commits only once n writers are ready (files in ``LAKE.ready/``), and its
+first try goes to the catalog only once all n have built theirs on the table's state of that moment
+(``LAKE.built/``): all but one of those tries must lose the race, whatever the machine's load.
 ``watch`` prints, for each read, the rows it saw per year.
 """
 
@@ -50,6 +51,7 @@ def months(lake_root: str, table: str, start: str, end: str, files: str = "1", t
             lake.write_bytes(written[-1], buf.getvalue())
     if int(together) > 1:
         _wait_for_each_other(f"{lake_root}.ready", sl.name, int(together))
+        _hold_the_first_try(f"{lake_root}.built", sl.name, int(together))
     print("committing", flush=True)
     done = catalog.commit(lake, table, written, month_filter(sl), ("upload_month",), schema, {"scope": sl.name})
     return {"slice": sl.name, **done}
@@ -65,6 +67,21 @@ def _wait_for_each_other(folder: str, me: str, count: int, timeout_s: float = 30
         if time.monotonic() > deadline:
             raise TimeoutError(f"only {os.listdir(folder)} of {count} writers ready")
         time.sleep(0.01)
+
+
+def _hold_the_first_try(folder: str, me: str, count: int) -> None:
+    """This process's first Iceberg transaction waits, built, until ``count`` writers hold theirs."""
+    from pyiceberg.table import Transaction
+
+    send, held = Transaction.commit_transaction, []
+
+    def send_with_the_others(self):
+        if not held:
+            held.append(True)
+            _wait_for_each_other(folder, me, count)
+        return send(self)
+
+    Transaction.commit_transaction = send_with_the_others
 
 
 def watch(lake_root: str, table: str, seconds: str) -> dict:

@@ -167,7 +167,7 @@ def test_readers_see_whole_commits_and_lost_races_are_redone(tmp_path):
     assert all(n == 78 for seen in reads for n in seen.values()), [r for r in reads if set(r.values()) - {78}][:3]
     assert _by_month(lake) == _expected(2008, 2009, 2010)
     redone = sum(stderr.count("committing again on the new state") for _, stderr in results)
-    assert redone >= 1  # three commits of one table started together: at least one lost a race
+    assert redone >= 2  # three tries built on one state of the table: two lost the race
 
 
 @pytest.mark.slow
