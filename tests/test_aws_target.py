@@ -10,21 +10,11 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import REPO
 
 SCENARIO = REPO / "tests" / "aws_on_moto.py"
-
-
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory):
-    """One migrated Airflow database; each batch of scenarios runs on its own copy."""
-    home = tmp_path_factory.mktemp("airflow-template")
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=_env(home), check=True,
-                   capture_output=True, timeout=300)
-    return home / "airflow.db"
 
 
 def _env(home) -> dict:
@@ -45,33 +35,25 @@ REFUSED = ("--no-wheelhouse", "--tiny-volume")
 GIVEN = ("--cluster-id",)
 
 
-# Two processes, each running its three scenarios in turn: a scenario costs ~13 s of one core, a
-# process's imports and Airflow's start ~10 s more, paid once per process.
-BATCHES = ((GREEN, REFUSED, DEAD), (RETRIED, FAILING, GIVEN))
-
-
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory, migrated_db):
-    """The result of ``aws_on_moto.py`` with a set of flags above. Both batches start at once, each on a
-    copy of the database: a test waits only for its own batch. The tests that use them are marked slow
-    (two DAG runs each)."""
-    def run(batch: tuple) -> dict:
-        home = tmp_path_factory.mktemp("scenarios")
-        shutil.copy(migrated_db, home / "airflow.db")
-        outs = [home / f"result-{i}.json" for i in range(len(batch))]
-        argv = [str(outs[0]), *batch[0]]
-        for out, args in zip(outs[1:], batch[1:]):
-            argv += ["--then", str(out), *args]
-        res = subprocess.run([sys.executable, str(SCENARIO), *argv], env=_env(home),
-                             capture_output=True, text=True, timeout=600)
-        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-        return {args: json.loads(out.read_text()) for out, args in zip(outs, batch)}
-
-    with ThreadPoolExecutor(2) as pool:
-        futures = [(batch, pool.submit(run, batch)) for batch in BATCHES]
-        yield lambda args: next(f.result()[args] for batch, f in futures if args in batch)
-        for _, f in futures:
-            f.cancel()
+def scenario(tmp_path_factory):
+    """The result of ``aws_on_moto.py`` with a set of flags above. One process runs them all in turn, in
+    one Airflow home: a scenario costs ~6 s of one core, the process's imports and Airflow's start ~10 s
+    more, paid once (six processes took twice the CPU; two at once, 12 % more than one). The tests that
+    use them are marked slow (two DAG runs each)."""
+    scenarios = (GREEN, RETRIED, DEAD, FAILING, REFUSED, GIVEN)
+    home = tmp_path_factory.mktemp("scenarios")
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=_env(home), check=True,
+                   capture_output=True, timeout=300)
+    outs = [home / f"result-{i}.json" for i in range(len(scenarios))]
+    argv = [str(outs[0]), *scenarios[0]]
+    for out, args in zip(outs[1:], scenarios[1:]):
+        argv += ["--then", str(out), *args]
+    res = subprocess.run([sys.executable, str(SCENARIO), *argv], env=_env(home), capture_output=True, text=True,
+                         timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    results = {args: json.loads(out.read_text()) for out, args in zip(outs, scenarios)}
+    return results.__getitem__
 
 
 def _clusters(result) -> dict:
