@@ -90,7 +90,8 @@ def watch(lake_root: str, table: str, seconds: str) -> dict:
 
     lake, seen, end = Lake(lake_root), [], time.monotonic() + float(seconds)
     while time.monotonic() < end:
-        if catalog.load(lake, table) is not None:
+        tbl = catalog.load(lake, table)
+        if tbl is not None and tbl.current_snapshot() is not None:  # created, and committed to once
             rows = catalog.read(lake, table, ["upload_month"])[0]
             seen.append(rows["upload_month"].str[:4].value_counts().to_dict())
     return {"reads": seen}
