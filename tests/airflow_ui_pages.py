@@ -76,7 +76,7 @@ def wait_green(get: Get, dag: str, since: datetime, starts: list[str], minutes: 
             return found
         if time.monotonic() > end:
             raise AssertionError(f"{dag} runs not finished: {[(k, r['state']) for k, r in found.items()]}")
-        time.sleep(5)
+        time.sleep(1)
 
 
 def green_in_the_run_list(page, url: str, dag: str, run_ids) -> None:

@@ -3,7 +3,7 @@
     python tests/lake_writer.py stages LAKE BUCKET METADATA START END [START END ...]
                                                                          parse, then each slice's three stages
     python tests/lake_writer.py months LAKE TABLE START END [FILES] [TOGETHER]   commit a slice of made-up rows
-    python tests/lake_writer.py watch LAKE TABLE SECONDS                 read the table in a loop
+    python tests/lake_writer.py watch LAKE TABLE UNTIL                   read the table in a loop until UNTIL exists
 
 ``months`` writes, for every month of the slice, Parquet files whose rows are determined by the month
 alone (``FILES`` files per month, default 1) into a data folder of its own, prints ``committing`` and
@@ -84,17 +84,24 @@ def _hold_the_first_try(folder: str, me: str, count: int) -> None:
     Transaction.commit_transaction = send_with_the_others
 
 
-def watch(lake_root: str, table: str, seconds: str) -> dict:
+def watch(lake_root: str, table: str, until: str, timeout_s: float = 300) -> dict:
+    """Read the table in a loop until the file ``until`` exists, then once more (after every writer)."""
+    import os
+
     from deeploc.storage import catalog
     from deeploc.storage.lake import Lake
 
-    lake, seen, end = Lake(lake_root), [], time.monotonic() + float(seconds)
-    while time.monotonic() < end:
+    lake, seen, end = Lake(lake_root), [], time.monotonic() + timeout_s
+    while True:
+        last = os.path.exists(until)
         tbl = catalog.load(lake, table)
         if tbl is not None and tbl.current_snapshot() is not None:  # created, and committed to once
             rows = catalog.read(lake, table, ["upload_month"])[0]
             seen.append(rows["upload_month"].str[:4].value_counts().to_dict())
-    return {"reads": seen}
+        if last:
+            return {"reads": seen}
+        if time.monotonic() > end:
+            raise TimeoutError(f"{until} did not appear in {timeout_s} s")
 
 
 def stages(lake: str, bucket: str, metadata: str, *bounds: str) -> dict:

@@ -39,7 +39,7 @@ def _wait_for_dag(s, deadline_s=240):
         try:
             return s.api("GET", f"/dags/{DAG}")
         except Exception:  # noqa: BLE001 - not parsed yet (404)
-            time.sleep(3)
+            time.sleep(1)
     raise AssertionError(f"the dag-processor never registered {DAG}")
 
 

@@ -132,7 +132,7 @@ def test_a_backfill_and_a_model_run_from_the_forms(ui, browser):
     page.goto("about:blank")
     end = time.monotonic() + 600
     while runs(get, MODEL)[run_id]["state"] not in ("success", "failed") and time.monotonic() < end:
-        time.sleep(5)
+        time.sleep(1)
     assert runs(get, MODEL)[run_id]["state"] == "success"
     green_in_the_run_list(page, url, INGESTION, [r["dag_run_id"] for r in found.values()])
     green_in_the_run_list(page, url, MODEL, [run_id])
