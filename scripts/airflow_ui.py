@@ -4,7 +4,7 @@
 the scheduler does die now and then (SQLAlchemy ``StaleDataError`` on ``dag_run`` while runs are
 created from the UI; apache/airflow#63926): the UI keeps answering while nothing is scheduled. This
 supervisor restarts a service that exits, a bounded number of times, prefixes every output line with
-the service's name, says when the UI is ready, and stops them all on Ctrl-C or SIGTERM.
+the service's name, says when the UI is ready, and stops them all on Ctrl-C or SIGTERM, within a few seconds.
 """
 
 from __future__ import annotations
@@ -78,18 +78,24 @@ class Supervisor:
                 self.start(name)
         return 0
 
-    def stop(self, timeout_s: float = 30) -> None:
-        """Terminate every service, then kill what is still there after ``timeout_s``."""
+    def stop(self, patience_s: float = 2, timeout_s: float = 30) -> None:
+        """Terminate every service; signal one still running after ``patience_s`` again; kill what is
+        left after ``timeout_s``. Airflow's services take a second SIGTERM as "stop now": the scheduler
+        stops waiting for its running tasks, and the triggerer for its trigger runner, a wait of a fixed
+        10 s even when the runner has ended (seen with Airflow 3.3). Its triggers live in the database,
+        and the next triggerer takes them up."""
         self.stopping.set()
         for proc in self.procs.values():
             _signal_group(proc, signal.SIGTERM)
-        end = time.monotonic() + timeout_s
+        start = time.monotonic()
+        for again, until in ((signal.SIGTERM, start + patience_s), (signal.SIGKILL, start + timeout_s)):
+            for proc in self.procs.values():
+                try:
+                    proc.wait(timeout=max(0.01, until - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    _signal_group(proc, again)
         for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, end - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            _signal_group(proc, signal.SIGKILL)
+            _signal_group(proc, signal.SIGKILL)  # whatever a service left behind in its group
             proc.wait()
 
 

@@ -1,5 +1,6 @@
 """``./dev ui``'s supervisor with real processes: a service that exits is started again, a service that
-keeps exiting stops everything once its restarts run out, and ``stop`` ends every service."""
+keeps exiting stops everything once its restarts run out, and ``stop`` ends every service: a second SIGTERM
+after its patience, SIGKILL after its timeout."""
 
 import io
 import sys
@@ -42,6 +43,31 @@ def test_an_exited_service_is_started_again_and_stop_ends_all(tmp_path: Path):
     text = out.getvalue()
     assert text.count("crashy exited (code 0); starting it again") == 2
     assert "   steady | up" in text and "   crashy | start 3" in text
+
+
+def test_stop_signals_again_then_kills(tmp_path: Path):
+    """Like Airflow's services, "twice" stops only at its second SIGTERM (its exit code: the signals it
+    saw); "deaf" ignores SIGTERM and is killed at the timeout."""
+    twice = _py("import signal, sys, time\nseen = []\ndef on_term(*_):\n    seen.append(1)\n"
+                "    if len(seen) == 2: sys.exit(len(seen))\n"
+                "signal.signal(signal.SIGTERM, on_term); print('ready', flush=True)\n"
+                "while True: time.sleep(0.05)")
+    deaf = _py("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+               "time.sleep(600)")
+    out = io.StringIO()
+    sup = Supervisor({"twice": twice, "deaf": deaf}, out=out)
+    thread = threading.Thread(target=sup.run, kwargs={"poll_s": 0.1}, daemon=True)
+    thread.start()
+    for _ in range(100):
+        if out.getvalue().count("| ready") == 2:
+            break
+        time.sleep(0.1)
+    t0 = time.monotonic()
+    sup.stop(patience_s=0.5, timeout_s=3)
+    took = time.monotonic() - t0
+    thread.join(timeout=10)
+    assert sup.procs["twice"].returncode == 2 and sup.procs["deaf"].returncode == -9
+    assert 3 <= took < 6, took
 
 
 def test_a_service_that_keeps_exiting_stops_everything(tmp_path: Path):
