@@ -67,7 +67,7 @@ def test_stop_signals_again_then_kills(tmp_path: Path):
     took = time.monotonic() - t0
     thread.join(timeout=10)
     assert sup.procs["twice"].returncode == 2 and sup.procs["deaf"].returncode == -9
-    assert 3 <= took < 6, took
+    assert 3 <= took < 15, took  # killed at its timeout, not at the default 30 s
 
 
 def test_a_service_that_keeps_exiting_stops_everything(tmp_path: Path):
