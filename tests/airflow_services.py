@@ -111,7 +111,7 @@ class Services:
                 self.token = self._login()
                 break
             except (urllib.error.URLError, ConnectionError):
-                time.sleep(2)
+                time.sleep(0.5)
         if self.token is None:
             raise RuntimeError("the api-server did not answer in 5 minutes")
 

@@ -1,4 +1,5 @@
-"""Separate processes that write to or read from a lake, for the concurrency tests (``test_commit.py``).
+"""Separate processes that write to or read from a lake, for the concurrency tests (``test_commit.py``;
+its sequential tests call ``months`` in their own process).
 
     python tests/lake_writer.py stages LAKE BUCKET METADATA START END [START END ...]
                                                                          parse, then each slice's three stages

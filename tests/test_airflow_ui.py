@@ -45,14 +45,14 @@ def ui(demo_run, tmp_path_factory):
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
+        for _ in range(480):
             try:
                 if {d["dag_id"] for d in _get(f"{url}/api/v2/dags")["dags"]} >= {INGESTION, MODEL}:
                     break
             except OSError:
                 pass
             assert proc.poll() is None, f"./dev ui ended (see {log.name})"
-            time.sleep(2)
+            time.sleep(0.5)
         else:
             raise AssertionError(f"the UI did not list both DAGs in 4 minutes (see {log.name})")
         yield url, home
@@ -126,7 +126,7 @@ def test_a_backfill_and_a_model_run_from_the_forms(ui, browser):
     submit(page, dialog, "Trigger")
     deadline = time.monotonic() + 60
     while not set(runs(get, MODEL)) - before and time.monotonic() < deadline:
-        time.sleep(2)
+        time.sleep(0.5)
     (run_id,) = set(runs(get, MODEL)) - before
     assert runs(get, MODEL)[run_id]["conf"]["epochs"] == 1
     page.goto("about:blank")

@@ -22,6 +22,7 @@ from deeploc.storage.slice_io import months
 from deeploc.storage.slices import Slice
 
 sys.path.insert(0, str(REPO / "tests"))
+from lake_writer import months as write_months  # noqa: E402
 from lake_writer import rows_of  # noqa: E402
 
 WRITER = REPO / "tests" / "lake_writer.py"
@@ -53,10 +54,10 @@ def _expected(*years) -> dict[str, list[str]]:
 
 def test_a_commit_replaces_exactly_its_slice(tmp_path):
     lake = str(tmp_path)
-    _wait([_spawn("months", lake, "t", "2010-01-01", "2011-01-01")])
-    _wait([_spawn("months", lake, "t", "2011-01-01", "2012-01-01")])
+    write_months(lake, "t", "2010-01-01", "2011-01-01")
+    write_months(lake, "t", "2011-01-01", "2012-01-01")
     first = catalog.history(Lake(lake), "t")
-    _wait([_spawn("months", lake, "t", "2010-01-01", "2011-01-01", "3")])  # the same rows, in three files a month
+    write_months(lake, "t", "2010-01-01", "2011-01-01", "3")  # the same rows, in three files a month
     assert _by_month(lake) == _expected(2010, 2011)
     history = catalog.history(Lake(lake), "t")
     assert len(history) == len(first) + 1 and history[-1]["current"] and history[-1]["scope"] == "2010"
@@ -79,7 +80,7 @@ def test_rows_outside_the_slice_are_refused(spark, tmp_path):
 def test_maintenance_removes_only_what_no_run_can_need(tmp_path):
     lake = Lake(str(tmp_path))
     for scope in ("2010-01-01", "2010-01-01", "2011-01-01"):  # the second replaces the first's files
-        _wait([_spawn("months", lake.root, "t", scope, f"{int(scope[:4]) + 1}-01-01")])
+        write_months(lake.root, "t", scope, f"{int(scope[:4]) + 1}-01-01")
     snapshots = [s["snapshot_id"] for s in catalog.history(lake, "t")]
     abandoned = lake.path("t", "data", "killed-run", "part-0.parquet")   # a killed run's file: never committed
     young = lake.path("t", "data", "live-run", "part-0.parquet")          # a live run's file: not committed yet
