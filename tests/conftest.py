@@ -170,7 +170,7 @@ def demo_run(tmp_path_factory):
     The end-to-end tests check it; the Airflow UI test runs its UI over the same state."""
     home = tmp_path_factory.mktemp("deeploc-home")
     env = {**os.environ, "DEEPLOC_HOME": str(home), "DEEPLOC_DEMO_ROWS": "1500", "DEEPLOC_DEMO_SEED": "5",
-           "DEEPLOC_MODEL_CONF": json.dumps({"run": "e2e", "epochs": 4})}
+           "DEEPLOC_MODEL_CONF": json.dumps({"run": "e2e", "epochs": 2})}
     for var in ("DEEPLOC_LAKE", "DEEPLOC_BUCKET", "DEEPLOC_METADATA", "AIRFLOW_HOME", "DEEPLOC_LOGS"):
         env.pop(var, None)
     res = subprocess.run([str(REPO / "dev"), "demo"], env=env, capture_output=True, text=True, timeout=1200)
