@@ -81,9 +81,9 @@ class Supervisor:
     def stop(self, patience_s: float = 2, timeout_s: float = 30) -> None:
         """Terminate every service; signal one still running after ``patience_s`` again; kill what is
         left after ``timeout_s``. Airflow's services take a second SIGTERM as "stop now": the scheduler
-        stops waiting for its running tasks, and the triggerer for its trigger runner, a wait of a fixed
-        10 s even when the runner has ended (seen with Airflow 3.3). Its triggers live in the database,
-        and the next triggerer takes them up."""
+        stops waiting for its running tasks, and the triggerer for its trigger runner, a wait of up to
+        10 s (seen taking all 10 s after runs, with Airflow 3.3). Its triggers live in the database, and
+        the next triggerer takes them up."""
         self.stopping.set()
         for proc in self.procs.values():
             _signal_group(proc, signal.SIGTERM)
