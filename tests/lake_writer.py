@@ -18,6 +18,7 @@ first try goes to the catalog only once all n have built theirs on the table's s
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -59,8 +60,6 @@ def months(lake_root: str, table: str, start: str, end: str, files: str = "1", t
 
 
 def _wait_for_each_other(folder: str, me: str, count: int, timeout_s: float = 300) -> None:
-    import os
-
     os.makedirs(folder, exist_ok=True)
     open(os.path.join(folder, me), "w").close()
     deadline = time.monotonic() + timeout_s
@@ -87,8 +86,6 @@ def _hold_the_first_try(folder: str, me: str, count: int) -> None:
 
 def watch(lake_root: str, table: str, until: str, timeout_s: float = 300) -> dict:
     """Read the table in a loop until the file ``until`` exists, then once more (after every writer)."""
-    import os
-
     from deeploc.storage import catalog
     from deeploc.storage.lake import Lake
 
