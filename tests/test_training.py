@@ -195,6 +195,13 @@ def test_a_killed_run_resumes_where_it_stopped(trained, tmp_path):
     assert "training on 2 replicas" in said
     killed_after = json.loads(state.read_text())["epoch"]
     assert killed_after < 3
+    # The same run asked again with other settings is refused, and its checkpoints are left as they were.
+    from deeploc.stages import train
+
+    kept = state.read_text()
+    with pytest.raises(ValueError, match=re.escape(f"{lake / 'checkpoints' / 'k'} holds a run with other settings")):
+        train.run(str(lake), bucket, "k", epochs=4)
+    assert state.read_text() == kept
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"resuming after epoch {killed_after} of 3" in res.stderr and "training on 2 replicas" not in res.stderr

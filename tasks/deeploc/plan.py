@@ -269,6 +269,42 @@ def _quota_checks(quotas: dict, standard: int, gpu: int) -> list[Check]:
     return out
 
 
+def _training(prof, cfg: dict, train: int, val: int, shard: dict, size: dict) -> tuple[dict, list[Check]]:
+    """The training instance's part of a model plan, and its disk and time checks. Its disk holds the shards
+    (the training files through a bounded cache, the validation sample whole: recorded in ``shard``), three
+    checkpoints and the kNN index; it reads at the disk's rate or the GPU's, whichever is slower."""
+    from deeploc import registry
+    from deeploc.learn.knn import INDEX_PHOTOS
+
+    itype, volume_gb = cfg["train_instance_type"], int(cfg["train_volume_gb"])
+    index_bytes = min(train, INDEX_PHOTOS) * size["width"] * 4  # float32 embeddings
+    cache = min(shard["per_photo"] * train, registry.get("train").option("shard_cache_gb").default * 1e9)
+    shard["on_training_disk"] = int(cache + shard["per_photo"] * val)
+    disk_gb = (shard["on_training_disk"] + 3 * size["checkpoint_bytes"] + index_bytes) / 1e9 + SYSTEM_GB
+    disk_rate = prices.rate("gp3_mb_s") * 1e6 / max(1, shard["per_photo"])
+    gpu_rate = prices.rate("gpu_train_images_s", itype)
+    rate = min(disk_rate, gpu_rate)
+    hours, limit = prof.epochs * (train + val) / rate / 3600, float(cfg["train_timeout_hours"])
+    training = {"instance_type": itype, "spot": bool(cfg["train_spot"]), "epochs": prof.epochs,
+                "disk_needed_gb": round(disk_gb, 1), "volume_gb": volume_gb,
+                "knn_index_gb": round(index_bytes / 1e9, 2),
+                "input_images_s": {"disk": round(disk_rate), "gpu": gpu_rate, "expected": round(rate)},
+                "hours": round(hours, 2),
+                "cost": {"on_demand": round(hours * prices.hourly(itype, emr=False), 2),
+                         "with_spot": round(hours * prices.hourly(itype, emr=False, spot=True), 2)}}
+    checks = [Check("disk", disk_gb <= volume_gb,
+                    f"training needs {disk_gb:,.0f} GB (shards {shard['on_training_disk'] / 1e9:,.1f} GB, the cache "
+                    f"they stream through, of {shard['total_bytes'] / 1e9:,.1f}; checkpoints, the kNN index "
+                    f"{index_bytes / 1e9:,.1f} GB, system {SYSTEM_GB} GB) on a {volume_gb} GB volume"
+                    + ("" if disk_gb <= volume_gb else ": raise train_volume_gb in deeploc_aws")),
+              Check("train_time", hours <= limit,
+                    f"training takes {hours:,.1f} h at {rate:,.0f} images/s against train_timeout_hours "
+                    f"{cfg['train_timeout_hours']}" + ("" if hours <= limit else
+                    f": raise train_timeout_hours (at most {aws_config.TRAIN_CEILING_H}), lower epochs or "
+                    "max_images, or choose a faster train_instance_type"))]
+    return training, checks
+
+
 # -- the plans ----------------------------------------------------------------------------------------------
 def model(lake: Lake, bucket, profile: str, target: str, cfg: dict, image_set: str = "full",
           face_threshold: float = 0.035, partitionings: str | None = None, max_images: int | None = None,
@@ -284,32 +320,12 @@ def model(lake: Lake, bucket, profile: str, target: str, cfg: dict, image_set: s
     size = model_size(prof, n_classes)
     from deeploc import registry
 
-    side = prof.shard_side
     train_keys = chosen.loc[chosen["split"] == "train", "object_key"].tolist()
-    shard = shard_bytes(lake, bucket, train_keys, side)
+    shard = shard_bytes(lake, bucket, train_keys, prof.shard_side)
     val = min(split["val"], registry.get("shards").option("val_max").default)  # the shards keep a sample
     shard["total_bytes"] = shard["per_photo"] * (split["train"] + val)
 
-    itype = cfg["train_instance_type"]
-    from deeploc.learn.knn import INDEX_PHOTOS
-
-    index_bytes = min(split["train"], INDEX_PHOTOS) * size["width"] * 4  # the kNN index: float32 embeddings
-    # On the instance: the training shards stream through a bounded cache; the validation sample is kept whole.
-    cache = min(shard["per_photo"] * split["train"], registry.get("train").option("shard_cache_gb").default * 1e9)
-    shard["on_training_disk"] = int(cache + shard["per_photo"] * val)
-    disk_gb = (shard["on_training_disk"] + 3 * size["checkpoint_bytes"] + index_bytes) / 1e9 + SYSTEM_GB
-    disk_rate = prices.rate("gp3_mb_s") * 1e6 / max(1, shard["per_photo"])
-    gpu_rate = prices.rate("gpu_train_images_s", itype)
-    rate = min(disk_rate, gpu_rate)
-    train_h = prof.epochs * (split["train"] + val) / rate / 3600
-    training = {"instance_type": itype, "spot": bool(cfg["train_spot"]), "epochs": prof.epochs,
-                "disk_needed_gb": round(disk_gb, 1), "volume_gb": int(cfg["train_volume_gb"]),
-                "knn_index_gb": round(index_bytes / 1e9, 2),
-                "input_images_s": {"disk": round(disk_rate), "gpu": gpu_rate, "expected": round(rate)},
-                "hours": round(train_h, 2),
-                "cost": {"on_demand": round(train_h * prices.hourly(itype, emr=False), 2),
-                         "with_spot": round(train_h * prices.hourly(itype, emr=False, spot=True), 2)}}
-
+    training, training_checks = _training(prof, cfg, split["train"], val, shard, size)
     # The removal effect predicts the full image set's test photos once more, with the removal model,
     # when a run of the other image set is there to pair with.
     other = runs.latest(lake, "removal" if image_set == "full" else "full")
@@ -326,22 +342,12 @@ def model(lake: Lake, bucket, profile: str, target: str, cfg: dict, image_set: s
     dollars = {k: round(sum(c["cost"][k] for c in clusters) + training["cost"][k], 2) for k in ("on_demand", "with_spot")}
 
     used = split["train"]
-    checks = [Check("disk", disk_gb <= int(cfg["train_volume_gb"]),
-                    f"training needs {disk_gb:,.0f} GB (shards {shard['on_training_disk'] / 1e9:,.1f} GB, the cache "
-                    f"they stream through, of {shard['total_bytes'] / 1e9:,.1f}; checkpoints, the kNN index "
-                    f"{index_bytes / 1e9:,.1f} GB, "
-                    f"system {SYSTEM_GB} GB) on a {cfg['train_volume_gb']} GB volume"
-                    + ("" if disk_gb <= int(cfg["train_volume_gb"]) else ": raise train_volume_gb in deeploc_aws")),
-              Check("train_time", train_h <= float(cfg["train_timeout_hours"]),
-                    f"training takes {train_h:,.1f} h at {rate:,.0f} images/s against train_timeout_hours "
-                    f"{cfg['train_timeout_hours']}" + ("" if train_h <= float(cfg["train_timeout_hours"]) else
-                    f": raise train_timeout_hours (at most {aws_config.TRAIN_CEILING_H}), lower epochs or "
-                    "max_images, or choose a faster train_instance_type")),
+    checks = [*training_checks,
               scale_check(spec, prof.sized_for, used),
               Check("checkpoint_upload", size["checkpoint_bytes"] <= MULTIPART_MAX_BYTES,
                     f"a checkpoint is {size['checkpoint_bytes'] / 1e9:.2f} GB, uploaded in parts (at most "
                     f"{MULTIPART_MAX_BYTES / 1e12:.1f} TB)")]
-    gpu_vcpus = max(clusters[2]["gpu_vcpus"], prices.vcpus(itype))
+    gpu_vcpus = max(clusters[2]["gpu_vcpus"], prices.vcpus(cfg["train_instance_type"]))
     standard_vcpus = max(c["vcpus"] - c["gpu_vcpus"] for c in clusters)
     quotas, asked = _account(target, account, cfg, {"lake": lake.root, "bucket": bucket.location}, train=True)
     checks += asked + _quota_checks(quotas, standard_vcpus, gpu_vcpus)

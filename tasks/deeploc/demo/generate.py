@@ -252,12 +252,28 @@ def generate(out: str, rows: int = 3000, seed: int = 7, files: int = 4, rates: D
             log.info("demo set with these parameters already at %s: kept", out)
             return existing
     rng = np.random.default_rng(seed)
-    names = load_places().city
     plan = _plan(rng, rows, rates)
     tmp = out.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(os.path.join(tmp, "metadata"))
+    urls = _write_metadata(os.path.join(tmp, "metadata"), rng, plan, files)
+    # Without images (benchmarks) the bucket stages' expectations do not apply.
+    missing_prefix = _write_bucket(os.path.join(tmp, "bucket"), rng, plan, urls) if images else None
+    manifest = _manifest(plan, params, missing_prefix)
+    with open(os.path.join(tmp, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+    if images:
+        _write_expected(os.path.join(tmp, "expected.csv"), plan)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)  # a killed run never leaves a half-written set under ``out``
+    if images:
+        log.info("demo set: %d metadata lines, %d images expected usable -> %s",
+                 len(plan), manifest["expected"]["faces_out"], out)
+    return manifest
 
+
+def _write_metadata(folder: str, rng, plan: list[Row], files: int) -> dict:
+    """The plan's metadata lines, in ``files`` bz2 files like YFCC100M's; each line's URLs ({line: urls})."""
+    names = load_places().city
     urls = {r.line: _urls(rng, r.photo_id) for r in plan}
     original = {r.photo_id: r.line for r in plan if r.reason != "duplicate_id"}
     for r in plan:  # a duplicate row is the same photo: same URLs as its original
@@ -265,19 +281,18 @@ def generate(out: str, rows: int = 3000, seed: int = 7, files: int = 4, rates: D
             urls[r.line] = urls[original[r.photo_id]]
     lines = [_line(rng, r, urls[r.line], names) for r in plan]
     per_file = -(-len(lines) // files)
+    os.makedirs(folder)
     for i in range(files):
-        with bz2.open(os.path.join(tmp, "metadata", f"yfcc100m_dataset-{i:02d}.bz2"), "wb") as f:
+        with bz2.open(os.path.join(folder, f"yfcc100m_dataset-{i:02d}.bz2"), "wb") as f:
             for data in lines[i * per_file:(i + 1) * per_file]:
                 f.write(data + b"\n")
+    return urls
 
-    if not images:  # metadata only (benchmarks): the bucket-stage expectations do not apply
-        manifest = _manifest(plan, params, None)
-        with open(os.path.join(tmp, "manifest.json"), "w") as f:
-            json.dump(manifest, f, indent=2, sort_keys=True)
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-        return manifest
-    bucket = os.path.join(tmp, "bucket")
+
+def _write_bucket(bucket: str, rng, plan: list[Row], urls: dict) -> str:
+    """The images of the rows that reach the bucket stages, under their object keys, with the plan's
+    defects (one prefix left out whole); returns that prefix. Rows whose object turns out to be a
+    missing prefix are marked so in the plan."""
     photos = [r for r in plan if r.stage not in ("parse", "metadata")]
     for r in photos:
         r.extra["key"] = yfcc.object_key(yfcc.flickr_hash(urls[r.line]["download"]))
@@ -298,16 +313,7 @@ def generate(out: str, rows: int = 3000, seed: int = 7, files: int = 4, rates: D
         # A missing object alone in its prefix leaves no folder: indistinguishable from a missing prefix.
         if r.bucket_defect == "missing_object" and not os.path.isdir(os.path.join(bucket, *r.extra["key"].split("/")[:3])):
             r.reason = "missing_prefix"
-
-    manifest = _manifest(plan, params, missing_prefix)
-    with open(os.path.join(tmp, "manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
-    _write_expected(os.path.join(tmp, "expected.csv"), plan)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)  # a killed run never leaves a half-written set under ``out``
-    log.info("demo set: %d metadata lines, %d images expected usable -> %s",
-             len(plan), manifest["expected"]["faces_out"], out)
-    return manifest
+    return missing_prefix
 
 
 def _choose_missing_prefix(photos: list[Row]) -> str:

@@ -97,12 +97,15 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
     part_dir, report = _partitionings(lake_, image_set, profile, any_partitionings)
     order = report["order"]
     outputs = Partitionings.read(part_dir, order).classes
-    photos = pd.read_parquet(os.path.join(part_dir, "photos.parquet"))
     if min(outputs.values()) < 2:
         raise ValueError(f"train: every partitioning needs >= 2 classes, got {outputs}; lower tau_max or add data")
+    photos = pd.read_parquet(os.path.join(part_dir, "photos.parquet"))
     tr, va = photos[photos["split"] == "train"], photos[photos["split"] == "val"]
+    config = {"profile": prof.as_dict(), "image_set": image_set, "order": order, "outputs": outputs,
+              "input": input, "split_rule": report["split_rule"], "seed": seed}
     devices = model_mod.configure_devices()
     keras.utils.set_random_seed(seed)
+    ckpt = Checkpoints(lake_, run)
     work = tempfile.mkdtemp(prefix="deeploc-train-")
     try:
         if input == "shards":
@@ -113,37 +116,7 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
                        for s, df in (("train", tr), ("val", va))}
         (train_src, n_train), (val_src, n_val) = sources["train"], sources["val"]
         val_ds = training_data.validation(val_src, prof.input_size, prof.batch_size)
-        steps = -(-n_train // prof.batch_size)  # exact: each epoch's batches end with the epoch
-        config = {"profile": prof.as_dict(), "image_set": image_set, "order": order, "outputs": outputs,
-                  "input": input, "split_rule": report["split_rule"], "seed": seed}
-        ckpt = Checkpoints(lake_, run)
-        state, history = ckpt.state(), ckpt.history()
-        if state is not None and state["config"] != config:
-            raise ValueError(f"train: {lake_.path('checkpoints', run)} holds a run with other settings; "
-                             "use another --run, or delete that folder to start over")
-        precision = resume_precision(state, keras.mixed_precision.global_policy().name)
-        keras.mixed_precision.set_global_policy(precision)
-        net, start, best, resumed, history = _network(ckpt, state, history, prof, outputs, steps, work)
-        base = {"config": config, "resumed_after": resumed, "precision": precision}
-        if state is None:
-            log.info("train: profile %s, backbone %s %dpx, outputs %s, %d train / %d val images, %d epochs, %s",
-                     prof.name, prof.backbone, prof.input_size, outputs, n_train, n_val, prof.epochs, input)
-        tensorboard = os.path.join(work, "tensorboard")
-        if state is not None:
-            ckpt.download_tensorboard(tensorboard)
-        savers, saver = epoch_saver(ckpt, work, history, best, base, tensorboard)
-        try:
-            if start < prof.epochs:  # epochs start .. end, each the same as in an unbroken run
-                train_ds = training_data.training(train_src, prof.input_size, prof.batch_size, seed, start, prof.epochs)
-                log.info("train: epoch %d begins with batch sha256 %s", start + 1, training_data.first_batch_digest(train_ds))
-                net.fit(train_ds, validation_data=val_ds, epochs=prof.epochs, initial_epoch=start, steps_per_epoch=steps,
-                        validation_steps=-(-n_val // prof.batch_size), shuffle=False, verbose=2,
-                        callbacks=[keras.callbacks.TensorBoard(tensorboard, histogram_freq=0, write_graph=False), *savers])
-        except Interrupted:  # a spot reclaim notice: two minutes to keep what this epoch has learned so far
-            net.save(os.path.join(work, "interrupted.keras"))
-            ckpt.save_interrupted(os.path.join(work, "interrupted.keras"), saver.epoch,
-                                  int(net.optimizer.iterations), base)
-            raise
+        saver, resumed = _fit(ckpt, config, prof, train_src, n_train, val_ds, n_val, work)
         summary = {**_summary(saver.history, saver.best, tr, va, run, config, report), "devices": devices,
                    "resumed_after_epochs": resumed, "val_images": n_val,   # validated on (the shards keep a sample)
                    "weights": model_mod.weights_origin(prof.backbone, prof.weights)}   # what it started from
@@ -157,6 +130,44 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
              summary["best_epoch"], summary["best_val_loss"], _or_nan(summary["val_acc_fine_best"]),
              _or_nan(summary["val_acc_fine_prior"]), commit.current(lake_, f"models/{run}"))
     return summary
+
+
+def _fit(ckpt: Checkpoints, config: dict, prof, train_src, n_train: int, val_ds, n_val: int, work: str):
+    """The epochs after the last one checkpointed (all of them for a new run), each sent to the lake as it
+    ends; a spot notice saves the epoch in progress and ends the try. Returns the epoch saver (history and
+    best epoch) and the epochs this run resumed after."""
+    import keras
+
+    state, history = ckpt.state(), ckpt.history()
+    if state is not None and state["config"] != config:
+        raise ValueError(f"train: {ckpt.lake.path(ckpt.rel)} holds a run with other settings; "
+                         "use another --run, or delete that folder to start over")
+    precision = resume_precision(state, keras.mixed_precision.global_policy().name)
+    keras.mixed_precision.set_global_policy(precision)
+    steps = -(-n_train // prof.batch_size)  # exact: each epoch's batches end with the epoch
+    net, start, best, resumed, history = _network(ckpt, state, history, prof, config["outputs"], steps, work)
+    tensorboard = os.path.join(work, "tensorboard")
+    if state is None:
+        log.info("train: profile %s, backbone %s %dpx, outputs %s, %d train / %d val images, %d epochs, %s",
+                 prof.name, prof.backbone, prof.input_size, config["outputs"], n_train, n_val, prof.epochs,
+                 config["input"])
+    else:
+        ckpt.download_tensorboard(tensorboard)
+    base = {"config": config, "resumed_after": resumed, "precision": precision}
+    savers, saver = epoch_saver(ckpt, work, history, best, base, tensorboard)
+    try:
+        if start < prof.epochs:  # epochs start .. end, each the same as in an unbroken run
+            train_ds = training_data.training(train_src, prof.input_size, prof.batch_size, config["seed"], start,
+                                              prof.epochs)
+            log.info("train: epoch %d begins with batch sha256 %s", start + 1, training_data.first_batch_digest(train_ds))
+            net.fit(train_ds, validation_data=val_ds, epochs=prof.epochs, initial_epoch=start, steps_per_epoch=steps,
+                    validation_steps=-(-n_val // prof.batch_size), shuffle=False, verbose=2,
+                    callbacks=[keras.callbacks.TensorBoard(tensorboard, histogram_freq=0, write_graph=False), *savers])
+    except Interrupted:  # a spot reclaim notice: two minutes to keep what this epoch has learned so far
+        net.save(os.path.join(work, "interrupted.keras"))
+        ckpt.save_interrupted(os.path.join(work, "interrupted.keras"), saver.epoch, int(net.optimizer.iterations), base)
+        raise
+    return saver, resumed
 
 
 def _network(ckpt: Checkpoints, state: dict | None, history: list[dict], prof, outputs: dict[str, int], steps: int,
