@@ -29,6 +29,10 @@ os.environ.setdefault("PYSPARK_SUBMIT_ARGS", f"--driver-java-options '{JVM_FLAGS
 # other worker's core. One thread per process did the training tests for less CPU and less time, alone
 # (105 and 106 against 109 to 130 core-s on three of them; 88 against 92 to 110 s). Users keep the default.
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+# For the same reason every Spark session of the suite runs one task at a time (the local target's default
+# is two): one Python worker per job instead of two, each importing what a stage needs (TensorFlow for
+# inference). The site's chain, alone: 64 and 69 against 72 and 84 core-s, in the same time.
+os.environ.setdefault("DEEPLOC_SPARK_MASTER", "local[1]")
 # Chromium's headless shell where it is installed: the same engine without the browser's UI, about a third
 # less CPU on the site tests (3.9 against 5.7 core-s); the full browser otherwise.
 CHROMIUM = shutil.which("chromium-headless-shell") or shutil.which("chromium") or shutil.which("chromium-browser")
