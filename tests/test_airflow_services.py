@@ -5,6 +5,7 @@ deeploc_ingestion from the trigger form with its data interval given there, and 
 run list; the run replaced exactly its slice. The Backfill form, the model DAG's form and the results'
 links, on ``./dev ui``, are in ``test_airflow_ui.py``."""
 
+import os
 import time
 from datetime import datetime, timezone
 
@@ -28,7 +29,8 @@ def deployment(demo_run, tmp_path_factory):
     work = tmp_path_factory.mktemp("deployment")
     s = Services(work, {"DEEPLOC_LAKE": str(home / "lake"), "DEEPLOC_BUCKET": str(home / "demo" / "bucket"),
                         "DEEPLOC_METADATA": str(home / "demo" / "metadata" / "*.bz2"), "DEEPLOC_TARGET": "local",
-                        "DEEPLOC_LOGS": str(work / "deeploc-logs"), "DEEPLOC_SPARK_DRIVER_MEMORY": "1g"})
+                        "DEEPLOC_LOGS": str(work / "deeploc-logs"), "DEEPLOC_SPARK_DRIVER_MEMORY": "1g",
+                        "DEEPLOC_SPARK_MASTER": os.environ["DEEPLOC_SPARK_MASTER"]})  # the suite's (conftest)
     yield s, home
     s.stop()
 

@@ -142,7 +142,7 @@ def test_slice_runs_at_once_give_the_sequential_result(demo_set, tmp_path):
     years = ["2009", "2010", "2010"]
     slices = [(f"{y}-01-01", f"{int(y) + 1}-01-01") for y in years]
     sequential, concurrent = str(tmp_path / "sequential"), str(tmp_path / "concurrent")
-    env = {"DEEPLOC_SPARK_MASTER": "local[1]", "DEEPLOC_SPARK_DRIVER_MEMORY": "1g"}
+    env = {"DEEPLOC_SPARK_DRIVER_MEMORY": "1g"}
     reference = _spawn("stages", sequential, bucket, meta, *[b for s in slices[:2] for b in s], env=env)
     con = [r for r, _ in _wait([_spawn("stages", concurrent, bucket, meta, *s, env=env) for s in slices])]
     ((seq, _),) = _wait([reference])
