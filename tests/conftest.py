@@ -33,6 +33,9 @@ os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 # is two): one Python worker per job instead of two, each importing what a stage needs (TensorFlow for
 # inference). The site's chain, alone: 64 and 69 against 72 and 84 core-s, in the same time.
 os.environ.setdefault("DEEPLOC_SPARK_MASTER", "local[1]")
+# And the libraries that size their pools from OMP_NUM_THREADS (faiss's OpenMP, OpenBLAS, Arrow's CPU
+# pool): the site's chain and the kNN tests, alone, alternated: 55 to 64 against 58 to 69 core-s.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Chromium's headless shell where it is installed: the same engine without the browser's UI, about a third
 # less CPU on the site tests (3.9 against 5.7 core-s); the full browser otherwise.
 CHROMIUM = shutil.which("chromium-headless-shell") or shutil.which("chromium") or shutil.which("chromium-browser")
