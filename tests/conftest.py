@@ -26,8 +26,8 @@ JVM_FLAGS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 OWN_SPARK_ARGS = "PYSPARK_SUBMIT_ARGS" not in os.environ
 os.environ.setdefault("PYSPARK_SUBMIT_ARGS", f"--driver-java-options '{JVM_FLAGS}' pyspark-shell")
 # Two workers share two cores: TensorFlow's op pool sized to both (its default) spins waiting on the
-# other worker's core. One thread per process did the training tests for less CPU and less time, alone
-# (three of them: 105 and 106 against 109 to 130 core-s; 88 against 92 to 110 s in pytest). Users keep the default.
+# other worker's core. One thread per process did three training tests for less CPU and time, alone: 105
+# and 106 against 109 to 130 core-s, 88 against 92 to 110 s in pytest. Users keep the default.
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 # For the same reason every Spark session of the suite runs one task at a time (the local target's default
 # is two): one Python worker per job instead of two, each importing what a stage needs (TensorFlow for
