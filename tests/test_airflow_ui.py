@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -90,17 +91,22 @@ def test_a_backfill_and_a_model_run_from_the_forms(ui, browser):
     req = urllib.request.Request(f"{url}/api/v2/dags/{INGESTION}", method="PATCH", data=b'{"is_paused": false}',
                                  headers={"Content-Type": "application/json"})
     urllib.request.urlopen(req, timeout=30).close()
-    dialog = trigger_dialog(page, url, INGESTION)
-    dialog.locator("[data-part=item-text]", has_text="Backfill").click()
-    start, end = dialog.get_by_test_id("datetime-input").nth(0), dialog.get_by_test_id("datetime-input").nth(1)
-    pick(page, dialog, start, "2008/01/01")
-    pick(page, dialog, end, "2009/12/31")
-    dialog.locator("[data-part=item-text]", has_text="All Runs").click()
-    expect(dialog.get_by_text("2 runs will be triggered")).to_be_visible()
-    max_active = dialog.get_by_text("Max Active Runs", exact=True).locator("xpath=..").get_by_role("spinbutton")
-    expect(max_active).to_have_value("1")
+    dialog = _two_years_in_the_backfill_form(page, url)
     page.screenshot(path=os.path.join(SHOTS, "backfill-form.png"))
-    submit(page, dialog, "Run Backfill")
+    try:
+        submit(page, dialog, "Run Backfill")
+    except AssertionError as refused:
+        # Still seen, rarely: the request met "database is locked" (503), and the UI's own retries met the
+        # backfill the failed try had left (409) before Airflow removed it. Once it is gone, a user sends the
+        # form again (the Quick start's note); any other refusal is the form's.
+        if not any(code in str(refused) for code in ("409 Conflict", "503 Service Unavailable")):
+            raise
+        end = time.monotonic() + 300
+        while any(b["completed_at"] is None for b in get(f"/backfills?dag_id={INGESTION}")["backfills"]):
+            assert time.monotonic() < end, f"the failed backfill was never cleared ({refused})"
+            time.sleep(2)
+        print(f"Run Backfill sent again after: {str(refused)[:300]}", file=sys.stderr)
+        submit(page, _two_years_in_the_backfill_form(page, url), "Run Backfill")
 
     page.goto("about:blank")  # the UI's pages poll the server: while we wait, they would take a core
     found = wait_green(get, INGESTION, since, ["2008-01-01", "2009-01-01"], 12)
@@ -153,6 +159,20 @@ def test_a_backfill_and_a_model_run_from_the_forms(ui, browser):
     page.wait_for_selector("#gallery button")
     assert page.locator("#gallery img").count() > 0
     page.close()
+
+
+def _two_years_in_the_backfill_form(page, url: str):
+    """The ingestion DAG's Backfill form filled in for 2008 and 2009, reprocessing all runs; the dialog."""
+    dialog = trigger_dialog(page, url, INGESTION)
+    dialog.locator("[data-part=item-text]", has_text="Backfill").click()
+    start, end = dialog.get_by_test_id("datetime-input").nth(0), dialog.get_by_test_id("datetime-input").nth(1)
+    pick(page, dialog, start, "2008/01/01")
+    pick(page, dialog, end, "2009/12/31")
+    dialog.locator("[data-part=item-text]", has_text="All Runs").click()
+    expect(dialog.get_by_text("2 runs will be triggered")).to_be_visible()
+    max_active = dialog.get_by_text("Max Active Runs", exact=True).locator("xpath=..").get_by_role("spinbutton")
+    expect(max_active).to_have_value("1")
+    return dialog
 
 
 def test_the_results_app_serves_nothing_else(ui):
