@@ -177,13 +177,18 @@ def shared_sample() -> Path:
     return SHARED_SAMPLE
 
 
+# The demo run's upload years: those the tests over its state touch (the UI's backfill 2007-2010, the
+# deployment's 2009-2011, the rerun's 2010). Each yearly run costs the demo four Spark stages, ~18 s on 2 cores.
+DEMO_YEARS = (2007, 2011)
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
-    """The README's main command on a fresh state folder (a smaller demo set): (home, environment, result).
-    The end-to-end tests check it; the Airflow UI test runs its UI over the same state."""
+    """The README's main command on a fresh state folder (a smaller demo set, in ``DEMO_YEARS``): (home,
+    environment, result). The end-to-end tests check it; the Airflow UI test runs its UI over the same state."""
     home = tmp_path_factory.mktemp("deeploc-home")
     env = {**os.environ, "DEEPLOC_HOME": str(home), "DEEPLOC_DEMO_ROWS": "1500", "DEEPLOC_DEMO_SEED": "5",
-           "DEEPLOC_MODEL_CONF": json.dumps({"run": "e2e", "epochs": 2})}
+           "DEEPLOC_DEMO_YEARS": "{}-{}".format(*DEMO_YEARS), "DEEPLOC_MODEL_CONF": json.dumps({"run": "e2e", "epochs": 2})}
     for var in ("DEEPLOC_LAKE", "DEEPLOC_BUCKET", "DEEPLOC_METADATA", "AIRFLOW_HOME", "DEEPLOC_LOGS"):
         env.pop(var, None)
     res = subprocess.run([str(REPO / "dev"), "demo"], env=env, capture_output=True, text=True, timeout=1200)

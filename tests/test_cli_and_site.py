@@ -57,6 +57,9 @@ def test_cli_help_and_clear_errors(tmp_path):
     refused = subprocess.run([sys.executable, "-m", "deeploc.cli", "faces", "--lake", str(tmp_path)],
                              capture_output=True, text=True)
     assert refused.returncode == 2 and "--bucket" in refused.stderr
+    years = subprocess.run([sys.executable, "-m", "deeploc.cli", "demo-data", "--out", str(tmp_path), "--years", "2003-2005"],
+                           capture_output=True, text=True)
+    assert years.returncode == 2 and "within 2004-2014" in years.stderr.splitlines()[-1]
 
 
 @pytest.mark.slow  # two commands from a shell, each starting TensorFlow

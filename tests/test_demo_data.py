@@ -72,3 +72,15 @@ def test_manifest_counts_add_up_and_match_the_files(demo_set):
     sizes = [os.path.getsize(p) for p in glob.glob(str(out / "bucket" / "data" / "images" / "*" / "*" / "*.jpg"))]
     assert min(sizes) == 0 and any(0 < s < 1024 for s in sizes)
     json.dumps(manifest)  # serialisable as written
+
+
+def test_the_years_bound_every_upload(tmp_path):
+    """A set asked for 2008-2009 has its uploads in those two years only, and in both."""
+    generate(str(tmp_path / "s"), rows=300, seed=2, files=1, images=False, years=(2008, 2009))
+    column = yfcc.LAYOUTS[25].index("date_uploaded")
+    with bz2.open(next((tmp_path / "s" / "metadata").glob("*.bz2"))) as f:
+        uploads = [int(fields[column]) for fields in (line.split(b"\t") for line in f) if len(fields) == 25]
+    assert len(uploads) > 250
+    start_2008, start_2009, start_2010 = 1199145600, 1230768000, 1262304000  # UTC, from `date -d ... +%s`
+    assert all(start_2008 <= u < start_2010 for u in uploads)
+    assert any(u < start_2009 for u in uploads) and any(u >= start_2009 for u in uploads)

@@ -22,12 +22,24 @@ def _demo_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--files", type=int, default=4, help="number of bz2 metadata files")
     p.add_argument("--reuse", action="store_true", help="keep an existing set made with the same parameters")
     p.add_argument("--no-images", action="store_true", help="metadata only (for benchmarks)")
+    p.add_argument("--years", type=_years, default="2004-2014",
+                   help="first and last upload year of the photos, e.g. 2007-2011 (default 2004-2014)")
+
+
+def _years(text: str) -> tuple[int, int]:
+    from deeploc.demo.generate import year_span
+
+    try:
+        return year_span(text)
+    except ValueError as exc:  # argparse's one-line usage error, not a traceback
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _run_demo_data(a: argparse.Namespace):
     from deeploc.demo.generate import generate
 
-    return generate(a.out, rows=a.rows, seed=a.seed, files=a.files, reuse=a.reuse, images=not a.no_images)["expected"]
+    return generate(a.out, rows=a.rows, seed=a.seed, files=a.files, reuse=a.reuse, images=not a.no_images,
+                    years=a.years)["expected"]
 
 
 def _predict(p: argparse.ArgumentParser) -> None:

@@ -20,6 +20,7 @@ import csv
 import json
 import logging
 import os
+import re
 import shutil
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -93,14 +94,28 @@ def _count(rate: float, n: int) -> int:
     return int(round(rate * n))
 
 
-def _upload_times(rng: np.random.Generator, n: int) -> np.ndarray:
-    years = rng.choice(YEARS, size=n, p=YEAR_WEIGHTS / YEAR_WEIGHTS.sum())
+def year_span(text: str) -> tuple[int, int]:
+    """``"2007-2011"`` (or one year, ``"2010"``): the first and last upload year of a demo set, within
+    YFCC100M's 2004-2014."""
+    if not re.fullmatch(r"\d{4}(-\d{4})?", text):
+        raise ValueError(f"demo years {text!r}: give the first and last year, e.g. 2007-2011")
+    first, _, last = text.partition("-")
+    span = (int(first), int(last or first))
+    if not YEARS[0] <= span[0] <= span[1] <= YEARS[-1]:
+        raise ValueError(f"demo years {text!r}: the first and last year, in order, within {YEARS[0]}-{YEARS[-1]}")
+    return span
+
+
+def _upload_times(rng: np.random.Generator, n: int, span: tuple[int, int]) -> np.ndarray:
+    chosen = slice(YEARS.index(span[0]), YEARS.index(span[1]) + 1)
+    weights = YEAR_WEIGHTS[chosen]
+    years = rng.choice(YEARS[chosen], size=n, p=weights / weights.sum())
     start = np.array([datetime(y, 1, 1, tzinfo=timezone.utc).timestamp() for y in years])
     end = np.array([datetime(y + 1, 1, 1, tzinfo=timezone.utc).timestamp() for y in years])
     return (start + rng.uniform(0, 1, n) * (end - start - 1)).astype(np.int64)
 
 
-def _plan(rng: np.random.Generator, n: int, rates: DefectRates) -> list[Row]:
+def _plan(rng: np.random.Generator, n: int, rates: DefectRates, span: tuple[int, int]) -> list[Row]:
     """Decide every row's fate; duplicates are copies appended after their original."""
     n_dup = _count(rates.duplicate_id, n)
     base = n - n_dup
@@ -111,7 +126,7 @@ def _plan(rng: np.random.Generator, n: int, rates: DefectRates) -> list[Row]:
     weight = 1.0 / np.arange(1, n_users + 1) ** 0.8
     user = rng.choice(n_users, size=base, p=weight / weight.sum())
     lat, lon = places_mod.jitter(rng, home_lat[user], home_lon[user], 2.0)
-    uploads = _upload_times(rng, base)
+    uploads = _upload_times(rng, base, span)
     # Distinct ids in Flickr's range: a sorted random walk with positive steps, then shuffled.
     ids = rng.permutation(10**9 + np.cumsum(rng.integers(1, 10**6, base)))
     rows = [Row(0, int(ids[i]), int(uploads[i]), float(lat[i]), float(lon[i]), int(home_place[user[i]]), int(user[i]))
@@ -235,15 +250,16 @@ def _image_bytes(rng: np.random.Generator, r: Row) -> bytes | None:
 
 
 def generate(out: str, rows: int = 3000, seed: int = 7, files: int = 4, rates: DefectRates | None = None,
-             reuse: bool = False, images: bool = True) -> dict:
-    """Write the demo set under ``out`` (replacing what is there) and return the manifest.
+             reuse: bool = False, images: bool = True, years: tuple[int, int] = (YEARS[0], YEARS[-1])) -> dict:
+    """Write the demo set under ``out`` (replacing what is there) and return the manifest. Its photos
+    were uploaded in ``years`` (first and last, ``year_span``): fewer years, fewer yearly runs to watch.
 
     With ``reuse``, a complete set already made with the same parameters is kept as it is (the
     generator is deterministic, so it would come out identical).
     """
     rates = rates or DefectRates()
     params = {"rows": rows, "seed": seed, "files": files, "rates": asdict(rates), "images": images,
-              "generator": GENERATOR_VERSION}
+              "years": list(year_span(f"{years[0]}-{years[1]}")), "generator": GENERATOR_VERSION}
     manifest_path = os.path.join(out, "manifest.json")
     if reuse and os.path.exists(manifest_path):
         with open(manifest_path) as f:
@@ -252,7 +268,7 @@ def generate(out: str, rows: int = 3000, seed: int = 7, files: int = 4, rates: D
             log.info("demo set with these parameters already at %s: kept", out)
             return existing
     rng = np.random.default_rng(seed)
-    plan = _plan(rng, rows, rates)
+    plan = _plan(rng, rows, rates, years)
     tmp = out.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     urls = _write_metadata(os.path.join(tmp, "metadata"), rng, plan, files)
@@ -341,7 +357,7 @@ def _manifest(plan: list[Row], params: dict, missing_prefix: str | None) -> dict
             "faces_out": passes("faces"), "faces_rejects": dict(by_stage["faces"]),
             "faces_planted": sum(1 for r in plan if r.face and not r.stage)})
     return {"params": params, "layout": "yfcc100m_dataset 25 columns, bz2", "missing_prefix": missing_prefix,
-            "years": [YEARS[0], YEARS[-1]], "expected": expected}
+            "years": params["years"], "expected": expected}
 
 
 def _write_expected(path: str, plan: list[Row]) -> None:
