@@ -100,9 +100,12 @@ def year_span(text: str) -> tuple[int, int]:
     if not re.fullmatch(r"\d{4}(-\d{4})?", text):
         raise ValueError(f"demo years {text!r}: give the first and last year, e.g. 2007-2011")
     first, _, last = text.partition("-")
-    span = (int(first), int(last or first))
+    return _checked((int(first), int(last or first)))
+
+
+def _checked(span: tuple[int, int]) -> tuple[int, int]:
     if not YEARS[0] <= span[0] <= span[1] <= YEARS[-1]:
-        raise ValueError(f"demo years {text!r}: the first and last year, in order, within {YEARS[0]}-{YEARS[-1]}")
+        raise ValueError(f"demo years {span[0]}-{span[1]}: the first and last year, in order, within {YEARS[0]}-{YEARS[-1]}")
     return span
 
 
@@ -259,7 +262,7 @@ def generate(out: str, rows: int = 3000, seed: int = 7, files: int = 4, rates: D
     """
     rates = rates or DefectRates()
     params = {"rows": rows, "seed": seed, "files": files, "rates": asdict(rates), "images": images,
-              "years": list(year_span(f"{years[0]}-{years[1]}")), "generator": GENERATOR_VERSION}
+              "years": list(_checked(years)), "generator": GENERATOR_VERSION}
     manifest_path = os.path.join(out, "manifest.json")
     if reuse and os.path.exists(manifest_path):
         with open(manifest_path) as f:
