@@ -9,6 +9,7 @@ the aws target runs.
 
 import json
 import os
+import tempfile
 
 import pytest
 from conftest import table
@@ -57,8 +58,12 @@ def test_files_json_and_folders(s3_lake, tmp_path):
         with open(os.path.join(tmp, "f.txt"), "w") as f:
             f.write("v2")
     assert lake.listdir(commit.current(lake, "out")) == ["f.txt"] and lake.listdir(first) == ["f.txt", "sub"]
-    local = lake.download(commit.current(lake, "out"))
-    assert open(os.path.join(local, "f.txt")).read() == "v2"
+    with lake.local_copy(commit.current(lake, "out")) as local:
+        assert open(os.path.join(local, "f.txt")).read() == "v2"
+    assert not os.path.exists(local)  # the download goes with the block
+    on_disk = Lake(str(tmp_path / "local-lake"))
+    with on_disk.local_copy(on_disk.path("out")) as folder:
+        assert folder == on_disk.path("out")  # a local lake's folder is read where it is
     with pytest.raises(RuntimeError):
         with commit.building(lake, "out") as tmp:
             raise RuntimeError("a failed build leaves the current version")
@@ -133,8 +138,6 @@ def test_a_dead_holders_lock_is_taken_over(s3_lake, monkeypatch):
 
 def _mirror(source: Lake, target: Lake, output: str) -> None:
     """The current version of a folder output, copied to another lake (local or S3) and made current there."""
-    import tempfile
-
     version = commit.new_version(target, output)
     if target.remote:
         with tempfile.TemporaryDirectory() as local:
@@ -144,8 +147,12 @@ def _mirror(source: Lake, target: Lake, output: str) -> None:
     commit.make_current(target, output, version)
 
 
-def test_model_stages_on_an_s3_lake(s3_lake, ingested, demo_set, tmp_path):
+def test_model_stages_on_an_s3_lake(s3_lake, ingested, demo_set, tmp_path, monkeypatch):
     from deeploc.stages import evaluate, infer, partitioning, publish, shards, train
+
+    scratch = tmp_path / "tmp"  # what the stages download or stage locally must be gone when they end
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
 
     local, _, _ = ingested
     bucket = Bucket(str(demo_set[0] / "bucket"))
@@ -184,6 +191,7 @@ def test_model_stages_on_an_s3_lake(s3_lake, ingested, demo_set, tmp_path):
     assert site["site"] == f"{commit.current(remote, 'site')}/index.html" and site["images"] == 5
     assert {"index.html", "app.js", "style.css", "img", "vendor", "site.json"} <= \
         set(remote.listdir(commit.current(remote, "site")))
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("deeploc-")]
 
 
 def test_metadata_lines_read_from_s3(s3_lake):

@@ -191,7 +191,9 @@ def test_a_killed_run_resumes_where_it_stopped(trained, tmp_path):
     cmd = [sys.executable, "-m", "deeploc.cli", "train", "--lake", str(lake), "--bucket", bucket.location,
            "--run", "k", "--epochs", "3"]
     state = lake / "checkpoints" / "k" / "state.json"
-    said = _stop_after_first_checkpoint(cmd, state, signal.SIGKILL, env={**os.environ, "DEEPLOC_MIRROR_CPUS": "2"})
+    # (TMPDIR: a killed run cannot remove its work folder; it stays in the test's own.)
+    said = _stop_after_first_checkpoint(cmd, state, signal.SIGKILL,
+                                        env={**os.environ, "DEEPLOC_MIRROR_CPUS": "2", "TMPDIR": str(tmp_path)})
     assert "training on 2 replicas" in said
     killed_after = json.loads(state.read_text())["epoch"]
     assert killed_after < 3

@@ -173,7 +173,8 @@ def cached(lake_root: str, run_name: str) -> Predictor:
     from deeploc.storage.lake import Lake
 
     lake = Lake(lake_root)
-    return Predictor.load(lake.download(commit.require(lake, f"models/{run_name}", "train")))
+    with lake.local_copy(commit.require(lake, f"models/{run_name}", "train")) as folder:
+        return Predictor.load(folder)  # all of it in memory: the copy can go
 
 
 def distances(locs: dict[str, dict[str, np.ndarray]], lat: np.ndarray, lon: np.ndarray) -> dict[str, np.ndarray]:

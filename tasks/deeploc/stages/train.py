@@ -14,6 +14,7 @@ which only suits tiny sets.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -39,10 +40,12 @@ INPUTS = ("shards", "images")
 CALIBRATION_PHOTOS = 10_000  # enough for one number per output; bounds memory (photos x classes floats)
 
 
-def _partitionings(lake: Lake, image_set: str, profile: str, any_partitionings: bool) -> tuple[str, dict]:
-    """A local folder with the image set's partitionings, and their report; refused when they were built
-    for another profile (unless ``any_partitionings``)."""
-    folder = lake.download(commit.require(lake, f"partitionings/{image_set}", "the partitioning stage"))
+def _partitionings(held: contextlib.ExitStack, lake: Lake, image_set: str, profile: str,
+                   any_partitionings: bool) -> tuple[str, dict]:
+    """A local folder with the image set's partitionings (held until ``held`` closes), and their report;
+    refused when they were built for another profile (unless ``any_partitionings``)."""
+    folder = held.enter_context(lake.local_copy(commit.require(lake, f"partitionings/{image_set}",
+                                                               "the partitioning stage")))
     with open(os.path.join(folder, "report.json")) as f:
         report = json.load(f)
     if report.get("profile") != profile and not any_partitionings:
@@ -94,20 +97,20 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
                                                 optimizer=optimizer, weight_decay=weight_decay)
     if weights is not None:
         prof = prof.with_overrides(weights=None if weights == "none" else weights)
-    part_dir, report = _partitionings(lake_, image_set, profile, any_partitionings)
-    order = report["order"]
-    outputs = Partitionings.read(part_dir, order).classes
-    if min(outputs.values()) < 2:
-        raise ValueError(f"train: every partitioning needs >= 2 classes, got {outputs}; lower tau_max or add data")
-    photos = pd.read_parquet(os.path.join(part_dir, "photos.parquet"))
-    tr, va = photos[photos["split"] == "train"], photos[photos["split"] == "val"]
-    config = {"profile": prof.as_dict(), "image_set": image_set, "order": order, "outputs": outputs,
-              "input": input, "split_rule": report["split_rule"], "seed": seed}
-    devices = model_mod.configure_devices()
-    keras.utils.set_random_seed(seed)
-    ckpt = Checkpoints(lake_, run)
-    work = tempfile.mkdtemp(prefix="deeploc-train-")
-    try:
+    with contextlib.ExitStack() as held:  # the partitionings' local copy (S3) and the work folder go at the end
+        part_dir, report = _partitionings(held, lake_, image_set, profile, any_partitionings)
+        order = report["order"]
+        outputs = Partitionings.read(part_dir, order).classes
+        if min(outputs.values()) < 2:
+            raise ValueError(f"train: every partitioning needs >= 2 classes, got {outputs}; lower tau_max or add data")
+        photos = pd.read_parquet(os.path.join(part_dir, "photos.parquet"))
+        tr, va = photos[photos["split"] == "train"], photos[photos["split"] == "val"]
+        config = {"profile": prof.as_dict(), "image_set": image_set, "order": order, "outputs": outputs,
+                  "input": input, "split_rule": report["split_rule"], "seed": seed}
+        devices = model_mod.configure_devices()
+        keras.utils.set_random_seed(seed)
+        ckpt = Checkpoints(lake_, run)
+        work = held.enter_context(tempfile.TemporaryDirectory(prefix="deeploc-train-", ignore_cleanup_errors=True))
         if input == "shards":
             sources = _shard_source(lake_, image_set, prof.shard_side, order, os.path.join(work, "shards"),
                                     shard_cache_gb)
@@ -122,8 +125,6 @@ def run(lake: str, bucket: Bucket, run: str, image_set: str = "full", profile: s
                    "weights": model_mod.weights_origin(prof.backbone, prof.weights)}   # what it started from
         _export(lake_, run, ckpt, summary, val_ds, training_data.ids_and_images(train_src, prof.input_size, prof.batch_size),
                 photos, part_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     ckpt.clear()
     runs.mark_latest(lake_, run, image_set)
     log.info("train: best epoch %d, val loss %.3f, fine val acc %.3f vs %.3f for the class prior -> %s",

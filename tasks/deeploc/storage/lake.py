@@ -110,9 +110,20 @@ class Lake:
 
         return ds.dataset(self.fs_path(location), filesystem=self.fs, **kw)
 
-    def download(self, location: str, dest: str | None = None) -> str:
-        """A local folder holding the folder ``location``: itself on a local lake, else a fresh download."""
+    def download(self, location: str, dest: str) -> str:
+        """Copy the folder ``location`` into the local folder ``dest``; returns ``dest``."""
         return self._store.download(location, dest)
+
+    @contextlib.contextmanager
+    def local_copy(self, location: str):
+        """A local folder holding the folder ``location`` for the with-block: the folder itself on a local
+        lake; on S3 a download, removed when the block ends (a worker or a server that reads a model or a
+        site once would otherwise leave a copy in the temporary folder at every start)."""
+        if not self.remote:
+            yield location
+            return
+        with tempfile.TemporaryDirectory(prefix="deeploc-") as local:
+            yield self.download(location, local)
 
     # -- writing -------------------------------------------------------------------------------
     def write_bytes(self, location: str, data: bytes) -> None:
@@ -197,9 +208,7 @@ class _LocalStore:
     def upload(self, local_dir: str, location: str) -> None:
         shutil.copytree(local_dir, location)
 
-    def download(self, location: str, dest: str | None) -> str:
-        if dest is None:
-            return location
+    def download(self, location: str, dest: str) -> str:
         shutil.copytree(location, dest, dirs_exist_ok=True)
         return dest
 
@@ -270,10 +279,9 @@ class _S3Store:
 
         fs.copy_files(local_dir, self.lake.fs_path(location), destination_filesystem=self.lake.fs, use_threads=True)
 
-    def download(self, location: str, dest: str | None) -> str:
+    def download(self, location: str, dest: str) -> str:
         from pyarrow import fs
 
-        dest = dest or tempfile.mkdtemp(prefix="deeploc-")
         os.makedirs(dest, exist_ok=True)
         fs.copy_files(self.lake.fs_path(location), dest, source_filesystem=self.lake.fs, use_threads=True)
         return dest

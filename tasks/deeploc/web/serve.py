@@ -18,6 +18,8 @@ behind a reverse proxy).
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import dataclasses
 import json
 import logging
@@ -49,6 +51,9 @@ access = logging.getLogger("deeploc.web.serve.access")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 FORM_OVERHEAD = 64 << 10  # multipart boundaries and part headers around the photo
 SETTINGS_ENV = "DEEPLOC_SERVE_SETTINGS"  # how ``--workers`` hands the settings to each worker process
+# The site's files are served from disk while the process lives: from an S3 lake, its copy goes at exit.
+_SERVED = contextlib.ExitStack()
+atexit.register(_SERVED.close)
 
 
 @dataclass(frozen=True)
@@ -256,12 +261,13 @@ def load(settings: Settings):
     """The app for these settings: the published site, the model run that predicts uploads, the
     protocol's limits and headers for this process."""
     lake = Lake(settings.lake)
-    site = lake.download(commit.require(lake, "site", "deeploc publish"))
+    site = _SERVED.enter_context(lake.local_copy(commit.require(lake, "site", "deeploc publish")))
     with open(os.path.join(site, "site.json")) as f:
         published = json.load(f)
     tiles = site_policy.tile_url(published["tiles"])
     run = settings.run or published["run"] or runs.resolve(lake, None)
-    predictor = Predictor.load(lake.download(commit.require(lake, f"models/{run}", "train")))
+    with lake.local_copy(commit.require(lake, f"models/{run}", "train")) as model_dir:
+        predictor = Predictor.load(model_dir)
     geography.countries()  # loaded now, not on the first upload
     GuardedH11Protocol.limits = ConnectionLimits(settings.limits.max_connections, settings.limits.header_timeout_s)
     GuardedH11Protocol.security_headers = site_policy.security_headers(tiles)
