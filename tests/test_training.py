@@ -191,10 +191,14 @@ def test_a_killed_run_resumes_where_it_stopped(trained, tmp_path):
     cmd = [sys.executable, "-m", "deeploc.cli", "train", "--lake", str(lake), "--bucket", bucket.location,
            "--run", "k", "--epochs", "3"]
     state = lake / "checkpoints" / "k" / "state.json"
-    # (TMPDIR: a killed run cannot remove its work folder; it stays in the test's own.)
+    # TMPDIR: a killed run cannot remove its work folder; it stays in the test's own, the only thing there
+    # (no source file of a function autograph converted: those are removed only at a normal exit).
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
     said = _stop_after_first_checkpoint(cmd, state, signal.SIGKILL,
-                                        env={**os.environ, "DEEPLOC_MIRROR_CPUS": "2", "TMPDIR": str(tmp_path)})
+                                        env={**os.environ, "DEEPLOC_MIRROR_CPUS": "2", "TMPDIR": str(tmp)})
     assert "training on 2 replicas" in said
+    assert [p.name.startswith("deeploc-train-") for p in tmp.iterdir()] == [True], list(tmp.iterdir())
     killed_after = json.loads(state.read_text())["epoch"]
     assert killed_after < 3
     # The same run asked again with other settings is refused, and its checkpoints are left as they were.

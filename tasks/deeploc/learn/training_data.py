@@ -27,6 +27,16 @@ SHUFFLE_RECORDS = 8192             # JPEG records held for shuffling (~40 KB eac
 READ_BUFFER_BYTES = 8 << 20
 
 
+def _mapped(ds, fn):
+    """``ds.map(fn)`` in parallel, traced as written (as is the shard reader's ``interleave``). These
+    functions have no Python control flow on tensors, so autograph has nothing to convert; each function
+    it converts becomes a source file in the temporary folder, which a process that is killed or ends by
+    ``os._exit`` (a Spark worker, an Airflow task) leaves there."""
+    import tensorflow as tf
+
+    return ds.map(tf.autograph.experimental.do_not_convert(fn), num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def _targets(classes: dict):
     """(the classes as they are, -1 included, {output: 1.0, or 0.0 where the class is -1})."""
     import tensorflow as tf
@@ -79,9 +89,10 @@ def _shard_records(files: list[str], outputs: list[str], cache=None):
         ds = tf.data.Dataset.from_tensor_slices(list(files))
     else:
         ds = tf.data.Dataset.from_generator(lambda: cache.paths(files), output_signature=tf.TensorSpec((), tf.string))
-    ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f, "", READ_BUFFER_BYTES),
+    read = tf.autograph.experimental.do_not_convert(lambda f: tf.data.TFRecordDataset(f, "", READ_BUFFER_BYTES))
+    ds = ds.interleave(read,
                        cycle_length=min(8, max(1, len(files))), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    return _mapped(ds, parse)
 
 
 def _image_records(photos, outputs: list[str], bucket, short_side: int):
@@ -95,8 +106,7 @@ def _image_records(photos, outputs: list[str], bucket, short_side: int):
     classes = {o: photos[f"class_{o}"].to_numpy(np.int32) for o in outputs}
     ds = tf.data.Dataset.from_tensor_slices((photos["object_key"].to_numpy(str), photos["photo_id"].to_numpy(np.int64),
                                              classes))
-    return ds.map(lambda key, pid, cls: (tf.ensure_shape(tf.numpy_function(load, [key], tf.string), ()), pid, cls),
-                  num_parallel_calls=tf.data.AUTOTUNE)
+    return _mapped(ds, lambda key, pid, cls: (tf.ensure_shape(tf.numpy_function(load, [key], tf.string), ()), pid, cls))
 
 
 class Source:
@@ -128,7 +138,7 @@ def epoch(source: Source, input_size: int, batch: int, seed: int, k: int):
 
     ds = source.records(np.random.default_rng([seed, k]))
     ds = ds.shuffle(SHUFFLE_RECORDS, seed=seed * 1_000_003 + k, reshuffle_each_iteration=False)
-    return ds.map(item, num_parallel_calls=tf.data.AUTOTUNE).batch(batch)
+    return _mapped(ds, item).batch(batch)
 
 
 def training(source: Source, input_size: int, batch: int, seed: int, first: int, epochs: int):
@@ -158,12 +168,12 @@ def validation(source: Source, input_size: int, batch: int):
         y, w = _targets(classes)
         return centre(jpeg, input_size), y, w
 
-    return source.records().map(item, num_parallel_calls=tf.data.AUTOTUNE).batch(batch).prefetch(tf.data.AUTOTUNE)
+    return _mapped(source.records(), item).batch(batch).prefetch(tf.data.AUTOTUNE)
 
 
 def ids_and_images(source: Source, input_size: int, batch: int):
     """(evaluation crops, photo ids) batches in stored order: one pass over every photo."""
     import tensorflow as tf
 
-    return (source.records().map(lambda jpeg, pid, _: (centre(jpeg, input_size), pid), num_parallel_calls=tf.data.AUTOTUNE)
+    return (_mapped(source.records(), lambda jpeg, pid, _: (centre(jpeg, input_size), pid))
             .batch(batch).prefetch(tf.data.AUTOTUNE))
